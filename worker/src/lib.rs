@@ -1,0 +1,12 @@
+//! The ibsweep worker: trains the paper's CNNs with libtorch and measures every layer.
+//!
+//! # Layout
+//! - [`data`]: MNIST / Fashion-MNIST IDX loading and the job's seeded subsets.
+//! - [`model`]: the CNN built from a job spec, exposing every measured layer.
+//! - [`error`]: the crate's error type.
+
+pub mod data;
+pub mod error;
+pub mod model;
+
+pub use error::{Error, Result};
