@@ -3,10 +3,14 @@
 //! # Layout
 //! - [`data`]: MNIST / Fashion-MNIST IDX loading and the job's seeded subsets.
 //! - [`model`]: the CNN built from a job spec, exposing every measured layer.
+//! - [`estimate`]: `worker estimate` on npy activations.
+//! - [`cli`]: the command line.
 //! - [`error`]: the crate's error type.
 
+pub mod cli;
 pub mod data;
 pub mod error;
+pub mod estimate;
 pub mod model;
 
 pub use error::{Error, Result};

@@ -1,13 +1,18 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-
-/// ibsweep worker: trains CNNs with libtorch and measures each layer's information.
-#[derive(Debug, Parser)]
-#[command(name = "worker", version)]
-struct Cli {}
+use ibsweep_worker::cli::{self, Cli};
 
 fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    ExitCode::SUCCESS
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli::run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("worker: error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
 }

@@ -17,6 +17,12 @@ use super::MeasureError;
 const NARROW_SEED: u64 = 0x1b5e_e9_0001;
 const WIDE_SEED: u64 = 0x1b5e_e9_0002;
 
+/// An activation value: f32 from the network, or f64 from a user's npy file. Binning
+/// always happens in f64, so f64 input is binned exactly as given.
+pub trait Activation: Copy + Into<f64> + Send + Sync {}
+impl Activation for f32 {}
+impl Activation for f64 {}
+
 /// A validated bin size (positive and finite).
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "f64", into = "f64")]
@@ -96,7 +102,7 @@ impl Binner {
     /// Pattern hashes of every row of `batch` (`features` values per row), for every bin size:
     /// `out[b][row]`. Rows are processed in parallel; each row is read from memory once and
     /// binned for all sizes while it is in cache.
-    pub fn hash_rows(&self, batch: &[f32], features: usize) -> Result<Vec<Vec<u128>>, MeasureError> {
+    pub fn hash_rows<T: Activation>(&self, batch: &[T], features: usize) -> Result<Vec<Vec<u128>>, MeasureError> {
         use rayon::prelude::*;
         if features == 0 || batch.len() % features != 0 {
             return Err(MeasureError::Shape { len: batch.len(), features });
@@ -127,7 +133,7 @@ impl Binner {
         Ok((0..n_bins).map(|b| (0..rows).map(|r| flat[r * n_bins + b]).collect()).collect())
     }
 
-    fn hash_row(&self, values: &[f32], bin: BinSize, scratch: &mut Scratch) -> Result<u128, MeasureError> {
+    fn hash_row<T: Activation>(&self, values: &[T], bin: BinSize, scratch: &mut Scratch) -> Result<u128, MeasureError> {
         scratch.narrow.resize(values.len(), 0);
         let fits = match self.kernel {
             Kernel::Portable => narrow_codes_portable(values, bin.0, &mut scratch.narrow),
@@ -146,7 +152,7 @@ impl Binner {
     }
 
     /// The codes of one row, as integers (for tests and for the `estimate` reference path).
-    pub fn codes(values: &[f32], bin: BinSize) -> Result<Vec<i64>, MeasureError> {
+    pub fn codes<T: Activation>(values: &[T], bin: BinSize) -> Result<Vec<i64>, MeasureError> {
         let mut bytes = Vec::new();
         wide_codes(values, bin.0, &mut bytes)?;
         Ok(bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
@@ -168,10 +174,10 @@ fn bytemuck_i8(codes: &[i8]) -> &[u8] {
 /// Branch-free so that it vectorizes; the caller falls back to [`wide_codes`] otherwise,
 /// which also finds the non-finite value.
 #[inline(always)]
-fn narrow_codes_kernel(values: &[f32], bin: f64, out: &mut [i8]) -> bool {
+fn narrow_codes_kernel<T: Activation>(values: &[T], bin: f64, out: &mut [i8]) -> bool {
     let mut fits = true;
     for (o, &h) in out.iter_mut().zip(values) {
-        let q = (f64::from(h) / bin).floor();
+        let q = (h.into() / bin).floor();
         // NaN fails both comparisons, so non-finite values are caught here too.
         fits &= (-128.0..=127.0).contains(&q);
         *o = q as i8;
@@ -179,26 +185,27 @@ fn narrow_codes_kernel(values: &[f32], bin: f64, out: &mut [i8]) -> bool {
     fits
 }
 
-fn narrow_codes_portable(values: &[f32], bin: f64, out: &mut [i8]) -> bool {
+fn narrow_codes_portable<T: Activation>(values: &[T], bin: f64, out: &mut [i8]) -> bool {
     narrow_codes_kernel(values, bin, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn narrow_codes_avx2(values: &[f32], bin: f64, out: &mut [i8]) -> bool {
+unsafe fn narrow_codes_avx2<T: Activation>(values: &[T], bin: f64, out: &mut [i8]) -> bool {
     narrow_codes_kernel(values, bin, out)
 }
 
 /// The checked path: i64 little-endian codes, with a clear error for non-finite input or a
 /// code beyond i64. Never truncates silently.
-fn wide_codes(values: &[f32], bin: f64, out: &mut Vec<u8>) -> Result<(), MeasureError> {
+fn wide_codes<T: Activation>(values: &[T], bin: f64, out: &mut Vec<u8>) -> Result<(), MeasureError> {
     out.clear();
     out.reserve(values.len() * 8);
     for (feature, &h) in values.iter().enumerate() {
+        let h: f64 = h.into();
         if !h.is_finite() {
             return Err(MeasureError::NonFinite { sample: 0, feature, value: h });
         }
-        let q = (f64::from(h) / bin).floor();
+        let q = (h / bin).floor();
         if !(-9.2e18..=9.2e18).contains(&q) {
             return Err(MeasureError::CodeOverflow { feature, code: q });
         }
@@ -218,10 +225,11 @@ mod tests {
     #[test]
     fn codes_follow_the_definition() {
         let bin = BinSize::new(0.67).unwrap();
-        let codes = Binner::codes(&[-1.0, -0.6, -0.1, 0.0, 0.1, 0.68, 0.99, 1.0], bin).unwrap();
+        let codes = Binner::codes(&[-1.0f32, -0.6, -0.1, 0.0, 0.1, 0.68, 0.99, 1.0], bin).unwrap();
         assert_eq!(codes, vec![-2, -1, -1, 0, 0, 1, 1, 1]);
-        // -0.67 as f32 is -0.6700000166..., just past -1 bin widths: code -2.
-        assert_eq!(Binner::codes(&[-0.67], bin).unwrap(), vec![-2]);
+        // -0.67 as f32 is -0.6700000166..., just past -1 bin widths: code -2; as f64 it is -1.
+        assert_eq!(Binner::codes(&[-0.67f32], bin).unwrap(), vec![-2]);
+        assert_eq!(Binner::codes(&[-0.67f64], bin).unwrap(), vec![-1]);
         // 0.67 as f32 is slightly below 0.67 as f64: floor in f64 puts it in bin 0.
         assert_eq!(Binner::codes(&[0.67f32], bin).unwrap(), vec![(f64::from(0.67f32) / 0.67).floor() as i64]);
     }

@@ -244,7 +244,7 @@ impl LayerAccumulator {
     }
 
     /// Bins and counts one batch: `batch` holds `labels.len()` samples of `features` values.
-    pub fn add_batch(&mut self, batch: &[f32], features: usize, labels: &[u32]) -> Result<(), MeasureError> {
+    pub fn add_batch<T: super::Activation>(&mut self, batch: &[T], features: usize, labels: &[u32]) -> Result<(), MeasureError> {
         if batch.len() != features * labels.len() {
             return Err(MeasureError::LabelCount { labels: labels.len(), samples: batch.len() / features.max(1) });
         }

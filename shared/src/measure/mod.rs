@@ -13,7 +13,7 @@ pub mod estimator;
 pub mod histogram;
 pub mod profile;
 
-pub use binning::{BinSize, Binner};
+pub use binning::{Activation, BinSize, Binner};
 pub use estimator::Estimate;
 pub use histogram::{LayerHistogram, LayerAccumulator};
 pub use profile::CountProfile;
@@ -22,7 +22,7 @@ pub use profile::CountProfile;
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum MeasureError {
     #[error("non-finite activation {value} at sample {sample}, feature {feature}")]
-    NonFinite { sample: usize, feature: usize, value: f32 },
+    NonFinite { sample: usize, feature: usize, value: f64 },
     #[error("bin size {0} is not a positive finite number")]
     BadBinSize(f64),
     #[error("batch of {len} values is not a whole number of samples of {features} features")]
