@@ -365,5 +365,11 @@ mod tests {
         let fast = Binner::with_kernel(sizes.clone(), Kernel::Avx2).hash_rows(&values, 97).unwrap();
         let slow = Binner::with_kernel(sizes, Kernel::Portable).hash_rows(&values, 97).unwrap();
         assert_eq!(fast, slow);
+        // Values exactly on bin edges force the division fallback; codes must still agree.
+        let edges: Vec<f32> = (-40..40).map(|k| k as f32 * 0.25).collect();
+        let sizes = bins(&[0.25, 0.5, 0.125]);
+        let fast = Binner::with_kernel(sizes.clone(), Kernel::Avx2).hash_rows(&edges, 1).unwrap();
+        let slow = Binner::with_kernel(sizes, Kernel::Portable).hash_rows(&edges, 1).unwrap();
+        assert_eq!(fast, slow);
     }
 }
