@@ -4,8 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::error::{Error, Result};
-use crate::estimate;
+use crate::train::RunConfig;
+use crate::{estimate, run};
 
 /// ibsweep worker: trains the paper's CNNs with libtorch and measures every layer's
 /// mutual information.
@@ -18,6 +22,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run one job on this machine without a coordinator and write its MI rows.
+    Run(RunArgs),
     /// Estimate I(X;T) and I(Y;T) of saved activations (npy), one result per bin size.
     Estimate(EstimateArgs),
 }
@@ -38,9 +44,72 @@ pub struct EstimateArgs {
     pub json: bool,
 }
 
+/// Where the data sets are and how many threads to use: shared by every command that trains.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ComputeArgs {
+    /// libtorch intra-op threads, and binning threads (default: the cores this process may use).
+    #[arg(long, env = "IBSWEEP_THREADS")]
+    pub threads: Option<usize>,
+    /// Directory with mnist/ and fashion-mnist/ IDX files (default: the set-up script's cache).
+    #[arg(long, visible_alias = "data-dir", env = "IBSWEEP_DATASETS", value_name = "DIR")]
+    pub datasets: Option<PathBuf>,
+    /// cpu, cuda, cuda:N, or auto (CUDA when libtorch sees one).
+    #[arg(long, env = "IBSWEEP_DEVICE", default_value = "auto")]
+    pub device: String,
+}
+
+impl ComputeArgs {
+    pub fn datasets(&self) -> PathBuf {
+        self.datasets.clone().unwrap_or_else(crate::data::default_datasets_dir)
+    }
+
+    pub fn run_config(&self) -> Result<RunConfig> {
+        let threads = self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if threads == 0 {
+            return Err(Error::InvalidInput("--threads must be at least 1".into()));
+        }
+        let device = match self.device.as_str() {
+            "auto" => tch::Device::cuda_if_available(),
+            "cpu" => tch::Device::Cpu,
+            "cuda" => tch::Device::Cuda(0),
+            other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+                Some(n) => tch::Device::Cuda(n),
+                None => return Err(Error::InvalidInput(format!("--device {other}: expected cpu, cuda, cuda:N or auto"))),
+            },
+        };
+        if matches!(device, tch::Device::Cuda(_)) && !tch::Cuda::is_available() {
+            return Err(Error::InvalidInput(format!("--device {}: libtorch sees no CUDA device (this build is CPU-only unless LIBTORCH points at a CUDA libtorch)", self.device)));
+        }
+        Ok(RunConfig { threads, device })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The job: a YAML file with the keys of one grid point (see docs/usage.md).
+    #[arg(value_name = "JOB.yaml")]
+    pub job: PathBuf,
+    /// Output directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+}
+
 /// Runs the parsed command; `main` maps the error to a message and exit code.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Run(args) => {
+            let spec = run::read_job(&args.job)?;
+            let config = args.compute.run_config()?;
+            let interrupted = Arc::new(AtomicBool::new(false));
+            let flag = Arc::clone(&interrupted);
+            ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+                .map_err(|e| Error::InvalidInput(format!("cannot install the Ctrl-C handler: {e}")))?;
+            run::run_local(&spec, &args.out, &args.compute.datasets(), config, interrupted)?;
+            eprintln!("wrote {}", args.out.join("mi.csv").display());
+            Ok(())
+        }
         Command::Estimate(args) => {
             let rows = estimate::estimate(&args.activations, &args.labels, &args.bin_sizes)?;
             if args.json {

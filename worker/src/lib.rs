@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`data`]: MNIST / Fashion-MNIST IDX loading and the job's seeded subsets.
 //! - [`model`]: the CNN built from a job spec, exposing every measured layer.
+//! - [`train`]: training and per-epoch measurement of one job (on the caller's thread).
+//! - [`run`]: `worker run`, one job locally with outputs on disk.
 //! - [`estimate`]: `worker estimate` on npy activations.
 //! - [`cli`]: the command line.
 //! - [`error`]: the crate's error type.
@@ -12,5 +14,7 @@ pub mod data;
 pub mod error;
 pub mod estimate;
 pub mod model;
+pub mod run;
+pub mod train;
 
 pub use error::{Error, Result};

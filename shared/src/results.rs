@@ -1,0 +1,131 @@
+//! One MI result row (design §1 "Estimator": what is reported per row), and its CSV form.
+//! The same row type leaves `worker run` and `coordinator results`, so both export alike.
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{Activation, Dataset, JobSpec, Pooling, Split};
+use crate::measure::Estimate;
+
+/// The CSV header, in order; the contract for `results --format csv`.
+pub const CSV_HEADER: &str = "sweep_id,job_id,dataset,width,depth,kernel,pooling,fc,activation,seed,epoch,split,layer,layer_name,bin_size,n,distinct,h_t,i_xt,h_t_given_y,i_yt,h_y,loss,accuracy";
+
+/// Result of one (job, epoch, split, layer, bin size).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MiRow {
+    /// Empty for a local `worker run`.
+    pub sweep_id: String,
+    /// Empty for a local `worker run`.
+    pub job_id: String,
+    pub dataset: Dataset,
+    pub width: u32,
+    pub depth: u32,
+    pub kernel: u32,
+    pub pooling: Pooling,
+    /// Hidden FC widths joined by `-`, empty for none.
+    pub fc: String,
+    pub activation: Activation,
+    pub seed: u64,
+    pub epoch: u32,
+    pub split: Split,
+    /// 1-based index of the measured layer.
+    pub layer: u32,
+    pub layer_name: String,
+    pub bin_size: f64,
+    pub n: u64,
+    pub distinct: u64,
+    pub h_t: f64,
+    pub i_xt: f64,
+    pub h_t_given_y: f64,
+    pub i_yt: f64,
+    pub h_y: f64,
+    /// Cross-entropy of this split at this epoch.
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+/// Where a row comes from, apart from the numbers.
+#[derive(Debug, Clone, Copy)]
+pub struct RowKey<'a> {
+    pub epoch: u32,
+    pub split: Split,
+    pub layer: u32,
+    pub layer_name: &'a str,
+    pub bin_size: f64,
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+impl MiRow {
+    pub fn new(sweep_id: &str, job_id: &str, spec: &JobSpec, key: RowKey<'_>, e: &Estimate) -> MiRow {
+        MiRow {
+            sweep_id: sweep_id.to_string(),
+            job_id: job_id.to_string(),
+            dataset: spec.dataset,
+            width: spec.width,
+            depth: spec.depth,
+            kernel: spec.kernel,
+            pooling: spec.pooling,
+            fc: spec.fc.iter().map(u32::to_string).collect::<Vec<_>>().join("-"),
+            activation: spec.activation,
+            seed: spec.seed,
+            epoch: key.epoch,
+            split: key.split,
+            layer: key.layer,
+            layer_name: key.layer_name.to_string(),
+            bin_size: key.bin_size,
+            n: e.n,
+            distinct: e.distinct,
+            h_t: e.h_t,
+            i_xt: e.i_xt,
+            h_t_given_y: e.h_t_given_y,
+            i_yt: e.i_yt,
+            h_y: e.h_y,
+            loss: key.loss,
+            accuracy: key.accuracy,
+        }
+    }
+}
+
+/// Writes rows as CSV with [`CSV_HEADER`].
+#[derive(Debug)]
+pub struct CsvWriter<W: std::io::Write> {
+    inner: csv::Writer<W>,
+}
+
+impl<W: std::io::Write> CsvWriter<W> {
+    pub fn new(out: W) -> CsvWriter<W> {
+        CsvWriter { inner: csv::WriterBuilder::new().has_headers(true).from_writer(out) }
+    }
+
+    pub fn write(&mut self, row: &MiRow) -> std::io::Result<()> {
+        self.inner.serialize(row).map_err(std::io::Error::other)
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_header_matches_the_contract() {
+        let spec: JobSpec = serde_json::from_value(serde_json::json!({
+            "dataset": "fashion-mnist", "width": 3, "depth": 5, "kernel": 3, "fc": [500, 1024, 500], "epochs": 1,
+        }))
+        .unwrap();
+        let e = Estimate { n: 4, distinct: 2, h_t: 1.0, i_xt: 1.0, h_t_given_y: 0.5, i_yt: 0.5, h_y: 1.0 };
+        let key = RowKey { epoch: 1, split: Split::Test, layer: 2, layer_name: "conv2", bin_size: 0.67, loss: 0.3, accuracy: 0.9 };
+        let mut out = Vec::new();
+        let mut w = CsvWriter::new(&mut out);
+        w.write(&MiRow::new("s", "j", &spec, key, &e)).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        let text = String::from_utf8(out).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next().unwrap(), CSV_HEADER);
+        assert_eq!(lines.next().unwrap(), "s,j,fashion-mnist,3,5,3,none,500-1024-500,tanh,0,1,test,2,conv2,0.67,4,2,1.0,1.0,0.5,0.5,1.0,0.3,0.9");
+    }
+}
