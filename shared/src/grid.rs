@@ -1,0 +1,374 @@
+//! Grid files (design §2 "Grid file"): W&B-style `parameters` with `value`/`values`, plus
+//! `include`, `exclude`, `measure`, `train` and `limits`.
+//!
+//! Expansion is lazy: the product is a mixed-radix number, so point `i` is computed from `i`
+//! alone and a million-point grid costs nothing until its jobs are leased. Validation walks
+//! only what can interact (the structural parameters jointly, every other value once), so
+//! every point is known valid before anything is written, in well under a second.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_saphyr::Spanned;
+
+use crate::job::{Activation, Dataset, JobSpec, MeasureSpec, Pooling, Sampling};
+
+/// Keys a grid point may set.
+pub const PARAMETERS: &[&str] = &[
+    "dataset", "width", "depth", "kernel", "pooling", "fc", "activation", "seed", "epochs", "batch_size", "lr",
+    "train_size", "test_size", "sampling",
+];
+
+/// Parameters whose validity depends on each other; their product is checked jointly.
+const JOINT: &[&str] = &["width", "depth", "kernel", "pooling", "fc", "epochs", "train_size", "sampling"];
+
+/// A grid that cannot be used, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {key}: {message}")]
+pub struct GridError {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    /// The offending key (`parameters.kernel`, `include[2]`, ...).
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParam {
+    value: Option<Value>,
+    values: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainSection {
+    epochs: Option<u32>,
+    train_size: Option<u32>,
+    test_size: Option<u32>,
+    batch_size: Option<u32>,
+    lr: Option<f64>,
+    activation: Option<Activation>,
+    sampling: Option<Sampling>,
+}
+
+/// Per-sweep limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Attempts per job before it is marked failed.
+    pub max_attempts: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_attempts: 3 }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrid {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: String,
+    parameters: Spanned<HashMap<Spanned<String>, Spanned<RawParam>>>,
+    #[serde(default)]
+    include: Vec<Spanned<BTreeMap<String, Value>>>,
+    #[serde(default)]
+    exclude: Vec<Spanned<BTreeMap<String, Value>>>,
+    #[serde(default)]
+    measure: MeasureSpec,
+    #[serde(default)]
+    train: TrainSection,
+    #[serde(default)]
+    limits: Limits,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Param {
+    key: String,
+    values: Vec<Value>,
+    #[serde(skip)]
+    line: u64,
+    #[serde(skip)]
+    column: u64,
+}
+
+/// A parsed, validated grid. Cheap to keep; points are computed on demand.
+#[derive(Debug, Clone, Serialize)]
+pub struct Grid {
+    pub name: String,
+    pub description: String,
+    params: Vec<Param>,
+    include: Vec<BTreeMap<String, Value>>,
+    exclude: Vec<BTreeMap<String, Value>>,
+    train: TrainSection,
+    measure: MeasureSpec,
+    pub limits: Limits,
+    #[serde(skip)]
+    product: u64,
+    #[serde(skip)]
+    excluded: u64,
+}
+
+impl Grid {
+    /// Parses and validates `text` (the contents of `file`); nothing is expanded.
+    pub fn parse(file: &str, text: &str) -> Result<Grid, GridError> {
+        let raw: RawGrid = serde_saphyr::from_str(text).map_err(|e| {
+            let message = e.to_string();
+            let (line, column) = locate(&message);
+            GridError { file: file.into(), line, column, key: error_key(&message), message: first_line(&message) }
+        })?;
+        let err = |line: u64, column: u64, key: &str, message: String| GridError {
+            file: file.into(),
+            line,
+            column,
+            key: key.into(),
+            message,
+        };
+        let mut params = Vec::new();
+        // File order: the last parameter varies fastest, like nested loops.
+        let mut entries: Vec<_> = raw.parameters.value.into_iter().collect();
+        entries.sort_by_key(|(key, _)| (key.referenced.line(), key.referenced.column()));
+        for (key, param) in entries {
+            let (line, column) = (key.referenced.line(), key.referenced.column());
+            let name = format!("parameters.{}", key.value);
+            if !PARAMETERS.contains(&key.value.as_str()) {
+                return Err(err(line, column, &name, format!("unknown parameter; expected one of {}", PARAMETERS.join(", "))));
+            }
+            let values = match (param.value.value, param.value.values) {
+                (Some(v), None) => vec![v],
+                (None, Some(vs)) if !vs.is_empty() => vs,
+                (None, Some(_)) => return Err(err(line, column, &name, "`values` is empty: the product would be empty".into())),
+                _ => return Err(err(line, column, &name, "give exactly one of `value: X` or `values: [X, Y, ...]`".into())),
+            };
+            params.push(Param { key: key.value, values, line, column });
+        }
+        let product = params.iter().try_fold(1u64, |acc, p| acc.checked_mul(p.values.len() as u64));
+        let Some(product) = product else {
+            return Err(err(raw.parameters.referenced.line(), 1, "parameters", "the product has more than 2^64 points".into()));
+        };
+        let mut grid = Grid {
+            name: raw.name.value,
+            description: raw.description,
+            params,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            train: raw.train,
+            measure: raw.measure,
+            limits: raw.limits,
+            product,
+            excluded: 0,
+        };
+        if grid.limits.max_attempts == 0 {
+            return Err(err(1, 1, "limits.max_attempts", "must be at least 1".into()));
+        }
+        for (i, entry) in raw.exclude.iter().enumerate() {
+            let key = format!("exclude[{i}]");
+            if let Some(bad) = entry.value.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
+                return Err(err(entry.referenced.line(), entry.referenced.column(), &key, format!("unknown parameter `{bad}`")));
+            }
+            grid.exclude.push(entry.value.clone());
+        }
+        // Every value of every parameter once, with the others at their first value: type
+        // errors point at the parameter's own line.
+        let first: Vec<usize> = vec![0; grid.params.len()];
+        for (p, param) in grid.params.iter().enumerate() {
+            for v in 0..param.values.len() {
+                let mut digits = first.clone();
+                digits[p] = v;
+                if let Err(message) = grid.spec_at(&digits).and_then(|s| s.validate().map_err(|e| e.0)) {
+                    if JOINT.contains(&param.key.as_str()) && message.contains("smaller than its kernel") {
+                        continue; // judged jointly below, with the point named
+                    }
+                    return Err(err(param.line, param.column, &format!("parameters.{}", param.key), format!("value {}: {message}", param.values[v])));
+                }
+            }
+        }
+        grid.validate_joint(file)?;
+        for (i, entry) in raw.include.iter().enumerate() {
+            let key = format!("include[{i}]");
+            let located = |message: String| err(entry.referenced.line(), entry.referenced.column(), &key, message);
+            if let Some(bad) = entry.value.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
+                return Err(located(format!("unknown parameter `{bad}`")));
+            }
+            if let Some(p) = grid.params.iter().find(|p| p.values.len() > 1 && !entry.value.contains_key(&p.key)) {
+                return Err(located(format!("must set `{}`, which has several values in `parameters`", p.key)));
+            }
+            grid.include.push(entry.value.clone());
+            let spec = grid.point(product + i as u64).expect("include index").map_err(&located)?;
+            spec.validate().map_err(|e| located(e.0))?;
+        }
+        if !grid.exclude.is_empty() {
+            grid.excluded = (0..product).filter(|&i| grid.is_excluded(&grid.digits(i))).count() as u64;
+        }
+        if grid.job_count() == 0 {
+            return Err(err(1, 1, "parameters", "the grid has no points (everything is excluded)".into()));
+        }
+        Ok(grid)
+    }
+
+    fn validate_joint(&self, file: &str) -> Result<(), GridError> {
+        let joint: Vec<usize> = (0..self.params.len())
+            .filter(|&p| JOINT.contains(&self.params[p].key.as_str()) && self.params[p].values.len() > 1)
+            .collect();
+        let combos: u64 = joint.iter().map(|&p| self.params[p].values.len() as u64).product();
+        let mut seen = HashSet::new();
+        for c in 0..combos {
+            let mut digits = vec![0; self.params.len()];
+            let mut rest = c;
+            for &p in &joint {
+                let n = self.params[p].values.len() as u64;
+                digits[p] = (rest % n) as usize;
+                rest /= n;
+            }
+            if !seen.insert(digits.clone()) || self.is_excluded(&digits) {
+                continue;
+            }
+            let spec = self.spec_at(&digits).map_err(|m| self.point_error(file, &digits, m))?;
+            spec.validate().map_err(|e| self.point_error(file, &digits, e.0))?;
+        }
+        Ok(())
+    }
+
+    fn point_error(&self, file: &str, digits: &[usize], message: String) -> GridError {
+        let point: Vec<String> = self
+            .params
+            .iter()
+            .zip(digits)
+            .filter(|(p, _)| p.values.len() > 1)
+            .map(|(p, &d)| format!("{}={}", p.key, p.values[d]))
+            .collect();
+        let first = self.params.iter().find(|p| p.values.len() > 1 && JOINT.contains(&p.key.as_str()));
+        GridError {
+            file: file.into(),
+            line: first.map_or(1, |p| p.line),
+            column: first.map_or(1, |p| p.column),
+            key: format!("point {{{}}}", point.join(", ")),
+            message: format!("{message}; drop the combination with `exclude`"),
+        }
+    }
+
+    /// Number of indices: the product's, then one per `include` entry. Some product
+    /// indices are excluded ([`Grid::point`] returns `None` for them).
+    pub fn index_len(&self) -> u64 {
+        self.product + self.include.len() as u64
+    }
+
+    /// Number of jobs.
+    pub fn job_count(&self) -> u64 {
+        self.product - self.excluded + self.include.len() as u64
+    }
+
+    fn digits(&self, mut index: u64) -> Vec<usize> {
+        // The last parameter varies fastest, like nested loops in file order.
+        let mut digits = vec![0; self.params.len()];
+        for (p, param) in self.params.iter().enumerate().rev() {
+            let n = param.values.len() as u64;
+            digits[p] = (index % n) as usize;
+            index /= n;
+        }
+        digits
+    }
+
+    fn is_excluded(&self, digits: &[usize]) -> bool {
+        self.exclude.iter().any(|entry| {
+            entry.iter().all(|(k, v)| {
+                self.params.iter().zip(digits).any(|(p, &d)| &p.key == k && values_equal(&p.values[d], v))
+            })
+        })
+    }
+
+    fn base(&self) -> serde_json::Map<String, Value> {
+        let mut map = match serde_json::to_value(&self.train).expect("train section") {
+            Value::Object(m) => m.into_iter().filter(|(_, v)| !v.is_null()).collect(),
+            _ => serde_json::Map::new(),
+        };
+        map.insert("measure".into(), serde_json::to_value(&self.measure).expect("measure"));
+        map
+    }
+
+    fn spec_at(&self, digits: &[usize]) -> Result<JobSpec, String> {
+        let mut map = self.base();
+        for (param, &d) in self.params.iter().zip(digits) {
+            map.insert(param.key.clone(), param.values[d].clone());
+        }
+        serde_json::from_value(Value::Object(map)).map_err(|e| e.to_string())
+    }
+
+    /// The job at `index`: `None` when the product point is excluded, `Some(Err)` never
+    /// after a successful parse.
+    pub fn point(&self, index: u64) -> Option<Result<JobSpec, String>> {
+        if index < self.product {
+            let digits = self.digits(index);
+            if self.is_excluded(&digits) {
+                return None;
+            }
+            return Some(self.spec_at(&digits));
+        }
+        let entry = self.include.get((index - self.product) as usize)?;
+        let mut map = self.base();
+        for param in self.params.iter().filter(|p| p.values.len() == 1) {
+            map.insert(param.key.clone(), param.values[0].clone());
+        }
+        for (k, v) in entry {
+            map.insert(k.clone(), v.clone());
+        }
+        Some(serde_json::from_value(Value::Object(map)).map_err(|e| e.to_string()))
+    }
+
+    /// A stable text of everything that defines the sweep: its UUIDv5 is the sweep ID.
+    pub fn canonical(&self) -> String {
+        serde_json::to_string(self).expect("grid serializes")
+    }
+}
+
+/// YAML `0.001` and `1e-3`, or `3` and `3.0`, are the same value.
+fn values_equal(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// The canonical parameters of a job (its identity within a sweep).
+pub fn canonical_job(spec: &JobSpec) -> String {
+    serde_json::to_string(&serde_json::to_value(spec).expect("spec serializes")).expect("json")
+}
+
+fn locate(message: &str) -> (u64, u64) {
+    // serde-saphyr: "error: line L column C: ..."
+    let grab = |word: &str| -> Option<u64> {
+        let rest = &message[message.find(word)? + word.len()..];
+        rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    (grab("line").unwrap_or(1), grab("column").unwrap_or(1))
+}
+
+fn first_line(message: &str) -> String {
+    let mut line = message.lines().next().unwrap_or(message).trim();
+    // Drop serde-saphyr's own "error: line L column C: " prefix; ours says the same.
+    line = line.strip_prefix("error: ").unwrap_or(line);
+    if line.starts_with("line ") {
+        if let Some(i) = line.find(": ") {
+            line = &line[i + 2..];
+        }
+    }
+    line.to_string()
+}
+
+/// The key a parse error is about, where serde names it.
+fn error_key(message: &str) -> String {
+    message
+        .split_once("unknown field `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map_or_else(|| "grid".to_string(), |(key, _)| key.to_string())
+}
+
+// Keep the enums referenced so grid files and job specs share one vocabulary.
+const _: fn() = || {
+    let _ = (Dataset::Mnist, Pooling::None);
+};

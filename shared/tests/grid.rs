@@ -1,0 +1,109 @@
+//! Grid files: expansion order, include/exclude, and every class of error located in the file.
+
+use ibsweep_shared::grid::Grid;
+use ibsweep_shared::job::{Dataset, EpochSchedule, Pooling};
+
+const GRID: &str = "\
+name: width-mnist
+description: Fig. 4
+parameters:
+  dataset: {values: [mnist, fashion-mnist]}
+  width:   {values: [2, 4, 6]}
+  depth:   {value: 6}
+  kernel:  {value: 3}
+  pooling: {value: none}
+  fc:      {value: []}
+  seed:    {values: [0, 1]}
+  epochs:  {value: 100}
+include:
+  - {dataset: mnist, width: 6, fc: [500, 1024, 500], seed: 0}
+exclude:
+  - {dataset: fashion-mnist, width: 2}
+measure: {epochs: \"log:36\", splits: [train, test], bin_sizes: [0.67]}
+train: {train_size: 10000, test_size: 10000, batch_size: 1000, lr: 0.001, activation: tanh}
+limits: {max_attempts: 3}
+";
+
+#[test]
+fn expands_lazily_in_file_order_with_include_and_exclude() {
+    let grid = Grid::parse("grid.yaml", GRID).unwrap();
+    assert_eq!(grid.index_len(), 12 + 1);
+    assert_eq!(grid.job_count(), 12 - 2 + 1);
+    let p0 = grid.point(0).unwrap().unwrap();
+    assert_eq!((p0.dataset, p0.width, p0.seed), (Dataset::Mnist, 2, 0));
+    let p1 = grid.point(1).unwrap().unwrap();
+    assert_eq!((p1.width, p1.seed), (2, 1), "seed (last parameter) varies fastest");
+    // fashion-mnist x width 2 is excluded: indices 6 and 7.
+    assert!(grid.point(6).is_none() && grid.point(7).is_none());
+    assert_eq!(grid.point(8).unwrap().unwrap().width, 4);
+    let extra = grid.point(12).unwrap().unwrap();
+    assert_eq!((extra.fc.clone(), extra.depth, extra.epochs), (vec![500, 1024, 500], 6, 100));
+    assert_eq!(p0.measure.epochs, EpochSchedule::Log(36));
+    assert_eq!((p0.pooling, p0.lr, p0.batch_size), (Pooling::None, 0.001, 1000));
+    assert!(grid.point(13).is_none());
+    assert_eq!(grid.limits.max_attempts, 3);
+    // Same content, same canonical form (the sweep ID); other content differs.
+    assert_eq!(grid.canonical(), Grid::parse("other.yaml", GRID).unwrap().canonical());
+    let other = Grid::parse("g", &GRID.replace("epochs:  {value: 100}", "epochs:  {value: 101}")).unwrap();
+    assert_ne!(grid.canonical(), other.canonical());
+}
+
+fn error(text: &str) -> String {
+    Grid::parse("grid.yaml", text).unwrap_err().to_string()
+}
+
+#[test]
+fn every_error_names_file_line_and_key() {
+    let unknown_param = GRID.replace("  epochs:  {value: 100}", "  epochs:  {value: 100}\n  widht: {value: 3}");
+    let e = error(&unknown_param);
+    assert!(e.starts_with("grid.yaml:12:3: parameters.widht: unknown parameter"), "{e}");
+
+    let e = error(&GRID.replace("width:   {values: [2, 4, 6]}", "width:   {values: [2, four, 6]}"));
+    assert!(e.starts_with("grid.yaml:5:3: parameters.width: value \"four\""), "{e}");
+
+    let e = error(&GRID.replace("width:   {values: [2, 4, 6]}", "width:   {values: []}"));
+    assert!(e.starts_with("grid.yaml:5:3: parameters.width: `values` is empty"), "{e}");
+
+    let e = error(&GRID.replace("width:   {values: [2, 4, 6]}", "width:   {value: 2, values: [3]}"));
+    assert!(e.contains("grid.yaml:5:3: parameters.width: give exactly one"), "{e}");
+
+    let e = error(&GRID.replace("limits: {max_attempts: 3}", "limits: {max_attempts: 3}\ncolour: red"));
+    assert!(e.starts_with("grid.yaml:19:1: colour: unknown field `colour`"), "{e}");
+
+    let e = error(&GRID.replace("dataset: {values: [mnist, fashion-mnist]}", "dataset: {values: [mnist, cifar]}"));
+    assert!(e.contains("parameters.dataset: value \"cifar\"") && e.contains("unknown variant"), "{e}");
+
+    let e = error(&GRID.replace("measure: {epochs: \"log:36\"", "measure: {epochs: \"log:x\""));
+    assert!(e.starts_with("grid.yaml:16:") && e.contains("log:N"), "{e}");
+
+    // An impossible shape names the point and the parameter's line.
+    let e = error(&GRID.replace("kernel:  {value: 3}", "kernel:  {values: [3, 11]}"));
+    assert!(e.contains("point {") && e.contains("kernel=11") && e.contains("smaller than its kernel"), "{e}");
+
+    let e = error(&GRID.replace("  - {dataset: mnist, width: 6, fc: [500, 1024, 500], seed: 0}", "  - {dataset: mnist, width: 6}"));
+    assert!(e.starts_with("grid.yaml:13:") && e.contains("include[0]: must set `seed`"), "{e}");
+
+    let e = error(&GRID.replace("  - {dataset: fashion-mnist, width: 2}", "  - {dataset: fashion-mnist, colour: 2}"));
+    assert!(e.contains("exclude[0]: unknown parameter `colour`"), "{e}");
+
+    let everything = GRID.replace("  - {dataset: fashion-mnist, width: 2}", "  - {epochs: 100}").replace("include:\n  - {dataset: mnist, width: 6, fc: [500, 1024, 500], seed: 0}\n", "");
+    assert!(error(&everything).contains("no points"), "{}", error(&everything));
+
+    assert!(error("name: x\n").contains("missing field `parameters`"));
+    assert!(error(&GRID.replace("limits: {max_attempts: 3}", "limits: {max_attempts: 0}")).contains("max_attempts"));
+}
+
+#[test]
+fn a_million_points_parse_without_expanding() {
+    let widths: Vec<String> = (1..=1000).map(|w| w.to_string()).collect();
+    let seeds: Vec<String> = (0..1000).map(|s| s.to_string()).collect();
+    let text = format!(
+        "name: big\nparameters:\n  dataset: {{value: mnist}}\n  width: {{values: [{}]}}\n  depth: {{value: 2}}\n  kernel: {{value: 3}}\n  seed: {{values: [{}]}}\n  epochs: {{value: 1}}\n",
+        widths.join(", "),
+        seeds.join(", ")
+    );
+    let grid = Grid::parse("big.yaml", &text).unwrap();
+    assert_eq!(grid.job_count(), 1_000_000);
+    let last = grid.point(999_999).unwrap().unwrap();
+    assert_eq!((last.width, last.seed), (1000, 999));
+}
