@@ -1,0 +1,19 @@
+//! The ibsweep coordinator: a durable job store, leases with fencing, histogram ingest and
+//! MI results, served over gRPC. No libtorch here.
+//!
+//! # Layout
+//! - [`ids`]: newtype IDs (sweep, job, worker, fencing token).
+//! - [`store`]: the `JobStore` trait and its sled and in-memory implementations.
+//! - [`records`]: what the store holds, and key layouts.
+//! - [`scheduler`]: the job lifecycle, written once over any store.
+//! - [`clock`]: injectable time for leases.
+//! - [`error`]: the crate's error type and its mapping to gRPC status codes.
+
+pub mod clock;
+pub mod error;
+pub mod ids;
+pub mod records;
+pub mod scheduler;
+pub mod store;
+
+pub use error::{Error, Result};

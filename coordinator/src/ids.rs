@@ -1,0 +1,72 @@
+//! Newtype IDs, so the compiler keeps sweeps, jobs, workers and fencing tokens apart.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::Error;
+
+/// Namespace of sweep IDs: UUIDv5 of a grid's canonical content.
+const SWEEP_NAMESPACE: Uuid = Uuid::from_u128(0x6962_7377_6565_7000_8000_0000_0000_0001);
+
+macro_rules! uuid_id {
+    ($name:ident, $what:literal) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            pub fn as_bytes(&self) -> &[u8; 16] {
+                self.0.as_bytes()
+            }
+
+            pub fn from_slice(bytes: &[u8]) -> Option<$name> {
+                Uuid::from_slice(bytes).ok().map($name)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self, Error> {
+                Uuid::parse_str(s.trim())
+                    .map($name)
+                    .map_err(|_| Error::InvalidArgument(format!("`{s}` is not a {} ID (a UUID)", $what)))
+            }
+        }
+    };
+}
+
+uuid_id!(SweepId, "sweep");
+uuid_id!(JobId, "job");
+uuid_id!(WorkerId, "worker");
+
+impl SweepId {
+    /// The same grid content always gets the same ID, which makes submission idempotent.
+    pub fn for_grid(canonical: &str) -> SweepId {
+        SweepId(Uuid::new_v5(&SWEEP_NAMESPACE, canonical.as_bytes()))
+    }
+}
+
+impl JobId {
+    /// UUIDv5 of the job's canonical parameters within its sweep.
+    pub fn for_job(sweep: SweepId, canonical_params: &str) -> JobId {
+        JobId(Uuid::new_v5(&sweep.0, canonical_params.as_bytes()))
+    }
+}
+
+/// A lease's fencing token: grows with every grant, so a newer lease always wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LeaseToken(pub u64);
+
+impl fmt::Display for LeaseToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}

@@ -1,0 +1,109 @@
+//! The job store: a few ordered key-value trees with multi-key transactions, behind a trait
+//! with two implementations (sled on disk, memory for tests) and one conformance suite
+//! (`tests/store_conformance.rs`). The state machine in [`crate::scheduler`] is written once
+//! against this trait.
+
+mod memory;
+mod sled_store;
+
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+use crate::error::Result;
+
+/// The trees (one per entity). Keys are big-endian so range scans come out ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tree {
+    /// Format version, fencing counter.
+    Meta,
+    /// sweep id -> SweepRecord
+    Sweeps,
+    /// sweep id ++ index -> JobRecord (jobs that ever left the implicit pending state)
+    Jobs,
+    /// job id -> sweep id ++ index
+    JobIndex,
+    /// fencing token -> sweep id ++ index, for every live lease
+    Active,
+    /// sweep id ++ index -> (), pending jobs that have a record (expired, released, retried)
+    Requeue,
+    /// histogram key -> PartialRecord, histograms still receiving pieces
+    Partials,
+    /// job key ++ attempt ++ sequence -> (), chunks already counted
+    Seen,
+    /// histogram key -> StagedRecord, finished histograms of a running attempt
+    Staged,
+    /// sweep id ++ index ++ epoch ++ split ++ layer ++ bin -> ResultRecord
+    Results,
+    /// same key as Results -> raw histogram bytes (only with `measure.keep_histograms`)
+    Histograms,
+    /// worker id -> WorkerRecord
+    Workers,
+}
+
+impl Tree {
+    pub const ALL: [Tree; 12] = [
+        Tree::Meta,
+        Tree::Sweeps,
+        Tree::Jobs,
+        Tree::JobIndex,
+        Tree::Active,
+        Tree::Requeue,
+        Tree::Partials,
+        Tree::Seen,
+        Tree::Staged,
+        Tree::Results,
+        Tree::Histograms,
+        Tree::Workers,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Meta => "meta",
+            Tree::Sweeps => "sweeps",
+            Tree::Jobs => "jobs",
+            Tree::JobIndex => "job_index",
+            Tree::Active => "active",
+            Tree::Requeue => "requeue",
+            Tree::Partials => "partials",
+            Tree::Seen => "seen",
+            Tree::Staged => "staged",
+            Tree::Results => "results",
+            Tree::Histograms => "histograms",
+            Tree::Workers => "workers",
+        }
+    }
+
+    fn position(self) -> usize {
+        Tree::ALL.iter().position(|&t| t == self).expect("every tree is in ALL")
+    }
+}
+
+/// The store's format; bump on any incompatible change of keys or records.
+pub const FORMAT_VERSION: &str = "1";
+pub const FORMAT_KEY: &[u8] = b"format_version";
+
+/// Reads and writes inside one transaction: all or nothing.
+pub trait Txn {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    fn insert(&mut self, tree: Tree, key: &[u8], value: &[u8]) -> Result<()>;
+    fn remove(&mut self, tree: Tree, key: &[u8]) -> Result<()>;
+}
+
+/// A transactional store of ordered trees.
+pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Runs `body` atomically. It may run more than once (optimistic concurrency), so it
+    /// must only act through the `Txn`. An `Err` from `body` aborts and writes nothing.
+    fn transaction<R>(&self, body: &mut dyn FnMut(&mut dyn Txn) -> Result<R>) -> Result<R>
+    where
+        Self: Sized;
+
+    /// Every (key, value) of `tree` whose key starts with `prefix`, in key order. Not part of
+    /// any transaction: callers re-check what they act on inside one.
+    fn scan(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// Durable on return: call before acknowledging anything the caller must not lose.
+    fn flush(&self) -> Result<()>;
+
+    /// Approximate bytes on disk (0 in memory).
+    fn size_on_disk(&self) -> u64;
+}
