@@ -1,0 +1,288 @@
+//! One conformance suite for every `JobStore`: the key-value contract, then the whole job
+//! lifecycle run through the scheduler on each store.
+
+use std::sync::Arc;
+
+use ibsweep_coordinator::clock::ManualClock;
+use ibsweep_coordinator::error::Error;
+use ibsweep_coordinator::ids::LeaseToken;
+use ibsweep_coordinator::records::JobState;
+use ibsweep_coordinator::scheduler::{Chunk, Grant, Scheduler, Timing};
+use ibsweep_coordinator::store::{JobStore, MemoryStore, SledStore, Tree};
+use ibsweep_shared::job::Split;
+use ibsweep_shared::measure::LayerHistogram;
+
+const GRID: &str = "\
+name: tiny
+parameters:
+  dataset: {values: [mnist, fashion-mnist]}
+  width: {values: [1, 2]}
+  depth: {value: 1}
+  kernel: {value: 3}
+  epochs: {value: 1}
+measure: {epochs: every, splits: [test], bin_sizes: [0.67]}
+limits: {max_attempts: 2}
+";
+
+const TTL: u64 = 1_000;
+
+fn scheduler<S: JobStore>(store: S, clock: &ManualClock) -> Scheduler<S> {
+    Scheduler::new(store, Arc::new(clock.clone()), Timing { lease_ttl_ms: TTL, heartbeat_interval_ms: 100 })
+}
+
+/// Every histogram a tiny job (depth 1, epochs 0..=1, test split) must deliver: 2 epochs x
+/// 2 layers (conv1, softmax), each in `pieces` pieces.
+fn chunks(grant: &Grant, pieces: u32) -> Vec<Chunk> {
+    let mut out = Vec::new();
+    let mut sequence = 0;
+    for epoch in 0..=1 {
+        for (layer, name) in [(1, "conv1"), (2, "softmax")] {
+            for piece in 0..pieces {
+                let mut h = LayerHistogram::new(10);
+                let hashes: Vec<u128> = (0..10).map(|i| u128::from(piece * 100 + i + epoch * 7 + layer)).collect();
+                let labels: Vec<u32> = (0..10).map(|i| i % 10).collect();
+                h.add(&hashes, &labels).unwrap();
+                out.push(Chunk {
+                    job_id: grant.job_id,
+                    token: grant.token,
+                    sequence,
+                    epoch,
+                    split: Split::Test,
+                    layer,
+                    layer_name: name.into(),
+                    bin_size: 0.67,
+                    loss: 1.0,
+                    accuracy: 0.5,
+                    histogram: h.to_bytes(),
+                    piece,
+                    pieces,
+                });
+                sequence += 1;
+            }
+        }
+    }
+    out
+}
+
+fn finish<S: JobStore>(s: &Scheduler<S>, worker: ibsweep_coordinator::ids::WorkerId, grant: &Grant) -> u64 {
+    let chunks = chunks(grant, 2);
+    for c in &chunks {
+        assert!(s.ingest(c).unwrap());
+    }
+    s.complete(worker, grant.job_id, grant.token, ("a", "b"), chunks.len() as u64).unwrap()
+}
+
+macro_rules! conformance {
+    ($module:ident, $make:expr) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn transactions_are_all_or_nothing_and_scans_ordered() {
+                let store = $make;
+                store.transaction(&mut |txn| {
+                    txn.insert(Tree::Jobs, &[1, 2], b"b")?;
+                    txn.insert(Tree::Jobs, &[1, 1], b"a")?;
+                    txn.insert(Tree::Jobs, &[2, 0], b"c")?;
+                    txn.insert(Tree::Sweeps, &[1, 0], b"other tree")
+                }).unwrap();
+                let err = store.transaction(&mut |txn| -> ibsweep_coordinator::Result<()> {
+                    txn.insert(Tree::Jobs, &[1, 3], b"never")?;
+                    txn.remove(Tree::Jobs, &[1, 1])?;
+                    Err(Error::InvalidArgument("abort".into()))
+                });
+                assert!(err.is_err());
+                let scan = store.scan(Tree::Jobs, &[1]).unwrap();
+                assert_eq!(scan, vec![(vec![1, 1], b"a".to_vec()), (vec![1, 2], b"b".to_vec())]);
+                // Reads see the transaction's own writes.
+                let seen = store.transaction(&mut |txn| {
+                    txn.insert(Tree::Meta, b"k", b"v")?;
+                    Ok(txn.get(Tree::Meta, b"k")?)
+                }).unwrap();
+                assert_eq!(seen, Some(b"v".to_vec()));
+                store.flush().unwrap();
+            }
+
+            #[test]
+            fn submit_is_idempotent_and_lazy() {
+                let clock = ManualClock::new(1_000_000);
+                let s = scheduler($make, &clock);
+                let first = s.submit("tiny.yaml", GRID).unwrap();
+                assert!(first.created);
+                assert_eq!(first.jobs, 4);
+                let again = s.submit("renamed.yaml", GRID).unwrap();
+                assert_eq!((again.sweep_id, again.created), (first.sweep_id, false));
+                assert!(s.submit("bad.yaml", "name: x\nparameters: {width: {values: []}}\n").is_err());
+                // A million points: one sweep record, no job records.
+                let widths: Vec<String> = (1..=1000).map(|w| w.to_string()).collect();
+                let big = GRID.replace("width: {values: [1, 2]}", &format!("width: {{values: [{}]}}", widths.join(", ")))
+                    .replace("  epochs: {value: 1}", "  epochs: {value: 1}\n  seed: {values: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]}");
+                let big = s.submit("big.yaml", &big).unwrap();
+                assert_eq!(big.jobs, 2 * 1000 * 25);
+                assert_eq!(s.store().scan(Tree::Jobs, &[]).unwrap().len(), 0);
+                assert_eq!(s.store().scan(Tree::Sweeps, &[]).unwrap().len(), 2);
+            }
+
+            #[test]
+            fn leases_are_exclusive_fenced_and_complete_atomically() {
+                let clock = ManualClock::new(1_000_000);
+                let s = scheduler($make, &clock);
+                let sweep = s.submit("tiny.yaml", GRID).unwrap().sweep_id;
+                let (a, b) = (s.register("a", 1, "cpu").unwrap(), s.register("b", 1, "cpu").unwrap());
+                let mut grants = Vec::new();
+                for i in 0..4 {
+                    grants.push(s.lease(if i % 2 == 0 { a } else { b }).unwrap().expect("a job is pending"));
+                }
+                assert!(s.lease(a).unwrap().is_none());
+                let mut ids: Vec<_> = grants.iter().map(|g| g.job_id).collect();
+                ids.sort();
+                ids.dedup();
+                assert_eq!(ids.len(), 4, "no job is granted twice");
+                let mut tokens: Vec<_> = grants.iter().map(|g| g.token).collect();
+                tokens.dedup();
+                assert!(tokens.windows(2).all(|w| w[0] < w[1]), "tokens grow: {tokens:?}");
+
+                // A chunk for an unmeasured layer, a corrupt chunk, and a stale token are refused.
+                let mut bad = chunks(&grants[0], 1)[0].clone();
+                bad.layer_name = "conv9".into();
+                assert!(matches!(s.ingest(&bad), Err(Error::InvalidArgument(_))));
+                let mut corrupt = chunks(&grants[0], 1)[0].clone();
+                corrupt.histogram.truncate(5);
+                assert!(matches!(s.ingest(&corrupt), Err(Error::InvalidArgument(_))));
+                let mut stale = chunks(&grants[0], 1)[0].clone();
+                stale.token = LeaseToken(grants[0].token.0 + 100);
+                assert!(matches!(s.ingest(&stale), Err(Error::StaleLease { .. })));
+
+                // Resent chunks count once; completion needs every piece.
+                let all = chunks(&grants[0], 2);
+                for c in &all[..3] {
+                    assert!(s.ingest(c).unwrap());
+                }
+                assert!(!s.ingest(&all[0]).unwrap(), "a resent chunk is not counted twice");
+                assert!(matches!(s.complete(a, grants[0].job_id, grants[0].token, ("x", "y"), 8), Err(Error::FailedPrecondition(_))));
+                for c in &all[3..] {
+                    s.ingest(c).unwrap();
+                }
+                assert!(s.results(sweep, &[]).unwrap().is_empty(), "nothing is visible before completion");
+                let rows = s.complete(a, grants[0].job_id, grants[0].token, ("x", "y"), 8).unwrap();
+                assert_eq!(rows, 4);
+                let results = s.results(sweep, &[]).unwrap();
+                assert_eq!(results.len(), 4);
+                // Two pieces of 10 distinct patterns each: 20 samples, all distinct.
+                assert_eq!((results[0].n, results[0].distinct), (20, 20));
+                assert_eq!(s.results(sweep, &[("layer_name".into(), "softmax".into())]).unwrap().len(), 2);
+                assert!(s.results(sweep, &[("colour".into(), "red".into())]).is_err());
+                // After completion the token is stale.
+                assert!(matches!(s.heartbeat(a, grants[0].job_id, grants[0].token, 1), Err(Error::StaleLease { .. })));
+                for g in &grants[1..] {
+                    finish(&s, b, g);
+                }
+                let status = &s.status(Some(sweep)).unwrap()[0];
+                assert_eq!((status.record.done, status.pending, status.record.running), (4, 0, 0));
+                assert_eq!(s.profiles(sweep).unwrap().len(), 16);
+            }
+
+            #[test]
+            fn expiry_requeues_then_fails_after_max_attempts() {
+                let clock = ManualClock::new(1_000_000);
+                let s = scheduler($make, &clock);
+                let sweep = s.submit("tiny.yaml", GRID).unwrap().sweep_id;
+                let w = s.register("w", 1, "cpu").unwrap();
+                let first = s.lease(w).unwrap().unwrap();
+                s.ingest(&chunks(&first, 1)[0]).unwrap();
+                clock.advance(TTL / 2);
+                s.heartbeat(w, first.job_id, first.token, 0).unwrap();
+                clock.advance(TTL / 2 + 1);
+                assert_eq!(s.expire_leases().unwrap(), 0, "the heartbeat extended the lease");
+                clock.advance(TTL);
+                let second = s.lease(w).unwrap().unwrap();
+                assert_eq!((second.job_id, second.attempt), (first.job_id, 2), "the expired job comes back first");
+                assert!(second.token > first.token);
+                // The first attempt's histograms were discarded, its token is stale.
+                assert!(s.store().scan(Tree::Seen, &[]).unwrap().is_empty());
+                assert!(matches!(s.heartbeat(w, first.job_id, first.token, 0), Err(Error::StaleLease { .. })));
+                assert!(matches!(s.complete(w, first.job_id, first.token, ("", ""), 0), Err(Error::StaleLease { .. })));
+                clock.advance(TTL + 1);
+                assert_eq!(s.expire_leases().unwrap(), 1);
+                let job = s.job(first.job_id).unwrap();
+                assert_eq!(job.state, JobState::Failed);
+                assert_eq!(job.history.len(), 2);
+                assert!(job.history[0].contains("lease expired"), "{:?}", job.history);
+                let status = &s.status(Some(sweep)).unwrap()[0];
+                assert_eq!((status.record.failed, status.failures.len()), (1, 1));
+                // retry --failed puts it back with fresh attempts.
+                assert_eq!(s.retry_failed(sweep).unwrap(), 1);
+                let third = s.lease(w).unwrap().unwrap();
+                assert_eq!((third.job_id, third.attempt), (first.job_id, 3));
+                // A released job does not use up an attempt.
+                s.fail(third.job_id, third.token, "worker shutting down", true).unwrap();
+                let job = s.job(first.job_id).unwrap();
+                assert_eq!((job.state, job.failures), (JobState::Pending, 0));
+                // An explicit failure with a reason.
+                let fourth = s.lease(w).unwrap().unwrap();
+                s.fail(fourth.job_id, fourth.token, "training diverged at epoch 1, layer conv1", false).unwrap();
+                assert!(s.job(first.job_id).unwrap().history.last().unwrap().contains("diverged"));
+            }
+
+            #[test]
+            fn cancel_stops_pending_jobs_and_reaches_running_ones_at_heartbeat() {
+                let clock = ManualClock::new(1_000_000);
+                let s = scheduler($make, &clock);
+                let sweep = s.submit("tiny.yaml", GRID).unwrap().sweep_id;
+                let w = s.register("w", 1, "cpu").unwrap();
+                let running = s.lease(w).unwrap().unwrap();
+                assert_eq!(s.cancel(sweep).unwrap(), 4);
+                assert!(s.lease(w).unwrap().is_none(), "a cancelled sweep hands out nothing");
+                let (cancelled, _) = s.heartbeat(w, running.job_id, running.token, 1).unwrap();
+                assert!(cancelled);
+                s.fail(running.job_id, running.token, "cancelled", false).unwrap();
+                let status = &s.status(Some(sweep)).unwrap()[0];
+                assert_eq!((status.record.cancelled_jobs, status.pending, status.record.running), (4, 0, 0));
+                assert!(s.retry_failed(sweep).is_err());
+            }
+        }
+    };
+}
+
+conformance!(memory, MemoryStore::new());
+conformance!(sled, {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("db")).unwrap();
+    // The directory must outlive the store: leak it for the test's duration.
+    std::mem::forget(dir);
+    store
+});
+
+#[test]
+fn sled_keeps_everything_across_reopen_and_checks_its_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let clock = ManualClock::new(1_000_000);
+    let (sweep, done, leased) = {
+        let s = scheduler(SledStore::open(&path).unwrap(), &clock);
+        let sweep = s.submit("tiny.yaml", GRID).unwrap().sweep_id;
+        let w = s.register("w", 1, "cpu").unwrap();
+        let done = s.lease(w).unwrap().unwrap();
+        finish(&s, w, &done);
+        let leased = s.lease(w).unwrap().unwrap();
+        (sweep, done, leased)
+    };
+    let s = scheduler(SledStore::open(&path).unwrap(), &clock);
+    assert!(!s.submit("tiny.yaml", GRID).unwrap().created);
+    assert_eq!(s.results(sweep, &[]).unwrap().len(), 4);
+    assert_eq!(s.job(done.job_id).unwrap().state, JobState::Done);
+    // The lease survived: its worker can go on.
+    let w = s.workers().unwrap()[0].id;
+    s.heartbeat(w, leased.job_id, leased.token, 1).unwrap();
+    let status = &s.status(Some(sweep)).unwrap()[0];
+    assert_eq!((status.record.done, status.record.running, status.pending), (1, 1, 2));
+    drop(s);
+    // Another format version is refused with a clear error.
+    {
+        let db = ::sled::open(&path).unwrap();
+        db.open_tree("meta").unwrap().insert("format_version", "99").unwrap();
+        db.flush().unwrap();
+    }
+    let err = SledStore::open(&path).unwrap_err().to_string();
+    assert!(err.contains("format version 99"), "{err}");
+}
