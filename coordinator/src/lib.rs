@@ -6,14 +6,18 @@
 //! - [`store`]: the `JobStore` trait and its sled and in-memory implementations.
 //! - [`records`]: what the store holds, and key layouts.
 //! - [`scheduler`]: the job lifecycle, written once over any store.
+//! - [`service`]: the gRPC services and `serve`.
+//! - [`cli`]: the `coordinator` command line.
 //! - [`clock`]: injectable time for leases.
 //! - [`error`]: the crate's error type and its mapping to gRPC status codes.
 
+pub mod cli;
 pub mod clock;
 pub mod error;
 pub mod ids;
 pub mod records;
 pub mod scheduler;
+pub mod service;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -9,15 +9,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
 use crate::train::RunConfig;
+use crate::attach::{self, AttachConfig};
 use crate::{estimate, run};
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
 
 /// ibsweep worker: trains the paper's CNNs with libtorch and measures every layer's
 /// mutual information.
 #[derive(Debug, Parser)]
 #[command(name = "worker", version, about)]
 pub struct Cli {
+    /// Without a subcommand: attach to this coordinator and run its jobs until stopped.
+    #[arg(long, env = "IBSWEEP_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    pub coordinator: String,
+    /// This worker's name in `coordinator workers` (default: host name and process ID).
+    #[arg(long, env = "IBSWEEP_WORKER_NAME")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,7 +116,23 @@ pub struct RunArgs {
 
 /// Runs the parsed command; `main` maps the error to a message and exit code.
 pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        let config = AttachConfig { url: cli.coordinator, name: cli.name.unwrap_or_else(attach::default_name), compute: cli.compute };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::InvalidInput(format!("cannot start the async runtime: {e}")))?;
+        return runtime.block_on(async {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = tx.send(true);
+            });
+            attach::attach(config, rx).await
+        });
+    };
+    match command {
         Command::Run(args) => {
             let spec = run::read_job(&args.job)?;
             let config = args.compute.run_config()?;

@@ -5,10 +5,12 @@
 //! - [`model`]: the CNN built from a job spec, exposing every measured layer.
 //! - [`train`]: training and per-epoch measurement of one job (on the caller's thread).
 //! - [`run`]: `worker run`, one job locally with outputs on disk.
+//! - [`attach`]: `worker --coordinator URL`, the lease/train/upload loop.
 //! - [`estimate`]: `worker estimate` on npy activations.
 //! - [`cli`]: the command line.
 //! - [`error`]: the crate's error type.
 
+pub mod attach;
 pub mod cli;
 pub mod data;
 pub mod error;

@@ -117,6 +117,18 @@ impl LayerHistogram {
         Ok(())
     }
 
+    /// Splits into `pieces` histograms by pattern hash; merging them gives this one back
+    /// exactly (no pattern is in two pieces). Large histograms travel this way.
+    pub fn split(&self, pieces: usize) -> Vec<LayerHistogram> {
+        let pieces = pieces.max(1);
+        let mut out = vec![LayerHistogram::new(self.n_labels); pieces];
+        for (&hash, &row) in &self.index {
+            let target = &mut out[(hash % pieces as u128) as usize];
+            target.row_mut(hash).copy_from_slice(self.row(row));
+        }
+        out
+    }
+
     /// (hash, counts per label), sorted by hash.
     pub fn entries(&self) -> Vec<(u128, &[u64])> {
         let mut entries: Vec<_> = self.index.iter().map(|(&h, &row)| (h, self.row(row))).collect();
@@ -280,6 +292,19 @@ mod tests {
         let back = LayerHistogram::from_bytes(&bytes).unwrap();
         assert_eq!(back, a);
         assert_eq!(back.to_bytes(), bytes);
+    }
+
+    #[test]
+    fn split_pieces_merge_back_exactly() {
+        let mut h = LayerHistogram::new(3);
+        h.add(&(0..100).collect::<Vec<u128>>(), &(0..100).map(|i| i % 3).collect::<Vec<u32>>()).unwrap();
+        let pieces = h.split(7);
+        assert_eq!(pieces.iter().map(LayerHistogram::distinct).sum::<usize>(), 100);
+        let mut merged = LayerHistogram::new(3);
+        for p in &pieces {
+            merged.merge(p).unwrap();
+        }
+        assert_eq!(merged, h);
     }
 
     #[test]

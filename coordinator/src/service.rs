@@ -1,0 +1,343 @@
+//! The two gRPC services over a [`Scheduler`], and [`serve`]. Store work runs on blocking
+//! threads (sled flushes to disk); proto types are converted here, at the edge, and nowhere
+//! else.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ibsweep_proto::v1::sweep_service_server::{SweepService, SweepServiceServer};
+use ibsweep_proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
+use ibsweep_proto::v1::{self as pb};
+use ibsweep_proto::PROTOCOL_VERSION;
+use ibsweep_shared::job::Split;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::ids::{JobId, LeaseToken, SweepId, WorkerId};
+use crate::records::WorkerRecord;
+use crate::scheduler::{Chunk, Scheduler, SweepStatus, Timing};
+use crate::store::{JobStore, SledStore};
+
+/// How `coordinator serve` runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The sled store's directory.
+    pub data_dir: PathBuf,
+    pub timing: Timing,
+}
+
+/// Serves both services (plus gRPC health and reflection) on `listener` until `shutdown`
+/// completes, with the sled store in `config.data_dir`.
+pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || SledStore::open(&dir))
+        .await
+        .map_err(|e| Error::Store(e.to_string()))??;
+    let scheduler = Arc::new(Scheduler::new(store, Arc::new(SystemClock) as Arc<dyn Clock>, config.timing));
+    serve_with(listener, scheduler, shutdown).await
+}
+
+/// [`serve`] over any store and clock (tests use memory and a manual clock).
+pub async fn serve_with<S: JobStore>(
+    listener: TcpListener,
+    scheduler: Arc<Scheduler<S>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let expiry = {
+        let scheduler = Arc::clone(&scheduler);
+        let period = Duration::from_millis((scheduler.timing().heartbeat_interval_ms / 2).max(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let s = Arc::clone(&scheduler);
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.expire_leases()).await {
+                    tracing::error!("lease expiry failed: {e}");
+                }
+            }
+        })
+    };
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<SweepServiceServer<Sweeps<S>>>().await;
+    health_reporter.set_serving::<WorkerServiceServer<Workers<S>>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Store(format!("reflection: {e}")))?;
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!("coordinator listening on {addr}");
+    let result = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(SweepServiceServer::new(Sweeps(Arc::clone(&scheduler))))
+        .add_service(
+            WorkerServiceServer::new(Workers(Arc::clone(&scheduler)))
+                .max_decoding_message_size(64 << 20),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    expiry.abort();
+    let s = Arc::clone(&scheduler);
+    tokio::task::spawn_blocking(move || s.flush()).await.map_err(|e| Error::Store(e.to_string()))??;
+    result.map_err(|e| Error::Store(format!("server: {e}")))
+}
+
+/// Runs store work off the async runtime.
+async fn blocking<S: JobStore, T: Send + 'static>(
+    scheduler: &Arc<Scheduler<S>>,
+    work: impl FnOnce(&Scheduler<S>) -> Result<T> + Send + 'static,
+) -> Result<T, Status> {
+    let s = Arc::clone(scheduler);
+    match tokio::task::spawn_blocking(move || work(&s)).await {
+        Ok(result) => result.map_err(Status::from),
+        Err(e) => Err(Status::internal(format!("store task failed: {e}"))),
+    }
+}
+
+fn parse<T: std::str::FromStr<Err = Error>>(s: &str) -> Result<T, Status> {
+    s.parse().map_err(Status::from)
+}
+
+fn optional_sweep(s: &str) -> Result<Option<SweepId>, Status> {
+    if s.is_empty() { Ok(None) } else { parse(s).map(Some) }
+}
+
+fn to_pb_status(s: SweepStatus) -> pb::SweepStatus {
+    let r = s.record;
+    pb::SweepStatus {
+        sweep_id: r.id.to_string(),
+        name: r.name,
+        total: r.total,
+        counts: Some(pb::StateCounts { pending: s.pending, running: r.running, done: r.done, failed: r.failed, cancelled: r.cancelled_jobs }),
+        mean_job_seconds: if r.done > 0 { r.done_seconds / r.done as f64 } else { 0.0 },
+        failures: s
+            .failures
+            .into_iter()
+            .map(|(job, params, reasons)| pb::Failure { job_id: job.to_string(), params_json: params, reasons })
+            .collect(),
+        created_ms: r.created_ms,
+        cancelled: r.cancelled,
+    }
+}
+
+fn to_pb_worker(w: WorkerRecord) -> pb::WorkerInfo {
+    pb::WorkerInfo {
+        worker_id: w.id.to_string(),
+        name: w.name,
+        job_id: w.job.map(|j| j.to_string()).unwrap_or_default(),
+        last_seen_ms: w.last_seen_ms,
+        threads: w.threads,
+        epoch: w.epoch,
+    }
+}
+
+fn status_snapshot<S: JobStore>(s: &Scheduler<S>, sweep: Option<SweepId>) -> Result<pb::StatusResponse> {
+    Ok(pb::StatusResponse {
+        sweeps: s.status(sweep)?.into_iter().map(to_pb_status).collect(),
+        workers: s.workers()?.into_iter().map(to_pb_worker).collect(),
+        now_ms: s.now_ms(),
+    })
+}
+
+/// The people-facing service.
+#[derive(Debug)]
+pub struct Sweeps<S: JobStore>(Arc<Scheduler<S>>);
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl<S: JobStore> SweepService for Sweeps<S> {
+    async fn submit(&self, request: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitResponse>, Status> {
+        let r = request.into_inner();
+        let file = if r.file_name.is_empty() { "grid.yaml".to_string() } else { r.file_name };
+        let submitted = blocking(&self.0, move |s| s.submit(&file, &r.grid_yaml)).await?;
+        tracing::info!(sweep = %submitted.sweep_id, jobs = submitted.jobs, created = submitted.created, "submit {}", submitted.name);
+        Ok(Response::new(pb::SubmitResponse {
+            sweep_id: submitted.sweep_id.to_string(),
+            jobs: submitted.jobs,
+            created: submitted.created,
+            name: submitted.name,
+        }))
+    }
+
+    async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let sweep = optional_sweep(&request.into_inner().sweep_id)?;
+        Ok(Response::new(blocking(&self.0, move |s| status_snapshot(s, sweep)).await?))
+    }
+
+    type WatchStream = BoxStream<pb::StatusResponse>;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let r = request.into_inner();
+        let sweep = optional_sweep(&r.sweep_id)?;
+        let interval = Duration::from_millis(u64::from(if r.interval_ms == 0 { 1000 } else { r.interval_ms.max(100) }));
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let scheduler = Arc::clone(&self.0);
+        tokio::spawn(async move {
+            loop {
+                let snapshot = blocking(&scheduler, move |s| status_snapshot(s, sweep)).await;
+                if tx.send(snapshot).await.is_err() {
+                    return; // the client went away
+                }
+                tokio::time::sleep(interval).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type ResultsStream = BoxStream<pb::ResultRow>;
+
+    async fn results(&self, request: Request<pb::ResultsRequest>) -> Result<Response<Self::ResultsStream>, Status> {
+        let r = request.into_inner();
+        let sweep: SweepId = parse(&r.sweep_id)?;
+        let filters: Vec<(String, String)> = r.filters.into_iter().map(|f| (f.key, f.value)).collect();
+        let rows = blocking(&self.0, move |s| s.results(sweep, &filters)).await?;
+        let stream = tokio_stream::iter(rows).map(|row| {
+            Ok(pb::ResultRow { json: serde_json::to_string(&row).map_err(|e| Status::internal(e.to_string()))? })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cancel(&self, request: Request<pb::CancelRequest>) -> Result<Response<pb::CancelResponse>, Status> {
+        let sweep: SweepId = parse(&request.into_inner().sweep_id)?;
+        let cancelled = blocking(&self.0, move |s| s.cancel(sweep)).await?;
+        Ok(Response::new(pb::CancelResponse { cancelled }))
+    }
+
+    async fn retry(&self, request: Request<pb::RetryRequest>) -> Result<Response<pb::RetryResponse>, Status> {
+        let r = request.into_inner();
+        if !r.failed {
+            return Err(Status::invalid_argument("retry needs --failed (the only selection so far)"));
+        }
+        let sweep: SweepId = parse(&r.sweep_id)?;
+        let requeued = blocking(&self.0, move |s| s.retry_failed(sweep)).await?;
+        Ok(Response::new(pb::RetryResponse { requeued }))
+    }
+
+    async fn workers(&self, _request: Request<pb::WorkersRequest>) -> Result<Response<pb::WorkersResponse>, Status> {
+        let (workers, now_ms) = blocking(&self.0, |s| Ok((s.workers()?, s.now_ms()))).await?;
+        Ok(Response::new(pb::WorkersResponse { workers: workers.into_iter().map(to_pb_worker).collect(), now_ms }))
+    }
+}
+
+/// The worker-facing service.
+#[derive(Debug)]
+pub struct Workers<S: JobStore>(Arc<Scheduler<S>>);
+
+fn split_of(s: &str) -> Result<Split, Status> {
+    match s {
+        "train" => Ok(Split::Train),
+        "test" => Ok(Split::Test),
+        other => Err(Status::invalid_argument(format!("split `{other}`: expected train or test"))),
+    }
+}
+
+impl TryFrom<pb::HistogramChunk> for Chunk {
+    type Error = Status;
+    fn try_from(c: pb::HistogramChunk) -> Result<Self, Status> {
+        Ok(Chunk {
+            job_id: parse(&c.job_id)?,
+            token: LeaseToken(c.fencing_token),
+            sequence: c.sequence,
+            epoch: c.epoch,
+            split: split_of(&c.split)?,
+            layer: c.layer,
+            layer_name: c.layer_name,
+            bin_size: c.bin_size,
+            loss: c.loss,
+            accuracy: c.accuracy,
+            histogram: c.histogram,
+            piece: c.piece,
+            pieces: c.pieces,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl<S: JobStore> WorkerService for Workers<S> {
+    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        let r = request.into_inner();
+        if r.protocol_version != PROTOCOL_VERSION {
+            return Err(Error::ProtocolMismatch { got: r.protocol_version, want: PROTOCOL_VERSION }.into());
+        }
+        let name = r.name.clone();
+        let id = blocking(&self.0, move |s| s.register(&r.name, r.threads, &r.device)).await?;
+        tracing::info!(worker = %id, "worker {name} registered");
+        let timing = self.0.timing();
+        Ok(Response::new(pb::RegisterResponse {
+            worker_id: id.to_string(),
+            heartbeat_interval_ms: timing.heartbeat_interval_ms as u32,
+            lease_ttl_ms: timing.lease_ttl_ms as u32,
+        }))
+    }
+
+    async fn lease(&self, request: Request<pb::LeaseRequest>) -> Result<Response<pb::LeaseResponse>, Status> {
+        let worker: WorkerId = parse(&request.into_inner().worker_id)?;
+        let grant = blocking(&self.0, move |s| s.lease(worker)).await?;
+        let lease = match grant {
+            Some(g) => {
+                tracing::info!(job = %g.job_id, token = %g.token, attempt = g.attempt, "leased to {worker}");
+                Some(pb::Lease {
+                    job_id: g.job_id.to_string(),
+                    sweep_id: g.sweep_id.to_string(),
+                    fencing_token: g.token.0,
+                    attempt: g.attempt,
+                    spec_json: serde_json::to_string(&g.spec).map_err(|e| Status::internal(e.to_string()))?,
+                    deadline_ms: g.deadline_ms,
+                })
+            }
+            None => None,
+        };
+        Ok(Response::new(pb::LeaseResponse { lease, retry_after_ms: 1000 }))
+    }
+
+    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        let (worker, job): (WorkerId, JobId) = (parse(&r.worker_id)?, parse(&r.job_id)?);
+        let (cancelled, deadline_ms) =
+            blocking(&self.0, move |s| s.heartbeat(worker, job, LeaseToken(r.fencing_token), r.epoch)).await?;
+        Ok(Response::new(pb::HeartbeatResponse { cancelled, deadline_ms }))
+    }
+
+    async fn upload_histograms(&self, request: Request<Streaming<pb::HistogramChunk>>) -> Result<Response<pb::UploadResponse>, Status> {
+        let mut stream = request.into_inner();
+        let (mut accepted, mut duplicates) = (0, 0);
+        while let Some(chunk) = stream.next().await {
+            let chunk = Chunk::try_from(chunk?)?;
+            if blocking(&self.0, move |s| s.ingest(&chunk)).await? {
+                accepted += 1;
+            } else {
+                duplicates += 1;
+            }
+        }
+        // Acknowledge only what is on disk.
+        blocking(&self.0, |s| s.flush()).await?;
+        Ok(Response::new(pb::UploadResponse { accepted, duplicates }))
+    }
+
+    async fn complete(&self, request: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
+        let r = request.into_inner();
+        let (worker, job): (WorkerId, JobId) = (parse(&r.worker_id)?, parse(&r.job_id)?);
+        let rows = blocking(&self.0, move |s| {
+            s.complete(worker, job, LeaseToken(r.fencing_token), (&r.train_indices_hash, &r.test_indices_hash), r.chunks)
+        })
+        .await?;
+        tracing::info!(job = %job, rows, "job done");
+        Ok(Response::new(pb::CompleteResponse { rows }))
+    }
+
+    async fn fail(&self, request: Request<pb::FailRequest>) -> Result<Response<pb::FailResponse>, Status> {
+        let r = request.into_inner();
+        let job: JobId = parse(&r.job_id)?;
+        tracing::warn!(job = %job, release = r.release, "job ended without results: {}", r.reason);
+        blocking(&self.0, move |s| s.fail(job, LeaseToken(r.fencing_token), &r.reason, r.release)).await?;
+        Ok(Response::new(pb::FailResponse {}))
+    }
+}

@@ -1,0 +1,346 @@
+//! `worker --coordinator URL`: register, lease, train, stream histograms, complete; forever.
+//!
+//! Training runs on its own OS thread ([`crate::train::run_job`]); this async loop keeps
+//! heartbeats flowing and uploads each measured split as soon as it is produced. While the
+//! coordinator is unreachable the worker retries with backoff.
+//!
+//! On SIGTERM or Ctrl-C the worker stops training after the current mini-batch, finishes
+//! uploading what was already measured, and *releases* the lease: the job goes back to
+//! pending at once (without using up an attempt) instead of waiting for the lease to expire.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use ibsweep_proto::PROTOCOL_VERSION;
+use ibsweep_proto::v1::worker_service_client::WorkerServiceClient;
+use ibsweep_proto::v1::{self as pb};
+use ibsweep_shared::job::JobSpec;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::Channel;
+
+use crate::cli::ComputeArgs;
+use crate::error::{Error, Result};
+use crate::train::{self, Event, JobData, SplitMeasurement};
+
+/// A histogram larger than this travels in several pieces (gRPC messages stay small).
+const MAX_PIECE_BYTES: usize = 1 << 20;
+
+/// What the attach loop needs.
+#[derive(Debug, Clone)]
+pub struct AttachConfig {
+    pub url: String,
+    pub name: String,
+    pub compute: ComputeArgs,
+}
+
+pub fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((250u64 << attempt.min(5)).min(5_000))
+}
+
+async fn connect(url: &str) -> std::result::Result<WorkerServiceClient<Channel>, String> {
+    let endpoint = Channel::from_shared(url.to_string()).map_err(|e| format!("bad coordinator address {url}: {e}"))?;
+    let channel = endpoint.connect().await.map_err(|e| format!("cannot reach coordinator at {url}: {e}"))?;
+    Ok(WorkerServiceClient::new(channel).max_encoding_message_size(64 << 20))
+}
+
+/// Runs until `shutdown` turns true. Returns an error only for what retrying cannot fix
+/// (a protocol mismatch, bad flags).
+pub async fn attach(config: AttachConfig, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let run_config = config.compute.run_config()?;
+    let mut failures = 0;
+    while !*shutdown.borrow() {
+        let mut client = match connect(&config.url).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("{e}; is `coordinator serve` running? retrying in {:?}", backoff(failures));
+                sleep_or_shutdown(backoff(failures), &mut shutdown).await;
+                failures += 1;
+                continue;
+            }
+        };
+        let device = format!("{:?}", run_config.device).to_lowercase();
+        let registered = client
+            .register(pb::RegisterRequest { protocol_version: PROTOCOL_VERSION, name: config.name.clone(), threads: run_config.threads as u32, device })
+            .await;
+        let registered = match registered {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => return Err(Error::InvalidInput(s.message().to_string())),
+            Err(s) => {
+                tracing::warn!("registration failed: {}; retrying", s.message());
+                sleep_or_shutdown(backoff(failures), &mut shutdown).await;
+                failures += 1;
+                continue;
+            }
+        };
+        failures = 0;
+        tracing::info!(worker = %registered.worker_id, "registered with {} as {}", config.url, config.name);
+        let session = Session {
+            client,
+            worker_id: registered.worker_id,
+            heartbeat: Duration::from_millis(u64::from(registered.heartbeat_interval_ms.max(100))),
+            config: config.clone(),
+            run_config: run_config.clone(),
+        };
+        match session.work(&mut shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!("lost the coordinator: {e}; reconnecting");
+                sleep_or_shutdown(backoff(0), &mut shutdown).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn sleep_or_shutdown(duration: Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+struct Session {
+    client: WorkerServiceClient<Channel>,
+    worker_id: String,
+    heartbeat: Duration,
+    config: AttachConfig,
+    run_config: train::RunConfig,
+}
+
+/// Why a job ended without results.
+enum Ending {
+    Completed,
+    Cancelled,
+    Released,
+    Failed(String),
+    LeaseLost(String),
+}
+
+impl Session {
+    /// Leases and runs jobs until shutdown; an error means the connection is gone.
+    async fn work(mut self, shutdown: &mut watch::Receiver<bool>) -> std::result::Result<(), tonic::Status> {
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            let response = self.client.lease(pb::LeaseRequest { worker_id: self.worker_id.clone() }).await?.into_inner();
+            let Some(lease) = response.lease else {
+                sleep_or_shutdown(Duration::from_millis(u64::from(response.retry_after_ms.max(100))), shutdown).await;
+                continue;
+            };
+            tracing::info!(job = %lease.job_id, attempt = lease.attempt, "leased");
+            let ending = self.run(&lease, shutdown).await;
+            let (reason, release) = match ending {
+                Ending::Completed => continue,
+                Ending::LeaseLost(why) => {
+                    tracing::warn!(job = %lease.job_id, "lease lost: {why}; dropping the job");
+                    continue;
+                }
+                Ending::Cancelled => ("cancelled".to_string(), false),
+                Ending::Released => ("worker shutting down; released".to_string(), true),
+                Ending::Failed(why) => (why, false),
+            };
+            tracing::warn!(job = %lease.job_id, "job ended: {reason}");
+            let request = pb::FailRequest {
+                worker_id: self.worker_id.clone(),
+                job_id: lease.job_id.clone(),
+                fencing_token: lease.fencing_token,
+                reason,
+                release,
+            };
+            if let Err(s) = self.client.fail(request).await {
+                if s.code() != tonic::Code::FailedPrecondition {
+                    return Err(s);
+                }
+            }
+        }
+    }
+
+    async fn run(&mut self, lease: &pb::Lease, shutdown: &mut watch::Receiver<bool>) -> Ending {
+        let spec: JobSpec = match serde_json::from_str(&lease.spec_json) {
+            Ok(s) => s,
+            Err(e) => return Ending::Failed(format!("unreadable job spec: {e}")),
+        };
+        let datasets = self.config.compute.datasets();
+        let data = {
+            let spec = spec.clone();
+            match tokio::task::spawn_blocking(move || JobData::load(&spec, &datasets)).await {
+                Ok(Ok(d)) => d,
+                Ok(Err(e)) => return Ending::Failed(format!("on {}: {e}", self.config.name)),
+                Err(e) => return Ending::Failed(format!("data loading panicked: {e}")),
+            }
+        };
+        let hashes = (data.train_hash.clone(), data.test_hash.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let epoch = Arc::new(AtomicU32::new(0));
+        let (tx, mut rx) = mpsc::channel::<Event>(4);
+        let trainer = {
+            let (stop, run_config, spec) = (Arc::clone(&stop), self.run_config.clone(), spec.clone());
+            std::thread::Builder::new().name("train".into()).spawn(move || {
+                let should_stop = move || stop.load(Ordering::Relaxed).then(|| "stopped".to_string());
+                train::run_job(&spec, &data, &run_config, &should_stop, &mut |event| {
+                    tx.blocking_send(event).map_err(|_| Error::Stopped("upload loop ended".into()))
+                })
+            })
+        };
+        let trainer = match trainer {
+            Ok(t) => t,
+            Err(e) => return Ending::Failed(format!("cannot start a training thread: {e}")),
+        };
+        let heartbeat = self.spawn_heartbeat(lease, Arc::clone(&stop), Arc::clone(&cancelled), Arc::clone(&epoch));
+        let mut sequence = 0u64;
+        let mut lost: Option<String> = None;
+        let mut shutting_down = false;
+        loop {
+            tokio::select! {
+                event = rx.recv() => match event {
+                    Some(Event::Measured(m)) if lost.is_none() => {
+                        if let Err(why) = self.upload(lease, &m, &mut sequence).await {
+                            lost = Some(why);
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    Some(Event::Epoch(metrics)) => {
+                        epoch.store(metrics.epoch, Ordering::Relaxed);
+                        tracing::info!(job = %lease.job_id, epoch = metrics.epoch, test_accuracy = ?metrics.test_accuracy, "epoch done");
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                _ = shutdown.changed(), if !shutting_down => {
+                    shutting_down = true;
+                    tracing::info!("shutting down: stopping after this mini-batch, uploading what was measured");
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        heartbeat.abort();
+        let outcome = match tokio::task::spawn_blocking(move || trainer.join()).await {
+            Ok(Ok(result)) => result,
+            _ => Err(Error::Stopped("training thread panicked".into())),
+        };
+        if let Some(why) = lost {
+            return Ending::LeaseLost(why);
+        }
+        match outcome {
+            Ok(()) => self.complete(lease, hashes, sequence).await,
+            Err(Error::Stopped(_)) if cancelled.load(Ordering::Relaxed) => Ending::Cancelled,
+            Err(Error::Stopped(_)) => Ending::Released,
+            Err(e) => Ending::Failed(e.to_string()),
+        }
+    }
+
+    fn spawn_heartbeat(&self, lease: &pb::Lease, stop: Arc<AtomicBool>, cancelled: Arc<AtomicBool>, epoch: Arc<AtomicU32>) -> tokio::task::JoinHandle<()> {
+        let mut client = self.client.clone();
+        let (worker_id, job_id, token, every) = (self.worker_id.clone(), lease.job_id.clone(), lease.fencing_token, self.heartbeat);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let request = pb::HeartbeatRequest { worker_id: worker_id.clone(), job_id: job_id.clone(), fencing_token: token, epoch: epoch.load(Ordering::Relaxed) };
+                match client.heartbeat(request).await {
+                    Ok(r) if r.get_ref().cancelled => {
+                        tracing::info!(job = %job_id, "cancelled by the coordinator");
+                        cancelled.store(true, Ordering::Relaxed);
+                        stop.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(s) if matches!(s.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound) => {
+                        tracing::warn!(job = %job_id, "heartbeat refused: {}", s.message());
+                        stop.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(s) => tracing::warn!(job = %job_id, "heartbeat failed: {} (will retry)", s.message()),
+                }
+            }
+        })
+    }
+
+    fn chunks(lease: &pb::Lease, m: &SplitMeasurement, sequence: &mut u64) -> Vec<pb::HistogramChunk> {
+        let mut out = Vec::new();
+        for layer in &m.layers {
+            for (bin, histogram) in &layer.histograms {
+                let bytes = histogram.to_bytes();
+                let pieces = bytes.len().div_ceil(MAX_PIECE_BYTES).max(1);
+                let parts = if pieces == 1 { vec![bytes] } else { histogram.split(pieces).iter().map(|h| h.to_bytes()).collect() };
+                for (piece, part) in parts.into_iter().enumerate() {
+                    out.push(pb::HistogramChunk {
+                        job_id: lease.job_id.clone(),
+                        fencing_token: lease.fencing_token,
+                        sequence: *sequence,
+                        epoch: m.epoch,
+                        split: m.split.as_str().into(),
+                        layer: layer.layer.index,
+                        layer_name: layer.layer.name.clone(),
+                        bin_size: bin.get(),
+                        loss: m.loss,
+                        accuracy: m.accuracy,
+                        histogram: part,
+                        piece: piece as u32,
+                        pieces: pieces as u32,
+                    });
+                    *sequence += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// Sends one measured split; resends the whole batch (same sequence numbers, so nothing
+    /// is counted twice) until it is acknowledged or the lease is gone.
+    async fn upload(&mut self, lease: &pb::Lease, m: &SplitMeasurement, sequence: &mut u64) -> std::result::Result<(), String> {
+        let chunks = Self::chunks(lease, m, sequence);
+        for attempt in 0.. {
+            match self.client.upload_histograms(tokio_stream::iter(chunks.clone())).await {
+                Ok(_) => return Ok(()),
+                Err(s) if matches!(s.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound | tonic::Code::InvalidArgument) => {
+                    return Err(s.message().to_string());
+                }
+                Err(s) => {
+                    tracing::warn!(job = %lease.job_id, "upload failed: {}; retrying", s.message());
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+        unreachable!("the loop only ends by returning")
+    }
+
+    async fn complete(&mut self, lease: &pb::Lease, hashes: (String, String), chunks: u64) -> Ending {
+        for attempt in 0.. {
+            let request = pb::CompleteRequest {
+                worker_id: self.worker_id.clone(),
+                job_id: lease.job_id.clone(),
+                fencing_token: lease.fencing_token,
+                train_indices_hash: hashes.0.clone(),
+                test_indices_hash: hashes.1.clone(),
+                chunks,
+            };
+            match self.client.complete(request).await {
+                Ok(r) => {
+                    tracing::info!(job = %lease.job_id, rows = r.get_ref().rows, "job complete");
+                    return Ending::Completed;
+                }
+                Err(s) if matches!(s.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound) => {
+                    return Ending::LeaseLost(s.message().to_string());
+                }
+                Err(s) => {
+                    tracing::warn!(job = %lease.job_id, "complete failed: {}; retrying", s.message());
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+        unreachable!("the loop only ends by returning")
+    }
+}
