@@ -1,0 +1,182 @@
+//! The services on a real server (ephemeral port, in-memory store, manual clock), driven by
+//! fake workers speaking gRPC: what the wire promises, status codes included.
+
+use std::sync::Arc;
+
+use ibsweep_coordinator::clock::ManualClock;
+use ibsweep_coordinator::scheduler::{Scheduler, Timing};
+use ibsweep_coordinator::service::serve_with;
+use ibsweep_coordinator::store::MemoryStore;
+use ibsweep_proto::PROTOCOL_VERSION;
+use ibsweep_proto::v1::sweep_service_client::SweepServiceClient;
+use ibsweep_proto::v1::worker_service_client::WorkerServiceClient;
+use ibsweep_proto::v1::{self as pb};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const GRID: &str = "\
+name: svc
+parameters:
+  dataset: {value: mnist}
+  width: {values: [1, 2, 3]}
+  depth: {value: 1}
+  kernel: {value: 3}
+  epochs: {value: 1}
+measure: {epochs: every, splits: [test], bin_sizes: [0.67]}
+limits: {max_attempts: 2}
+";
+
+const TTL: u64 = 5_000;
+
+struct Harness {
+    clock: ManualClock,
+    sweeps: SweepServiceClient<Channel>,
+    channel: Channel,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start() -> Harness {
+    let clock = ManualClock::new(1_000_000);
+    let scheduler = Arc::new(Scheduler::new(
+        MemoryStore::new(),
+        Arc::new(clock.clone()),
+        Timing { lease_ttl_ms: TTL, heartbeat_interval_ms: 1_000 },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve_with(listener, scheduler, async {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    Harness { clock, sweeps: SweepServiceClient::new(channel.clone()), channel, _stop: stop }
+}
+
+impl Harness {
+    async fn worker(&self, name: &str) -> (WorkerServiceClient<Channel>, String) {
+        let mut client = WorkerServiceClient::new(self.channel.clone());
+        let r = client
+            .register(pb::RegisterRequest { protocol_version: PROTOCOL_VERSION, name: name.into(), threads: 1, device: "cpu".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        (client, r.worker_id)
+    }
+
+    async fn submit(&mut self) -> String {
+        self.sweeps.submit(pb::SubmitRequest { grid_yaml: GRID.into(), file_name: "svc.yaml".into() }).await.unwrap().into_inner().sweep_id
+    }
+}
+
+async fn lease(client: &mut WorkerServiceClient<Channel>, worker: &str) -> Option<pb::Lease> {
+    client.lease(pb::LeaseRequest { worker_id: worker.into() }).await.unwrap().into_inner().lease
+}
+
+async fn heartbeat(client: &mut WorkerServiceClient<Channel>, worker: &str, l: &pb::Lease) -> Result<pb::HeartbeatResponse, tonic::Status> {
+    client
+        .heartbeat(pb::HeartbeatRequest { worker_id: worker.into(), job_id: l.job_id.clone(), fencing_token: l.fencing_token, epoch: 0 })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn registration_checks_the_protocol_version() {
+    let h = start().await;
+    let mut client = WorkerServiceClient::new(h.channel.clone());
+    let err = client
+        .register(pb::RegisterRequest { protocol_version: PROTOCOL_VERSION + 1, name: "old".into(), threads: 1, device: "cpu".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains(&format!("speaks version {PROTOCOL_VERSION}")), "{}", err.message());
+}
+
+#[tokio::test]
+async fn two_workers_never_share_a_job_and_expiry_requeues() {
+    let mut h = start().await;
+    let sweep = h.submit().await;
+    let (mut a, wa) = h.worker("a").await;
+    let (mut b, wb) = h.worker("b").await;
+    let la = lease(&mut a, &wa).await.unwrap();
+    let lb = lease(&mut b, &wb).await.unwrap();
+    assert_ne!(la.job_id, lb.job_id);
+    assert!(lb.fencing_token > la.fencing_token);
+    let spec: serde_json::Value = serde_json::from_str(&la.spec_json).unwrap();
+    assert_eq!(spec["dataset"], "mnist");
+
+    // a keeps heartbeating; b goes silent past the TTL.
+    h.clock.advance(TTL - 1);
+    heartbeat(&mut a, &wa, &la).await.unwrap();
+    h.clock.advance(1);
+    let lc = lease(&mut a, &wa).await.unwrap();
+    assert_ne!(lc.job_id, lb.job_id, "b's lease is still valid at its deadline");
+    h.clock.advance(TTL / 2);
+    heartbeat(&mut a, &wa, &la).await.unwrap();
+    heartbeat(&mut a, &wa, &lc).await.unwrap();
+    let again = lease(&mut a, &wa).await.unwrap();
+    assert_eq!((again.job_id.as_str(), again.attempt), (lb.job_id.as_str(), 2), "b's job came back with attempt 2");
+
+    // b's old token is refused everywhere.
+    let err = heartbeat(&mut b, &wb, &lb).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("stale lease"), "{}", err.message());
+    let err = b
+        .complete(pb::CompleteRequest { worker_id: wb.clone(), job_id: lb.job_id.clone(), fencing_token: lb.fencing_token, chunks: 0, ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let chunk = pb::HistogramChunk {
+        job_id: lb.job_id.clone(),
+        fencing_token: lb.fencing_token,
+        epoch: 0,
+        split: "test".into(),
+        layer: 1,
+        layer_name: "conv1".into(),
+        bin_size: 0.67,
+        histogram: ibsweep_shared::measure::LayerHistogram::new(10).to_bytes(),
+        pieces: 1,
+        ..Default::default()
+    };
+    let err = b.upload_histograms(tokio_stream::iter(vec![chunk])).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    let status = h.sweeps.status(pb::StatusRequest { sweep_id: sweep.clone() }).await.unwrap().into_inner();
+    let counts = status.sweeps[0].counts.clone().unwrap();
+    assert_eq!((counts.running, counts.pending), (3, 0));
+    assert_eq!(status.workers.len(), 2);
+}
+
+#[tokio::test]
+async fn cancel_reaches_the_worker_at_its_heartbeat_and_retry_requeues_failures() {
+    let mut h = start().await;
+    let sweep = h.submit().await;
+    let (mut a, wa) = h.worker("a").await;
+    // Fail one job twice (max_attempts: 2): it is failed with both reasons.
+    let first = lease(&mut a, &wa).await.unwrap();
+    a.fail(pb::FailRequest { worker_id: wa.clone(), job_id: first.job_id.clone(), fencing_token: first.fencing_token, reason: "boom 1".into(), release: false }).await.unwrap();
+    let second = lease(&mut a, &wa).await.unwrap();
+    assert_eq!(second.job_id, first.job_id);
+    a.fail(pb::FailRequest { worker_id: wa.clone(), job_id: second.job_id.clone(), fencing_token: second.fencing_token, reason: "boom 2".into(), release: false }).await.unwrap();
+    let status = h.sweeps.status(pb::StatusRequest { sweep_id: sweep.clone() }).await.unwrap().into_inner();
+    let s = &status.sweeps[0];
+    assert_eq!(s.counts.clone().unwrap().failed, 1);
+    assert_eq!(s.failures[0].reasons.len(), 2);
+    assert!(s.failures[0].reasons[1].contains("boom 2"));
+    let retried = h.sweeps.retry(pb::RetryRequest { sweep_id: sweep.clone(), failed: true }).await.unwrap().into_inner();
+    assert_eq!(retried.requeued, 1);
+
+    let running = lease(&mut a, &wa).await.unwrap();
+    assert!(!heartbeat(&mut a, &wa, &running).await.unwrap().cancelled);
+    let cancelled = h.sweeps.cancel(pb::CancelRequest { sweep_id: sweep.clone() }).await.unwrap().into_inner();
+    assert_eq!(cancelled.cancelled, 3);
+    assert!(heartbeat(&mut a, &wa, &running).await.unwrap().cancelled);
+    assert!(lease(&mut a, &wa).await.is_none());
+
+    let err = h.sweeps.status(pb::StatusRequest { sweep_id: "not-a-uuid".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = h.sweeps.cancel(pb::CancelRequest { sweep_id: uuid::Uuid::nil().to_string() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = h.sweeps.submit(pb::SubmitRequest { grid_yaml: "name: x\nparameters: {widht: {value: 1}}\n".into(), file_name: "bad.yaml".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("bad.yaml:2:"), "{}", err.message());
+}
