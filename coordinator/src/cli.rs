@@ -10,6 +10,7 @@ use ibsweep_proto::v1::{self as pb};
 use ibsweep_shared::results::{CsvWriter, MiRow};
 use tonic::transport::Channel;
 
+use crate::plot::{self, ImageFormat};
 use crate::scheduler::Timing;
 use crate::service::{self, Config};
 
@@ -51,8 +52,11 @@ pub enum Command {
     Status {
         /// One sweep (default: all).
         sweep: Option<String>,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Live progress bars until every watched sweep has finished (plain lines without a TTY).
+        #[arg(long)]
+        watch: bool,
     },
     /// MI rows of a sweep.
     Results {
@@ -62,6 +66,21 @@ pub enum Command {
         /// Keep rows whose column equals the value (as printed in CSV); repeatable.
         #[arg(long = "where", value_name = "KEY=VALUE")]
         filters: Vec<String>,
+        /// Write to FILE instead of stdout: CSV for .csv, JSON lines for .json/.jsonl.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Information planes, MI paths and per-parameter comparisons as images.
+    Plot {
+        sweep: String,
+        /// Directory for the figures (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Keep rows whose column equals the value; repeatable.
+        #[arg(long = "where", value_name = "KEY=VALUE")]
+        filters: Vec<String>,
+        #[arg(long, value_enum, default_value_t = ImageFormat::Png)]
+        format: ImageFormat,
     },
     /// Stop every unfinished job of a sweep (running ones at their next heartbeat).
     Cancel { sweep: String },
@@ -218,7 +237,8 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             }
             Ok(())
         }
-        Command::Status { sweep, json } => {
+        Command::Status { sweep, watch: true, .. } => watch(&url, sweep.unwrap_or_default()).await,
+        Command::Status { sweep, json, .. } => {
             let mut client = connect(&url).await?;
             let r = client
                 .status(pb::StatusRequest { sweep_id: sweep.unwrap_or_default() })
@@ -232,45 +252,36 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             }
             Ok(())
         }
-        Command::Results { sweep, format, filters } => {
-            let filters = filters
-                .iter()
-                .map(|f| {
-                    f.split_once('=')
-                        .map(|(k, v)| pb::Filter { key: k.trim().into(), value: v.trim().into() })
-                        .ok_or_else(|| anyhow::anyhow!("--where {f}: expected KEY=VALUE, e.g. --where layer_name=conv1"))
-                })
-                .collect::<CliResult<Vec<_>>>()?;
-            let mut client = connect(&url).await?;
-            let mut stream = client
-                .results(pb::ResultsRequest { sweep_id: sweep, filters })
-                .await
-                .map_err(|s| status_error(&url, s))?
-                .into_inner();
-            let mut rows = Vec::new();
-            while let Some(row) = stream.message().await.map_err(|s| status_error(&url, s))? {
-                rows.push(serde_json::from_str::<MiRow>(&row.json)?);
-            }
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            match format {
-                Format::Table => write!(out, "{}", table(&rows))?,
-                Format::Json => {
-                    for row in &rows {
-                        writeln!(out, "{}", serde_json::to_string(row)?)?;
-                    }
+        Command::Results { sweep, format, filters, out } => {
+            let rows = fetch_rows(&url, &sweep, &filters).await?;
+            let (format, sink): (Format, Box<dyn Write>) = match &out {
+                Some(path) => {
+                    let format = match path.extension().and_then(|e| e.to_str()) {
+                        Some("csv") => Format::Csv,
+                        Some("json" | "jsonl" | "ndjson") => Format::Json,
+                        _ => anyhow::bail!("--out {}: use a .csv or .jsonl file name", path.display()),
+                    };
+                    let file = std::fs::File::create(path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+                    (format, Box::new(std::io::BufWriter::new(file)))
                 }
-                Format::Csv => {
-                    let mut csv = CsvWriter::new(out);
-                    if rows.is_empty() {
-                        println!("{}", ibsweep_shared::results::CSV_HEADER);
-                    }
-                    for row in &rows {
-                        csv.write(row)?;
-                    }
-                    csv.flush()?;
-                }
+                None => (format, Box::new(std::io::stdout().lock())),
+            };
+            write_rows(&rows, format, sink)?;
+            if let Some(path) = out {
+                eprintln!("wrote {} rows to {}", rows.len(), path.display());
             }
+            Ok(())
+        }
+        Command::Plot { sweep, out, filters, format } => {
+            let rows = fetch_rows(&url, &sweep, &filters).await?;
+            if rows.is_empty() {
+                anyhow::bail!("sweep {sweep} has no results yet (matching the filters); `coordinator status {sweep}` shows its progress");
+            }
+            let written = tokio::task::spawn_blocking(move || plot::plot_all(&rows, &out, format)).await??;
+            for path in &written {
+                println!("{}", path.display());
+            }
+            eprintln!("wrote {} figures", written.len());
             Ok(())
         }
         Command::Cancel { sweep } => {
@@ -310,6 +321,121 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             Ok(())
         }
     }
+}
+
+fn parse_filters(filters: &[String]) -> CliResult<Vec<pb::Filter>> {
+    filters
+        .iter()
+        .map(|f| {
+            f.split_once('=')
+                .map(|(k, v)| pb::Filter { key: k.trim().into(), value: v.trim().into() })
+                .ok_or_else(|| anyhow::anyhow!("--where {f}: expected KEY=VALUE, e.g. --where layer_name=conv1"))
+        })
+        .collect()
+}
+
+async fn fetch_rows(url: &str, sweep: &str, filters: &[String]) -> CliResult<Vec<MiRow>> {
+    let filters = parse_filters(filters)?;
+    let mut client = connect(url).await?;
+    let mut stream = client
+        .results(pb::ResultsRequest { sweep_id: sweep.to_string(), filters })
+        .await
+        .map_err(|s| status_error(url, s))?
+        .into_inner();
+    let mut rows = Vec::new();
+    while let Some(row) = stream.message().await.map_err(|s| status_error(url, s))? {
+        rows.push(serde_json::from_str::<MiRow>(&row.json)?);
+    }
+    Ok(rows)
+}
+
+fn write_rows(rows: &[MiRow], format: Format, mut out: Box<dyn Write>) -> CliResult<()> {
+    match format {
+        Format::Table => write!(out, "{}", table(rows))?,
+        Format::Json => {
+            for row in rows {
+                writeln!(out, "{}", serde_json::to_string(row)?)?;
+            }
+        }
+        Format::Csv if rows.is_empty() => writeln!(out, "{}", ibsweep_shared::results::CSV_HEADER)?,
+        Format::Csv => {
+            let mut csv = CsvWriter::new(&mut out);
+            for row in rows {
+                csv.write(row)?;
+            }
+            csv.flush()?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `status --watch`: a bar per sweep (finished jobs of all, ETA from finished job durations)
+/// and a line per worker; plain periodic lines when stderr is not a terminal. Returns when
+/// every watched sweep has nothing pending or running.
+async fn watch(url: &str, sweep: String) -> CliResult<()> {
+    use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let mut client = connect(url).await?;
+    let mut stream = client
+        .watch(pb::WatchRequest { sweep_id: sweep, interval_ms: 1000 })
+        .await
+        .map_err(|s| status_error(url, s))?
+        .into_inner();
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let multi = MultiProgress::with_draw_target(if tty { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    let style = ProgressStyle::with_template("{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} {msg}").expect("template").progress_chars("=> ");
+    let worker_style = ProgressStyle::with_template("  {spinner} {prefix}: {msg}").expect("template");
+    let mut bars: std::collections::BTreeMap<String, ProgressBar> = Default::default();
+    let mut workers: std::collections::BTreeMap<String, ProgressBar> = Default::default();
+    let mut last_plain = String::new();
+    while let Some(snapshot) = stream.message().await.map_err(|s| status_error(url, s))? {
+        let busy = snapshot.workers.iter().filter(|w| !w.job_id.is_empty()).count().max(1) as f64;
+        for s in &snapshot.sweeps {
+            let c = s.counts.clone().unwrap_or_default();
+            let bar = bars.entry(s.sweep_id.clone()).or_insert_with(|| {
+                let bar = multi.add(ProgressBar::new(s.total));
+                bar.set_style(style.clone());
+                bar.set_prefix(s.name.clone());
+                bar
+            });
+            bar.set_position(c.done + c.failed + c.cancelled);
+            let eta = if s.mean_job_seconds > 0.0 && c.pending + c.running > 0 {
+                format!(", ETA {:.0} s", s.mean_job_seconds * (c.pending + c.running) as f64 / busy)
+            } else {
+                String::new()
+            };
+            bar.set_message(format!("{} done, {} failed, {} running, {} pending{eta}", c.done, c.failed, c.running, c.pending));
+        }
+        for w in &snapshot.workers {
+            if snapshot.now_ms.saturating_sub(w.last_seen_ms) > 300_000 {
+                continue; // long gone
+            }
+            let line = workers.entry(w.worker_id.clone()).or_insert_with(|| {
+                let line = multi.add(ProgressBar::new_spinner());
+                line.set_style(worker_style.clone());
+                line.set_prefix(w.name.clone());
+                line
+            });
+            line.set_message(if w.job_id.is_empty() { "idle".into() } else { format!("job {} epoch {}", &w.job_id[..8.min(w.job_id.len())], w.epoch) });
+            line.tick();
+        }
+        if !tty {
+            let text = render_status(&snapshot);
+            if text != last_plain {
+                print!("{text}");
+                std::io::stdout().flush()?;
+                last_plain = text;
+            }
+        }
+        let finished = snapshot.sweeps.iter().all(|s| s.counts.as_ref().is_some_and(|c| c.pending + c.running == 0));
+        if finished && !snapshot.sweeps.is_empty() {
+            for bar in bars.values().chain(workers.values()) {
+                bar.finish();
+            }
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 fn status_json(r: &pb::StatusResponse) -> serde_json::Value {

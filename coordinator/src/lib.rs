@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`ids`]: newtype IDs (sweep, job, worker, fencing token).
 //! - [`store`]: the `JobStore` trait and its sled and in-memory implementations.
+//! - [`plot`]: information planes and MI paths (plotters).
 //! - [`records`]: what the store holds, and key layouts.
 //! - [`scheduler`]: the job lifecycle, written once over any store.
 //! - [`service`]: the gRPC services and `serve`.
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod clock;
 pub mod error;
 pub mod ids;
+pub mod plot;
 pub mod records;
 pub mod scheduler;
 pub mod service;

@@ -1,0 +1,363 @@
+//! `coordinator plot`: information planes, MI paths and per-parameter comparisons, drawn
+//! with plotters (pure Rust; PNG or SVG).
+//!
+//! Rows that differ only in `seed` are one *point* of the grid: plotted as the mean over
+//! seeds, with a min-max band on the MI paths (the paper has one seed per figure).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use ibsweep_shared::job::Split;
+use ibsweep_shared::results::MiRow;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::colors::colormaps::{ColorMap, ViridisRGB};
+
+/// Image format of the figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImageFormat {
+    Png,
+    Svg,
+}
+
+/// Figures that cannot be drawn; the message names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PlotError(String);
+
+const FONT_PATHS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+];
+
+/// plotters draws text with a TrueType font we hand it; `IBSWEEP_FONT` overrides the search.
+fn register_font() -> Result<(), PlotError> {
+    let candidates: Vec<PathBuf> =
+        std::env::var_os("IBSWEEP_FONT").map(PathBuf::from).into_iter().chain(FONT_PATHS.iter().map(PathBuf::from)).collect();
+    let Some(path) = candidates.iter().find(|p| p.is_file()) else {
+        return Err(PlotError(format!(
+            "no TrueType font found (looked at {}); install Debian's fonts-dejavu-core or set IBSWEEP_FONT to a .ttf file",
+            FONT_PATHS.join(", ")
+        )));
+    };
+    let bytes: &'static [u8] = Box::leak(std::fs::read(path).map_err(|e| PlotError(format!("{}: {e}", path.display())))?.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+        .map_err(|_| PlotError(format!("{}: not a usable TrueType font", path.display())))
+}
+
+/// Parameters that identify a point of the grid (everything but the seed).
+fn point_of(r: &MiRow) -> Vec<(&'static str, String)> {
+    vec![
+        ("dataset", r.dataset.as_str().to_string()),
+        ("width", r.width.to_string()),
+        ("depth", r.depth.to_string()),
+        ("kernel", r.kernel.to_string()),
+        ("pooling", serde_json::to_value(r.pooling).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+        ("fc", if r.fc.is_empty() { "none".into() } else { r.fc.clone() }),
+        ("activation", serde_json::to_value(r.activation).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+    ]
+}
+
+fn label(point: &[(&'static str, String)], skip: &str) -> String {
+    point
+        .iter()
+        .filter(|(k, _)| *k != skip)
+        .map(|(k, v)| match *k {
+            "dataset" | "activation" => v.clone(),
+            "fc" if v == "none" => "no fc".into(),
+            _ => format!("{k} {v}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn slug(point: &[(&'static str, String)], skip: &str) -> String {
+    point
+        .iter()
+        .filter(|(k, _)| *k != skip)
+        .map(|(k, v)| format!("{}{}", &k[..1], v))
+        .collect::<Vec<_>>()
+        .join("-")
+        .replace(['/', ' '], "_")
+}
+
+/// Seed statistics of one (layer, epoch).
+#[derive(Debug, Clone, Copy, Default)]
+struct Stat {
+    mean: f64,
+    min: f64,
+    max: f64,
+}
+
+fn stat(values: &[f64]) -> Stat {
+    let n = values.len() as f64;
+    Stat {
+        mean: values.iter().sum::<f64>() / n,
+        min: values.iter().copied().fold(f64::INFINITY, f64::min),
+        max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    }
+}
+
+/// One grid point at one split and bin size: per layer, per epoch, I(X;T) and I(Y;T) over seeds.
+#[derive(Debug, Clone)]
+struct Curves {
+    point: Vec<(&'static str, String)>,
+    seeds: usize,
+    /// (layer index, layer name) -> epoch -> (I(X;T), I(Y;T))
+    layers: BTreeMap<(u32, String), BTreeMap<u32, (Stat, Stat)>>,
+    log2_n: f64,
+    h_y: f64,
+}
+
+fn curves(rows: &[&MiRow]) -> Curves {
+    let mut raw: BTreeMap<(u32, String), BTreeMap<u32, (Vec<f64>, Vec<f64>)>> = BTreeMap::new();
+    let mut seeds = BTreeSet::new();
+    for r in rows {
+        seeds.insert(r.seed);
+        let e = raw.entry((r.layer, r.layer_name.clone())).or_default().entry(r.epoch).or_default();
+        e.0.push(r.i_xt);
+        e.1.push(r.i_yt);
+    }
+    let layers = raw
+        .into_iter()
+        .map(|(layer, epochs)| (layer, epochs.into_iter().map(|(e, (x, y))| (e, (stat(&x), stat(&y)))).collect()))
+        .collect();
+    Curves {
+        point: point_of(rows[0]),
+        seeds: seeds.len(),
+        layers,
+        log2_n: (rows[0].n as f64).log2(),
+        h_y: rows.iter().map(|r| r.h_y).sum::<f64>() / rows.len() as f64,
+    }
+}
+
+fn layer_color(i: usize) -> RGBColor {
+    const PALETTE: [RGBColor; 10] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
+    ];
+    PALETTE[i % PALETTE.len()]
+}
+
+type DrawResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Colour of an epoch on a log scale from the first to the last measured epoch.
+fn epoch_color(epoch: u32, max_epoch: u32) -> RGBColor {
+    let t = ((epoch as f64 + 1.0).ln() / (max_epoch as f64 + 1.0).ln().max(1e-9)).clamp(0.0, 1.0);
+    ViridisRGB.get_color(t as f32)
+}
+
+/// The information plane: a line per layer through its epochs, dots coloured by epoch.
+fn draw_plane<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Curves, title: &str) -> DrawResult<()>
+where
+    DB::ErrorType: 'static,
+{
+    let max_epoch = c.layers.values().flat_map(|e| e.keys()).copied().max().unwrap_or(1);
+    let (main, bar) = area.split_horizontally(area.dim_in_pixel().0.saturating_sub(70));
+    let x_max = c.log2_n * 1.05;
+    let y_max = c.h_y.max(0.1) * 1.1;
+    let mut chart = ChartBuilder::on(&main)
+        .caption(title, ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+    chart.configure_mesh().x_desc("I(X;T) (bits)").y_desc("I(Y;T) (bits)").light_line_style(WHITE.mix(0.0)).draw()?;
+    for (i, ((_, name), epochs)) in c.layers.iter().enumerate() {
+        let color = layer_color(i);
+        let points: Vec<(f64, f64)> = epochs.values().map(|(x, y)| (x.mean, y.mean)).collect();
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        chart.draw_series(epochs.iter().map(|(&e, (x, y))| Circle::new((x.mean, y.mean), 4, epoch_color(e, max_epoch).filled())))?;
+    }
+    // Reference lines last, so they stay visible where layers sit at the ceiling.
+    chart
+        .draw_series(DashedLineSeries::new(vec![(c.log2_n, 0.0), (c.log2_n, y_max)], 3, 3, BLACK.stroke_width(1)))?
+        .label(format!("log2 N = {:.2}", c.log2_n))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
+    chart
+        .draw_series(DashedLineSeries::new(vec![(0.0, c.h_y), (x_max, c.h_y)], 8, 4, BLACK.mix(0.7).stroke_width(1)))?
+        .label(format!("H(Y) = {:.2}", c.h_y))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.7)));
+    chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+    draw_colorbar(&bar, max_epoch)?;
+    Ok(())
+}
+
+fn draw_colorbar<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, max_epoch: u32) -> DrawResult<()>
+where
+    DB::ErrorType: 'static,
+{
+    let (w, h) = area.dim_in_pixel();
+    let (top, bottom) = (70i32, h as i32 - 50);
+    area.draw(&Text::new("epoch", (2, top - 22), ("sans-serif", 14)))?;
+    for y in top..bottom {
+        // Top is the last epoch, like the y axis of a colour bar.
+        let t = 1.0 - (y - top) as f64 / (bottom - top) as f64;
+        let color = ViridisRGB.get_color(t as f32);
+        area.draw(&Rectangle::new([(6, y), (22, y + 1)], color.filled()))?;
+    }
+    let ticks = [0u32, max_epoch / 10, max_epoch / 3, max_epoch];
+    for e in ticks.iter().copied().collect::<BTreeSet<_>>() {
+        let t = ((e as f64 + 1.0).ln() / (max_epoch as f64 + 1.0).ln().max(1e-9)).clamp(0.0, 1.0);
+        let y = bottom - (t * (bottom - top) as f64) as i32;
+        area.draw(&Text::new(e.to_string(), (26, y - 7), ("sans-serif", 13)))?;
+    }
+    let _ = w;
+    Ok(())
+}
+
+/// MI paths: I(X;T) and I(Y;T) against epoch (log axis), a line per layer, min-max band over seeds.
+fn draw_paths<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Curves, title: &str) -> DrawResult<()>
+where
+    DB::ErrorType: 'static,
+{
+    let max_epoch = c.layers.values().flat_map(|e| e.keys()).copied().max().unwrap_or(1);
+    let (title_area, body) = area.split_vertically(34);
+    title_area.titled(title, ("sans-serif", 18))?;
+    let panels = body.split_evenly((1, 2));
+    for (panel, (which, reference, reference_name)) in
+        panels.iter().zip([("I(X;T)", c.log2_n, "log2 N"), ("I(Y;T)", c.h_y, "H(Y)")])
+    {
+        let mut chart = ChartBuilder::on(panel)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d((1f64..(max_epoch as f64 + 1.0).max(2.0)).log_scale(), 0f64..reference * 1.1)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch (log scale of epoch + 1)")
+            .x_label_formatter(&|x| format!("{:.0}", x - 1.0))
+            .y_desc(format!("{which} (bits)"))
+            .draw()?;
+        for (i, ((_, name), epochs)) in c.layers.iter().enumerate() {
+            let color = layer_color(i);
+            let pick = |s: &(Stat, Stat)| if which == "I(X;T)" { s.0 } else { s.1 };
+            if c.seeds > 1 {
+                let mut band: Vec<(f64, f64)> = epochs.iter().map(|(&e, s)| (e as f64 + 1.0, pick(s).max)).collect();
+                band.extend(epochs.iter().rev().map(|(&e, s)| (e as f64 + 1.0, pick(s).min)));
+                chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.18).filled())))?;
+            }
+            chart
+                .draw_series(LineSeries::new(epochs.iter().map(|(&e, s)| (e as f64 + 1.0, pick(s).mean)), color.stroke_width(2)).point_size(3))?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        }
+        chart
+            .draw_series(DashedLineSeries::new(vec![(1.0, reference), (max_epoch as f64 + 1.0, reference)], 8, 4, BLACK.mix(0.7).stroke_width(1)))?
+            .label(format!("{reference_name} = {reference:.2}"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.7)));
+        chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+    }
+    Ok(())
+}
+
+/// Draws one figure with whichever backend `format` names.
+macro_rules! figure {
+    ($path:expr, $format:expr, $size:expr, |$area:ident| $body:expr) => {{
+        match $format {
+            ImageFormat::Png => {
+                let $area = BitMapBackend::new($path, $size).into_drawing_area();
+                $area.fill(&WHITE)?;
+                $body?;
+                $area.present()?;
+            }
+            ImageFormat::Svg => {
+                let $area = SVGBackend::new($path, $size).into_drawing_area();
+                $area.fill(&WHITE)?;
+                $body?;
+                $area.present()?;
+            }
+        }
+    }};
+}
+
+/// Writes every figure for `rows` into `out`; returns the files written.
+pub fn plot_all(rows: &[MiRow], out: &Path, format: ImageFormat) -> Result<Vec<PathBuf>, PlotError> {
+    register_font()?;
+    std::fs::create_dir_all(out).map_err(|e| PlotError(format!("cannot create {}: {e}", out.display())))?;
+    plot_inner(rows, out, format).map_err(|e| PlotError(format!("drawing into {}: {e}", out.display())))
+}
+
+fn plot_inner(rows: &[MiRow], out: &Path, format: ImageFormat) -> DrawResult<Vec<PathBuf>> {
+    let ext = match format {
+        ImageFormat::Png => "png",
+        ImageFormat::Svg => "svg",
+    };
+    let mut written = Vec::new();
+    // (split, bin size bits) -> point -> rows
+    let mut groups: BTreeMap<(u8, u64), BTreeMap<Vec<(&'static str, String)>, Vec<&MiRow>>> = BTreeMap::new();
+    for r in rows {
+        let split = if r.split == Split::Train { 0 } else { 1 };
+        groups.entry((split, r.bin_size.to_bits())).or_default().entry(point_of(r)).or_default().push(r);
+    }
+    for ((split, bin_bits), points) in &groups {
+        let split_name = if *split == 0 { "train" } else { "test" };
+        let bin = f64::from_bits(*bin_bits);
+        let all: BTreeMap<&Vec<(&'static str, String)>, Curves> = points.iter().map(|(p, rs)| (p, curves(rs))).collect();
+        for (point, c) in &all {
+            let seeds = if c.seeds > 1 { format!(", mean of {} seeds", c.seeds) } else { String::new() };
+            let title = format!("{} ({split_name}, bin {bin}{seeds})", label(point, ""));
+            let name = format!("{}-{split_name}-b{bin}", slug(point, ""));
+            let plane = out.join(format!("plane-{name}.{ext}"));
+            figure!(&plane, format, (900, 650), |area| draw_plane(&area, c, &format!("Information plane — {title}")));
+            written.push(plane);
+            let paths = out.join(format!("paths-{name}.{ext}"));
+            figure!(&paths, format, (1300, 520), |area| draw_paths(&area, c, &format!("MI paths — {title}")));
+            written.push(paths);
+        }
+        // One comparison figure per swept parameter and per setting of the others.
+        for (param, _) in point_of(rows.first().expect("rows")) {
+            let values: BTreeSet<String> = all.keys().map(|p| p.iter().find(|(k, _)| *k == param).expect("key").1.clone()).collect();
+            if values.len() < 2 {
+                continue;
+            }
+            let mut contexts: BTreeMap<String, Vec<(&String, &Curves)>> = BTreeMap::new();
+            for (point, c) in &all {
+                let value = &point.iter().find(|(k, _)| *k == param).expect("key").1;
+                contexts.entry(slug(point, param)).or_default().push((value, c));
+            }
+            for (context, mut panels) in contexts {
+                if panels.len() < 2 {
+                    continue;
+                }
+                panels.sort_by(|a, b| natural(a.0, b.0));
+                let path = out.join(format!("compare-{param}-{context}-{split_name}-b{bin}.{ext}"));
+                let cols = panels.len().min(3);
+                let rows_n = panels.len().div_ceil(cols);
+                let size = (cols as u32 * 620, rows_n as u32 * 470 + 40);
+                let context_label = label(&panels[0].1.point, param);
+                figure!(&path, format, size, |area| (|| -> DrawResult<()> {
+                    let (title_area, body) = area.split_vertically(40);
+                    title_area.titled(&format!("Information planes by {param} ({context_label}; {split_name}, bin {bin})"), ("sans-serif", 20))?;
+                    for (cell, (value, c)) in body.split_evenly((rows_n, cols)).iter().zip(&panels) {
+                        draw_plane(cell, c, &format!("{param} = {value}"))?;
+                    }
+                    Ok(())
+                })());
+                written.push(path);
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// Orders "2" before "12", and text alphabetically.
+fn natural(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => x.total_cmp(&y),
+        _ => a.cmp(b),
+    }
+}
