@@ -4,7 +4,7 @@
 
 use ibsweep_shared::job::Split;
 use ibsweep_shared::measure::Estimate;
-use ibsweep_shared::results::MiRow;
+use ibsweep_shared::results::{Measurement, MiRow};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -97,9 +97,6 @@ pub struct WorkerRecord {
 /// A histogram still receiving pieces; the blob is the merged `IBH1` bytes so far.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartialRecord {
-    pub layer_name: String,
-    pub loss: f64,
-    pub accuracy: f64,
     pub pieces: u32,
     pub received: u32,
 }
@@ -108,13 +105,7 @@ pub struct PartialRecord {
 /// with `keep_histograms`) the raw histogram.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StagedRecord {
-    pub epoch: u32,
-    pub split: Split,
-    pub layer: u32,
-    pub layer_name: String,
-    pub bin_size: f64,
-    pub loss: f64,
-    pub accuracy: f64,
+    pub key: Measurement,
     pub estimate: Estimate,
     pub profile_len: u64,
 }

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ibsweep_shared::grid::{Grid, canonical_job};
-use ibsweep_shared::job::{JobSpec, Split};
+use ibsweep_shared::job::JobSpec;
 use ibsweep_shared::measure::{BinSize, CountProfile, LayerHistogram};
-use ibsweep_shared::results::{MiRow, RowKey};
+use ibsweep_shared::results::{Measurement, MiRow};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -51,13 +51,7 @@ pub struct Chunk {
     pub job_id: JobId,
     pub token: LeaseToken,
     pub sequence: u64,
-    pub epoch: u32,
-    pub split: Split,
-    pub layer: u32,
-    pub layer_name: String,
-    pub bin_size: f64,
-    pub loss: f64,
-    pub accuracy: f64,
+    pub key: Measurement,
     pub histogram: Vec<u8>,
     pub piece: u32,
     pub pieces: u32,
@@ -366,7 +360,8 @@ impl<S: JobStore> Scheduler<S> {
             }
             txn.insert(Tree::Seen, &seen, &[])?;
             let mut hist_key = attempt.clone();
-            hist_key.extend(measurement_suffix(chunk.epoch, chunk.split, chunk.layer, chunk.bin_size));
+            let key_of = &chunk.key;
+            hist_key.extend(measurement_suffix(key_of.epoch, key_of.split, key_of.layer, key_of.bin_size));
             let (mut partial, mut merged) = match txn.get(Tree::Partials, &hist_key)? {
                 Some(bytes) => {
                     let (p, blob): (PartialRecord, Vec<u8>) = split_blob(Tree::Partials, &bytes)?;
@@ -374,14 +369,14 @@ impl<S: JobStore> Scheduler<S> {
                     (p, h)
                 }
                 None => (
-                    PartialRecord { layer_name: chunk.layer_name.clone(), loss: chunk.loss, accuracy: chunk.accuracy, pieces: chunk.pieces, received: 0 },
+                    PartialRecord { pieces: chunk.pieces, received: 0 },
                     LayerHistogram::new(histogram.n_labels()),
                 ),
             };
             if txn.get(Tree::Staged, &hist_key)?.is_some() || partial.pieces != chunk.pieces {
                 return Err(Error::InvalidArgument(format!(
                     "chunk {} of job {}: histogram (epoch {}, {}, layer {}, bin {}) already complete or with another piece count",
-                    chunk.sequence, chunk.job_id, chunk.epoch, chunk.split.as_str(), chunk.layer_name, chunk.bin_size
+                    chunk.sequence, chunk.job_id, key_of.epoch, key_of.split.as_str(), key_of.layer_name, key_of.bin_size
                 )));
             }
             merged.merge(&histogram).map_err(|e| Error::InvalidArgument(format!("chunk {}: {e}", chunk.sequence)))?;
@@ -393,13 +388,7 @@ impl<S: JobStore> Scheduler<S> {
             txn.remove(Tree::Partials, &hist_key)?;
             let profile = CountProfile::from_histogram(&merged).to_bytes();
             let staged = StagedRecord {
-                epoch: chunk.epoch,
-                split: chunk.split,
-                layer: chunk.layer,
-                layer_name: chunk.layer_name.clone(),
-                bin_size: chunk.bin_size,
-                loss: partial.loss,
-                accuracy: partial.accuracy,
+                key: chunk.key.clone(),
                 estimate: merged.estimate(),
                 profile_len: profile.len() as u64,
             };
@@ -451,16 +440,7 @@ impl<S: JobStore> Scheduler<S> {
             let key_suffix = &k[attempt.len()..];
             let mut result_key = key.clone();
             result_key.extend_from_slice(key_suffix);
-            let row_key = RowKey {
-                epoch: record.epoch,
-                split: record.split,
-                layer: record.layer,
-                layer_name: &record.layer_name,
-                bin_size: record.bin_size,
-                loss: record.loss,
-                accuracy: record.accuracy,
-            };
-            let row = MiRow::new(&sweep.id.to_string(), &job_id.to_string(), &spec, row_key, &record.estimate);
+            let row = MiRow::new(&sweep.id.to_string(), &job_id.to_string(), &spec, &record.key, &record.estimate);
             let profile_len = record.profile_len as usize;
             let raw = blob.get(profile_len..).filter(|r| !r.is_empty()).map(<[u8]>::to_vec);
             results.push((k.clone(), result_key, with_blob(&ResultRecord { row }, &blob[..profile_len]), raw));
@@ -722,19 +702,19 @@ fn first_index(grid: &Grid) -> u64 {
 
 fn check_chunk(spec: &JobSpec, chunk: &Chunk) -> Result<()> {
     let bad = |what: String| Err(Error::InvalidArgument(format!("chunk {} of job {}: {what}", chunk.sequence, chunk.job_id)));
-    if spec.measured_epochs().binary_search(&chunk.epoch).is_err() {
-        return bad(format!("epoch {} is not a measured epoch of this job", chunk.epoch));
+    if spec.measured_epochs().binary_search(&chunk.key.epoch).is_err() {
+        return bad(format!("epoch {} is not a measured epoch of this job", chunk.key.epoch));
     }
-    if !spec.measure.splits.contains(&chunk.split) {
-        return bad(format!("split {} is not measured", chunk.split.as_str()));
+    if !spec.measure.splits.contains(&chunk.key.split) {
+        return bad(format!("split {} is not measured", chunk.key.split.as_str()));
     }
     let layers = spec.layers().map_err(|e| Error::InvalidArgument(e.0))?;
-    match layers.get((chunk.layer as usize).wrapping_sub(1)) {
-        Some(l) if l.name == chunk.layer_name => {}
-        _ => return bad(format!("layer {} `{}` is not a layer of this network", chunk.layer, chunk.layer_name)),
+    match layers.get((chunk.key.layer as usize).wrapping_sub(1)) {
+        Some(l) if l.name == chunk.key.layer_name => {}
+        _ => return bad(format!("layer {} `{}` is not a layer of this network", chunk.key.layer, chunk.key.layer_name)),
     }
-    if !BinSize::new(chunk.bin_size).is_ok_and(|b| spec.measure.bin_sizes.contains(&b)) {
-        return bad(format!("bin size {} is not one of the job's", chunk.bin_size));
+    if !BinSize::new(chunk.key.bin_size).is_ok_and(|b| spec.measure.bin_sizes.contains(&b)) {
+        return bad(format!("bin size {} is not one of the job's", chunk.key.bin_size));
     }
     Ok(())
 }

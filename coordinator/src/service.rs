@@ -13,6 +13,7 @@ use ibsweep_proto::v1::worker_service_server::{WorkerService, WorkerServiceServe
 use ibsweep_proto::v1::{self as pb};
 use ibsweep_proto::PROTOCOL_VERSION;
 use ibsweep_shared::job::Split;
+use ibsweep_shared::results::Measurement;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::{Stream, StreamExt};
@@ -246,13 +247,15 @@ impl TryFrom<pb::HistogramChunk> for Chunk {
             job_id: parse(&c.job_id)?,
             token: LeaseToken(c.fencing_token),
             sequence: c.sequence,
-            epoch: c.epoch,
-            split: split_of(&c.split)?,
-            layer: c.layer,
-            layer_name: c.layer_name,
-            bin_size: c.bin_size,
-            loss: c.loss,
-            accuracy: c.accuracy,
+            key: Measurement {
+                epoch: c.epoch,
+                split: split_of(&c.split)?,
+                layer: c.layer,
+                layer_name: c.layer_name,
+                bin_size: c.bin_size,
+                loss: c.loss,
+                accuracy: c.accuracy,
+            },
             histogram: c.histogram,
             piece: c.piece,
             pieces: c.pieces,

@@ -11,6 +11,7 @@ use ibsweep_coordinator::scheduler::{Chunk, Grant, Scheduler, Timing};
 use ibsweep_coordinator::store::{JobStore, MemoryStore, SledStore, Tree};
 use ibsweep_shared::job::Split;
 use ibsweep_shared::measure::LayerHistogram;
+use ibsweep_shared::results::Measurement;
 
 const GRID: &str = "\
 name: tiny
@@ -46,13 +47,7 @@ fn chunks(grant: &Grant, pieces: u32) -> Vec<Chunk> {
                     job_id: grant.job_id,
                     token: grant.token,
                     sequence,
-                    epoch,
-                    split: Split::Test,
-                    layer,
-                    layer_name: name.into(),
-                    bin_size: 0.67,
-                    loss: 1.0,
-                    accuracy: 0.5,
+                    key: Measurement { epoch, split: Split::Test, layer, layer_name: name.into(), bin_size: 0.67, loss: 1.0, accuracy: 0.5 },
                     histogram: h.to_bytes(),
                     piece,
                     pieces,
@@ -144,7 +139,7 @@ macro_rules! conformance {
 
                 // A chunk for an unmeasured layer, a corrupt chunk, and a stale token are refused.
                 let mut bad = chunks(&grants[0], 1)[0].clone();
-                bad.layer_name = "conv9".into();
+                bad.key.layer_name = "conv9".into();
                 assert!(matches!(s.ingest(&bad), Err(Error::InvalidArgument(_))));
                 let mut corrupt = chunks(&grants[0], 1)[0].clone();
                 corrupt.histogram.truncate(5);

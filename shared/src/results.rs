@@ -43,20 +43,22 @@ pub struct MiRow {
     pub accuracy: f64,
 }
 
-/// Where a row comes from, apart from the numbers.
-#[derive(Debug, Clone, Copy)]
-pub struct RowKey<'a> {
+/// Which histogram of a job a number belongs to, with the split's loss and accuracy at that
+/// epoch: what travels with every histogram chunk and what a result row is keyed by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
     pub epoch: u32,
     pub split: Split,
+    /// 1-based index of the measured layer.
     pub layer: u32,
-    pub layer_name: &'a str,
+    pub layer_name: String,
     pub bin_size: f64,
     pub loss: f64,
     pub accuracy: f64,
 }
 
 impl MiRow {
-    pub fn new(sweep_id: &str, job_id: &str, spec: &JobSpec, key: RowKey<'_>, e: &Estimate) -> MiRow {
+    pub fn new(sweep_id: &str, job_id: &str, spec: &JobSpec, key: &Measurement, e: &Estimate) -> MiRow {
         MiRow {
             sweep_id: sweep_id.to_string(),
             job_id: job_id.to_string(),
@@ -71,7 +73,7 @@ impl MiRow {
             epoch: key.epoch,
             split: key.split,
             layer: key.layer,
-            layer_name: key.layer_name.to_string(),
+            layer_name: key.layer_name.clone(),
             bin_size: key.bin_size,
             n: e.n,
             distinct: e.distinct,
@@ -117,10 +119,10 @@ mod tests {
         }))
         .unwrap();
         let e = Estimate { n: 4, distinct: 2, h_t: 1.0, i_xt: 1.0, h_t_given_y: 0.5, i_yt: 0.5, h_y: 1.0 };
-        let key = RowKey { epoch: 1, split: Split::Test, layer: 2, layer_name: "conv2", bin_size: 0.67, loss: 0.3, accuracy: 0.9 };
+        let key = Measurement { epoch: 1, split: Split::Test, layer: 2, layer_name: "conv2".into(), bin_size: 0.67, loss: 0.3, accuracy: 0.9 };
         let mut out = Vec::new();
         let mut w = CsvWriter::new(&mut out);
-        w.write(&MiRow::new("s", "j", &spec, key, &e)).unwrap();
+        w.write(&MiRow::new("s", "j", &spec, &key, &e)).unwrap();
         w.flush().unwrap();
         drop(w);
         let text = String::from_utf8(out).unwrap();

@@ -275,18 +275,19 @@ impl Session {
                 let bytes = histogram.to_bytes();
                 let pieces = bytes.len().div_ceil(MAX_PIECE_BYTES).max(1);
                 let parts = if pieces == 1 { vec![bytes] } else { histogram.split(pieces).iter().map(|h| h.to_bytes()).collect() };
+                let key = m.key(&layer.layer, *bin);
                 for (piece, part) in parts.into_iter().enumerate() {
                     out.push(pb::HistogramChunk {
                         job_id: lease.job_id.clone(),
                         fencing_token: lease.fencing_token,
                         sequence: *sequence,
-                        epoch: m.epoch,
-                        split: m.split.as_str().into(),
-                        layer: layer.layer.index,
-                        layer_name: layer.layer.name.clone(),
-                        bin_size: bin.get(),
-                        loss: m.loss,
-                        accuracy: m.accuracy,
+                        epoch: key.epoch,
+                        split: key.split.as_str().into(),
+                        layer: key.layer,
+                        layer_name: key.layer_name.clone(),
+                        bin_size: key.bin_size,
+                        loss: key.loss,
+                        accuracy: key.accuracy,
                         histogram: part,
                         piece: piece as u32,
                         pieces: pieces as u32,

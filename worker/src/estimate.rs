@@ -11,32 +11,13 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
-/// One result line of `worker estimate --json`; the key names are part of the interface.
+/// One result line of `worker estimate --json`; the key names (`bin_size`, then the
+/// estimate's `n, distinct, h_t, i_xt, h_t_given_y, i_yt, h_y`) are part of the interface.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct EstimateRow {
     pub bin_size: f64,
-    pub n: u64,
-    pub distinct: u64,
-    pub h_t: f64,
-    pub i_xt: f64,
-    pub h_t_given_y: f64,
-    pub i_yt: f64,
-    pub h_y: f64,
-}
-
-impl EstimateRow {
-    fn new(bin_size: BinSize, e: Estimate) -> EstimateRow {
-        EstimateRow {
-            bin_size: bin_size.get(),
-            n: e.n,
-            distinct: e.distinct,
-            h_t: e.h_t,
-            i_xt: e.i_xt,
-            h_t_given_y: e.h_t_given_y,
-            i_yt: e.i_yt,
-            h_y: e.h_y,
-        }
-    }
+    #[serde(flatten)]
+    pub estimate: Estimate,
 }
 
 fn open(path: &Path) -> Result<NpyFile<BufReader<File>>> {
@@ -163,7 +144,7 @@ pub fn estimate(activations: &Path, labels: &Path, bin_sizes: &[f64]) -> Result<
             other => other.into(),
         })?;
     }
-    Ok(acc.finish().into_iter().map(|(bin, h)| EstimateRow::new(bin, h.estimate())).collect())
+    Ok(acc.finish().into_iter().map(|(bin, h)| EstimateRow { bin_size: bin.get(), estimate: h.estimate() }).collect())
 }
 
 /// The human-readable table of `worker estimate` without `--json`.
@@ -173,9 +154,10 @@ pub fn table(rows: &[EstimateRow]) -> String {
         "bin_size", "n", "distinct", "H(T)", "I(X;T)", "H(T|Y)", "I(Y;T)", "H(Y)"
     );
     for r in rows {
+        let e = &r.estimate;
         out += &format!(
             "{:>9} {:>8} {:>8} {:>9.5} {:>9.5} {:>11.5} {:>9.5} {:>9.5}\n",
-            r.bin_size, r.n, r.distinct, r.h_t, r.i_xt, r.h_t_given_y, r.i_yt, r.h_y
+            r.bin_size, e.n, e.distinct, e.h_t, e.i_xt, e.h_t_given_y, e.i_yt, e.h_y
         );
     }
     out + "(bits)\n"

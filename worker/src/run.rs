@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use ibsweep_shared::job::JobSpec;
-use ibsweep_shared::results::{CsvWriter, MiRow, RowKey};
+use ibsweep_shared::results::{CsvWriter, MiRow};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::{Error, Result};
@@ -61,16 +61,8 @@ impl Outputs {
     fn measured(&mut self, spec: &JobSpec, m: &train::SplitMeasurement) -> Result<()> {
         for layer in &m.layers {
             for (bin, histogram) in &layer.histograms {
-                let key = RowKey {
-                    epoch: m.epoch,
-                    split: m.split,
-                    layer: layer.layer.index,
-                    layer_name: &layer.layer.name,
-                    bin_size: bin.get(),
-                    loss: m.loss,
-                    accuracy: m.accuracy,
-                };
-                let row = MiRow::new("", "", spec, key, &histogram.estimate());
+                let key = m.key(&layer.layer, *bin);
+                let row = MiRow::new("", "", spec, &key, &histogram.estimate());
                 self.csv.write(&row).map_err(Error::io(self.dir.join("mi.csv")))?;
                 writeln!(self.jsonl, "{}", serde_json::to_string(&row).expect("json")).map_err(Error::io(self.dir.join("mi.jsonl")))?;
                 let path = self.dir.join("histograms").join(format!("e{}-{}-{}-b{}.ibh", m.epoch, m.split.as_str(), layer.layer.name, bin));

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use ibsweep_shared::job::{JobSpec, LayerInfo, Split};
 use ibsweep_shared::measure::{BinSize, LayerAccumulator, LayerHistogram, MeasureError};
+use ibsweep_shared::results::Measurement;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -89,6 +90,21 @@ pub struct SplitMeasurement {
     pub loss: f64,
     pub accuracy: f64,
     pub layers: Vec<LayerResult>,
+}
+
+impl SplitMeasurement {
+    /// The key of one of this measurement's histograms.
+    pub fn key(&self, layer: &LayerInfo, bin: BinSize) -> Measurement {
+        Measurement {
+            epoch: self.epoch,
+            split: self.split,
+            layer: layer.index,
+            layer_name: layer.name.clone(),
+            bin_size: bin.get(),
+            loss: self.loss,
+            accuracy: self.accuracy,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

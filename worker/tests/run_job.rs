@@ -90,7 +90,7 @@ fn streamed_histograms_equal_worker_estimate_on_dumped_activations() {
     let mut dumps: Vec<Vec<f32>> = vec![Vec::new(); net.layers().len()];
     tch::no_grad(|| {
         for start in (0..1000).step_by(100) {
-            net.forward_visit(&x.narrow(0, start, 100), |layer, out| {
+            let _logits = net.forward_visit(&x.narrow(0, start, 100), |layer, out| {
                 let out = out.to_kind(Kind::Float).contiguous();
                 let mut values = vec![0f32; out.numel()];
                 out.copy_data(&mut values, out.numel());
