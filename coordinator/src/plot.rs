@@ -308,7 +308,7 @@ fn plot_inner(rows: &[MiRow], out: &Path, format: ImageFormat) -> DrawResult<Vec
         let bin = f64::from_bits(*bin_bits);
         let all: BTreeMap<&Vec<(&'static str, String)>, Curves> = points.iter().map(|(p, rs)| (p, curves(rs))).collect();
         for (point, c) in &all {
-            let seeds = if c.seeds > 1 { format!(", mean of {} seeds", c.seeds) } else { String::new() };
+            let seeds = if c.seeds > 1 { format!(", mean of {} seeds, band = min-max", c.seeds) } else { String::new() };
             let title = format!("{} ({split_name}, bin {bin}{seeds})", label(point, ""));
             let name = format!("{}-{split_name}-b{bin}", slug(point, ""));
             let plane = out.join(format!("plane-{name}.{ext}"));

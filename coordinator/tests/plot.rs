@@ -1,0 +1,56 @@
+//! Figures from result rows: every kind is written, seeds are averaged into one point, and
+//! both image formats work.
+
+use ibsweep_coordinator::plot::{ImageFormat, plot_all};
+use ibsweep_shared::job::JobSpec;
+use ibsweep_shared::measure::Estimate;
+use ibsweep_shared::results::{Measurement, MiRow};
+use ibsweep_shared::job::Split;
+
+fn rows() -> Vec<MiRow> {
+    let mut rows = Vec::new();
+    for width in [2, 6] {
+        for seed in [0, 1] {
+            let spec: JobSpec = serde_json::from_value(serde_json::json!({
+                "dataset": "mnist", "width": width, "depth": 2, "kernel": 3, "epochs": 4, "seed": seed,
+            }))
+            .unwrap();
+            for epoch in 0..=4u32 {
+                for (layer, name) in [(1, "conv1"), (2, "conv2"), (3, "softmax")] {
+                    let x = 13.28 - f64::from(layer) * 2.0 + f64::from(epoch) * 0.3 + f64::from(seed as u32) * 0.6;
+                    let e = Estimate { n: 10_000, distinct: 100, h_t: x, i_xt: x, h_t_given_y: x - 2.0, i_yt: 2.0 + f64::from(epoch) * 0.2, h_y: 3.32 };
+                    let key = Measurement { epoch, split: Split::Test, layer, layer_name: name.into(), bin_size: 0.67, loss: 1.0, accuracy: 0.5 };
+                    rows.push(MiRow::new("s", &format!("job-{width}-{seed}"), &spec, &key, &e));
+                }
+            }
+        }
+    }
+    rows
+}
+
+#[test]
+fn writes_planes_paths_and_comparisons_in_png_and_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = plot_all(&rows(), dir.path(), ImageFormat::Png).unwrap();
+    let names: Vec<String> = written.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    // Two points (widths), seeds averaged: a plane and a paths figure each, one comparison.
+    assert_eq!(names.iter().filter(|n| n.starts_with("plane-")).count(), 2, "{names:?}");
+    assert_eq!(names.iter().filter(|n| n.starts_with("paths-")).count(), 2, "{names:?}");
+    assert_eq!(names.iter().filter(|n| n.starts_with("compare-width-")).count(), 1, "{names:?}");
+    for path in &written {
+        let bytes = std::fs::read(path).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "{}", path.display());
+        assert!(bytes.len() > 10_000, "{} looks empty", path.display());
+    }
+    let svg = plot_all(&rows(), &dir.path().join("svg"), ImageFormat::Svg).unwrap();
+    let text = std::fs::read_to_string(&svg[0]).unwrap();
+    assert!(text.contains("<svg") && text.contains("I(Y;T) (bits)") && text.contains("mean of 2 seeds"));
+}
+
+/// Writes the figures of `rows()` to IBSWEEP_PLOT_SAMPLE (for looking at them).
+#[test]
+fn sample_figures_when_asked() {
+    if let Some(dir) = std::env::var_os("IBSWEEP_PLOT_SAMPLE") {
+        plot_all(&rows(), std::path::Path::new(&dir), ImageFormat::Png).unwrap();
+    }
+}
