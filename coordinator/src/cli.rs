@@ -125,6 +125,10 @@ fn status_error(url: &str, s: tonic::Status) -> anyhow::Error {
     }
 }
 
+fn threads(n: u32) -> String {
+    if n == 1 { "1 thread".into() } else { format!("{n} threads") }
+}
+
 fn age(now_ms: u64, then_ms: u64) -> String {
     let s = now_ms.saturating_sub(then_ms) / 1000;
     if s < 120 { format!("{s}s ago") } else { format!("{}m ago", s / 60) }
@@ -169,7 +173,7 @@ pub fn render_status(status: &pb::StatusResponse) -> String {
         out += "workers:\n";
         for w in &status.workers {
             let job = if w.job_id.is_empty() { "idle".to_string() } else { format!("job {} epoch {}", w.job_id, w.epoch) };
-            out += &format!("  {} ({} threads): {job}, last seen {}\n", w.name, w.threads, age(status.now_ms, w.last_seen_ms));
+            out += &format!("  {} ({}): {job}, last seen {}\n", w.name, threads(w.threads), age(status.now_ms, w.last_seen_ms));
         }
     }
     out
@@ -315,7 +319,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             } else {
                 for w in &r.workers {
                     let job = if w.job_id.is_empty() { "idle".into() } else { format!("job {} epoch {}", w.job_id, w.epoch) };
-                    println!("{} {} ({} threads): {job}, last heartbeat {}", w.worker_id, w.name, w.threads, age(r.now_ms, w.last_seen_ms));
+                    println!("{} {} ({}): {job}, last heartbeat {}", w.worker_id, w.name, threads(w.threads), age(r.now_ms, w.last_seen_ms));
                 }
             }
             Ok(())
@@ -388,6 +392,7 @@ async fn watch(url: &str, sweep: String) -> CliResult<()> {
     let mut bars: std::collections::BTreeMap<String, ProgressBar> = Default::default();
     let mut workers: std::collections::BTreeMap<String, ProgressBar> = Default::default();
     let mut last_plain = String::new();
+    let mut last_print = std::time::Instant::now();
     while let Some(snapshot) = stream.message().await.map_err(|s| status_error(url, s))? {
         let busy = snapshot.workers.iter().filter(|w| !w.job_id.is_empty()).count().max(1) as f64;
         for s in &snapshot.sweeps {
@@ -420,11 +425,21 @@ async fn watch(url: &str, sweep: String) -> CliResult<()> {
             line.tick();
         }
         if !tty {
-            let text = render_status(&snapshot);
-            if text != last_plain {
-                print!("{text}");
+            // One line per sweep when its counts change, and at least every 10 s.
+            let key: String = snapshot.sweeps.iter().map(|s| format!("{:?}", s.counts)).collect();
+            if key != last_plain || last_print.elapsed() >= std::time::Duration::from_secs(10) {
+                let workers: Vec<String> = snapshot
+                    .workers
+                    .iter()
+                    .filter(|w| snapshot.now_ms.saturating_sub(w.last_seen_ms) < 300_000)
+                    .map(|w| if w.job_id.is_empty() { format!("{} idle", w.name) } else { format!("{} epoch {}", w.name, w.epoch) })
+                    .collect();
+                for line in render_status(&pb::StatusResponse { workers: vec![], ..snapshot.clone() }).lines().filter(|l| l.starts_with("sweep ")) {
+                    println!("{line} | {}", workers.join(", "));
+                }
                 std::io::stdout().flush()?;
-                last_plain = text;
+                last_plain = key;
+                last_print = std::time::Instant::now();
             }
         }
         let finished = snapshot.sweeps.iter().all(|s| s.counts.as_ref().is_some_and(|c| c.pending + c.running == 0));

@@ -242,7 +242,13 @@ impl Grid {
             .filter(|(p, _)| p.values.len() > 1)
             .map(|(p, &d)| format!("{}={}", p.key, p.values[d]))
             .collect();
-        let first = self.params.iter().find(|p| p.values.len() > 1 && JOINT.contains(&p.key.as_str()));
+        // Point at the parameter the message is about ("kernel 11 with depth 5 ..."), else the
+        // first jointly checked one that varies.
+        let varying = || self.params.iter().zip(digits).filter(|(p, _)| p.values.len() > 1);
+        let first = varying()
+            .find(|&(p, &d)| message.contains(&format!("{} {}", p.key, p.values[d])))
+            .or_else(|| varying().find(|(p, _)| JOINT.contains(&p.key.as_str())))
+            .map(|(p, _)| p);
         GridError {
             file: file.into(),
             line: first.map_or(1, |p| p.line),

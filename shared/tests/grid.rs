@@ -79,6 +79,7 @@ fn every_error_names_file_line_and_key() {
     // An impossible shape names the point and the parameter's line.
     let e = error(&GRID.replace("kernel:  {value: 3}", "kernel:  {values: [3, 11]}"));
     assert!(e.contains("point {") && e.contains("kernel=11") && e.contains("smaller than its kernel"), "{e}");
+    assert!(e.starts_with("grid.yaml:7:3: "), "the kernel's line: {e}");
 
     let e = error(&GRID.replace("  - {dataset: mnist, width: 6, fc: [500, 1024, 500], seed: 0}", "  - {dataset: mnist, width: 6}"));
     assert!(e.starts_with("grid.yaml:13:") && e.contains("include[0]: must set `seed`"), "{e}");

@@ -9,7 +9,7 @@
 //! pending at once (without using up an attempt) instead of waiting for the lease to expire.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ibsweep_proto::PROTOCOL_VERSION;
@@ -184,7 +184,9 @@ impl Session {
         let hashes = (data.train_hash.clone(), data.test_hash.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let cancelled = Arc::new(AtomicBool::new(false));
-        let epoch = Arc::new(AtomicU32::new(0));
+        // The heartbeat task also reports each finished epoch (at most once a second), so
+        // `status --watch` follows progress between regular heartbeats.
+        let (epoch, epoch_rx) = watch::channel(0u32);
         let (tx, mut rx) = mpsc::channel::<Event>(4);
         let trainer = {
             let (stop, run_config, spec) = (Arc::clone(&stop), self.run_config.clone(), spec.clone());
@@ -199,7 +201,7 @@ impl Session {
             Ok(t) => t,
             Err(e) => return Ending::Failed(format!("cannot start a training thread: {e}")),
         };
-        let heartbeat = self.spawn_heartbeat(lease, Arc::clone(&stop), Arc::clone(&cancelled), Arc::clone(&epoch));
+        let heartbeat = self.spawn_heartbeat(lease, Arc::clone(&stop), Arc::clone(&cancelled), epoch_rx);
         let mut sequence = 0u64;
         let mut lost: Option<String> = None;
         let mut shutting_down = false;
@@ -213,7 +215,7 @@ impl Session {
                         }
                     }
                     Some(Event::Epoch(metrics)) => {
-                        epoch.store(metrics.epoch, Ordering::Relaxed);
+                        let _ = epoch.send(metrics.epoch);
                         tracing::info!(job = %lease.job_id, epoch = metrics.epoch, test_accuracy = ?metrics.test_accuracy, "epoch done");
                     }
                     Some(_) => {}
@@ -242,13 +244,23 @@ impl Session {
         }
     }
 
-    fn spawn_heartbeat(&self, lease: &pb::Lease, stop: Arc<AtomicBool>, cancelled: Arc<AtomicBool>, epoch: Arc<AtomicU32>) -> tokio::task::JoinHandle<()> {
+    fn spawn_heartbeat(&self, lease: &pb::Lease, stop: Arc<AtomicBool>, cancelled: Arc<AtomicBool>, mut epoch: watch::Receiver<u32>) -> tokio::task::JoinHandle<()> {
         let mut client = self.client.clone();
         let (worker_id, job_id, token, every) = (self.worker_id.clone(), lease.job_id.clone(), lease.fencing_token, self.heartbeat);
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(every).await;
-                let request = pb::HeartbeatRequest { worker_id: worker_id.clone(), job_id: job_id.clone(), fencing_token: token, epoch: epoch.load(Ordering::Relaxed) };
+                let deadline = tokio::time::Instant::now() + every;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    changed = epoch.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_secs(1).min(every)).await;
+                    }
+                }
+                let current = *epoch.borrow_and_update();
+                let request = pb::HeartbeatRequest { worker_id: worker_id.clone(), job_id: job_id.clone(), fencing_token: token, epoch: current };
                 match client.heartbeat(request).await {
                     Ok(r) if r.get_ref().cancelled => {
                         tracing::info!(job = %job_id, "cancelled by the coordinator");
