@@ -314,6 +314,16 @@ impl JobSpec {
     /// The measured layers with their output sizes, or the error naming the layer where the
     /// image shrinks below 1x1.
     pub fn layers(&self) -> Result<Vec<LayerInfo>, SpecError> {
+        self.shapes().map(|(layers, _)| layers)
+    }
+
+    /// Values per sample entering the first fully connected (or output) layer: the last
+    /// conv layer's output, after its pooling if it has one.
+    pub fn flattened_features(&self) -> Result<usize, SpecError> {
+        self.shapes().map(|(_, flattened)| flattened)
+    }
+
+    fn shapes(&self) -> Result<(Vec<LayerInfo>, usize), SpecError> {
         let mut layers = Vec::new();
         let mut side = IMAGE_SIDE;
         for conv in 1..=self.depth {
@@ -336,14 +346,12 @@ impl JobSpec {
                 side = side.div_ceil(2);
             }
         }
-        let mut inputs = (side * side * self.width) as usize;
+        let flattened = (side * side * self.width) as usize;
         for (i, &w) in self.fc.iter().enumerate() {
             layers.push(LayerInfo { index: self.depth + i as u32 + 1, name: format!("fc{}", i + 1), features: w as usize });
-            inputs = w as usize;
         }
-        let _ = inputs;
         layers.push(LayerInfo { index: layers.len() as u32 + 1, name: "softmax".into(), features: 10 });
-        Ok(layers)
+        Ok((layers, flattened))
     }
 
     fn pooling_str(&self) -> &'static str {
@@ -397,6 +405,10 @@ mod tests {
         assert_eq!(layers[2].features, 11 * 11 * 6);
         assert_eq!(layers.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["conv1", "conv2", "conv3", "fc1", "fc2", "fc3", "softmax"]);
         assert_eq!(layers[6].index, 7);
+        // depth 4 with pooling: 28, 26 -> pool 13, 11, 9 -> pool 5 (odd sizes round up).
+        let four = JobSpec { pooling: Pooling::Max2, depth: 4, ..spec() };
+        assert_eq!(four.flattened_features().unwrap(), 5 * 5 * 6);
+        assert_eq!(JobSpec { depth: 2, pooling: Pooling::Max2, ..spec() }.flattened_features().unwrap(), 13 * 13 * 6);
     }
 
     #[test]

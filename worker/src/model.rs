@@ -44,13 +44,7 @@ impl Network {
             convs.push(nn::conv2d(root / format!("conv{conv}"), channels, width, k, config));
             channels = width;
         }
-        let last_conv = &layers[spec.depth as usize - 1];
-        let mut inputs = last_conv.features as i64;
-        if spec.pooling == Pooling::Max2 && spec.depth % 2 == 0 {
-            // The last conv is followed by a pool: recompute the flattened size after it.
-            let side = ((last_conv.features as i64 / width) as f64).sqrt() as i64;
-            inputs = (side + 1) / 2 * ((side + 1) / 2) * width;
-        }
+        let mut inputs = spec.flattened_features()? as i64;
         let mut fcs = Vec::new();
         for (i, &w) in spec.fc.iter().enumerate() {
             let w = i64::from(w);
@@ -103,5 +97,46 @@ impl Network {
     /// Logits only (training).
     pub fn logits(&self, images: &Tensor) -> Tensor {
         self.forward_visit(images, |_, _| Ok(())).expect("a no-op visitor cannot fail")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn spec(depth: u32, kernel: u32, pooling: &str, fc: &[u32]) -> JobSpec {
+        serde_json::from_value(serde_json::json!({
+            "dataset": "mnist", "width": 3, "depth": depth, "kernel": kernel, "pooling": pooling, "fc": fc, "epochs": 1,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn every_layer_has_the_size_the_spec_says() {
+        let cases = [
+            spec(6, 3, "none", &[]),
+            spec(3, 3, "max2", &[]),
+            spec(4, 3, "max2", &[7]),
+            spec(5, 3, "none", &[500, 1024, 500]),
+            spec(2, 11, "none", &[]),
+            spec(5, 3, "max2", &[4]),
+        ];
+        for spec in cases {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = Network::new(&vs.root(), &spec).unwrap();
+            let images = Tensor::zeros([2, 1, 28, 28], (Kind::Float, Device::Cpu));
+            let mut seen = Vec::new();
+            let logits = net
+                .forward_visit(&images, |layer, out| {
+                    seen.push((layer, out.size()));
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(logits.size(), [2, 10]);
+            let expected: Vec<(usize, Vec<i64>)> =
+                spec.layers().unwrap().iter().enumerate().map(|(i, l)| (i, vec![2, l.features as i64])).collect();
+            assert_eq!(seen, expected, "{spec:?}");
+        }
     }
 }
