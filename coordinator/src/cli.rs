@@ -109,7 +109,8 @@ pub enum Format {
 pub type CliResult<T> = anyhow::Result<T>;
 
 async fn connect(url: &str) -> CliResult<SweepServiceClient<Channel>> {
-    let endpoint = Channel::from_shared(url.to_string()).map_err(|e| anyhow::anyhow!("bad coordinator address {url}: {e}"))?;
+    let endpoint =
+        Channel::from_shared(url.to_string()).map_err(|e| anyhow::anyhow!("bad coordinator address {url}: {e}"))?;
     let channel = endpoint
         .connect()
         .await
@@ -141,7 +142,7 @@ pub fn render_status(status: &pb::StatusResponse) -> String {
         out += "no sweeps; submit one with `coordinator submit GRID.yaml`\n";
     }
     for s in &status.sweeps {
-        let c = s.counts.clone().unwrap_or_default();
+        let c = s.counts.unwrap_or_default();
         let finished = c.done + c.failed + c.cancelled;
         let eta = if s.mean_job_seconds > 0.0 && c.pending + c.running > 0 {
             let workers = status.workers.iter().filter(|w| !w.job_id.is_empty()).count().max(1) as f64;
@@ -172,8 +173,14 @@ pub fn render_status(status: &pb::StatusResponse) -> String {
     if !status.workers.is_empty() {
         out += "workers:\n";
         for w in &status.workers {
-            let job = if w.job_id.is_empty() { "idle".to_string() } else { format!("job {} epoch {}", w.job_id, w.epoch) };
-            out += &format!("  {} ({}): {job}, last seen {}\n", w.name, threads(w.threads), age(status.now_ms, w.last_seen_ms));
+            let job =
+                if w.job_id.is_empty() { "idle".to_string() } else { format!("job {} epoch {}", w.job_id, w.epoch) };
+            out += &format!(
+                "  {} ({}): {job}, last seen {}\n",
+                w.name,
+                threads(w.threads),
+                age(status.now_ms, w.last_seen_ms)
+            );
         }
     }
     out
@@ -182,7 +189,23 @@ pub fn render_status(status: &pb::StatusResponse) -> String {
 fn table(rows: &[MiRow]) -> String {
     let mut out = format!(
         "{:<8} {:<13} {:>5} {:>5} {:>6} {:<7} {:<12} {:>4} {:>5} {:<5} {:<8} {:>5} {:>7} {:>9} {:>9} {:>8} {:>6}\n",
-        "job", "dataset", "width", "depth", "kernel", "pooling", "fc", "seed", "epoch", "split", "layer", "bin", "n", "I(X;T)", "I(Y;T)", "loss", "acc"
+        "job",
+        "dataset",
+        "width",
+        "depth",
+        "kernel",
+        "pooling",
+        "fc",
+        "seed",
+        "epoch",
+        "split",
+        "layer",
+        "bin",
+        "n",
+        "I(X;T)",
+        "I(Y;T)",
+        "loss",
+        "acc"
     );
     for r in rows {
         out += &format!(
@@ -217,7 +240,8 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-            let timing = Timing { lease_ttl_ms: lease_ttl * 1000, heartbeat_interval_ms: (lease_ttl * 1000 / 6).max(500) };
+            let timing =
+                Timing { lease_ttl_ms: lease_ttl * 1000, heartbeat_interval_ms: (lease_ttl * 1000 / 6).max(500) };
             let shutdown = async {
                 shutdown_signal().await;
                 tracing::info!("shutting down: finishing requests in flight, flushing the store");
@@ -227,13 +251,19 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             Ok(())
         }
         Command::Submit { grid, json } => {
-            let text = std::fs::read_to_string(&grid).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", grid.display()))?;
+            let text =
+                std::fs::read_to_string(&grid).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", grid.display()))?;
             let mut client = connect(&url).await?;
             let request = pb::SubmitRequest { grid_yaml: text, file_name: grid.display().to_string() };
             let r = client.submit(request).await.map_err(|s| status_error(&url, s))?.into_inner();
             if json {
                 // Key order is part of the interface: sweep_id, jobs, created.
-                println!("{{\"sweep_id\": {}, \"jobs\": {}, \"created\": {}}}", serde_json::Value::from(r.sweep_id), r.jobs, r.created);
+                println!(
+                    "{{\"sweep_id\": {}, \"jobs\": {}, \"created\": {}}}",
+                    serde_json::Value::from(r.sweep_id),
+                    r.jobs,
+                    r.created
+                );
             } else if r.created {
                 println!("sweep {} ({}): {} jobs submitted", r.sweep_id, r.name, r.jobs);
             } else {
@@ -265,7 +295,8 @@ pub async fn run(cli: Cli) -> CliResult<()> {
                         Some("json" | "jsonl" | "ndjson") => Format::Json,
                         _ => anyhow::bail!("--out {}: use a .csv or .jsonl file name", path.display()),
                     };
-                    let file = std::fs::File::create(path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+                    let file = std::fs::File::create(path)
+                        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
                     (format, Box::new(std::io::BufWriter::new(file)))
                 }
                 None => (format, Box::new(std::io::stdout().lock())),
@@ -279,7 +310,9 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Plot { sweep, out, filters, format } => {
             let rows = fetch_rows(&url, &sweep, &filters).await?;
             if rows.is_empty() {
-                anyhow::bail!("sweep {sweep} has no results yet (matching the filters); `coordinator status {sweep}` shows its progress");
+                anyhow::bail!(
+                    "sweep {sweep} has no results yet (matching the filters); `coordinator status {sweep}` shows its progress"
+                );
             }
             let written = tokio::task::spawn_blocking(move || plot::plot_all(&rows, &out, format)).await??;
             for path in &written {
@@ -290,7 +323,11 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         }
         Command::Cancel { sweep } => {
             let mut client = connect(&url).await?;
-            let r = client.cancel(pb::CancelRequest { sweep_id: sweep.clone() }).await.map_err(|s| status_error(&url, s))?.into_inner();
+            let r = client
+                .cancel(pb::CancelRequest { sweep_id: sweep.clone() })
+                .await
+                .map_err(|s| status_error(&url, s))?
+                .into_inner();
             println!("sweep {sweep}: {} jobs cancelled (running ones stop at their next heartbeat)", r.cancelled);
             Ok(())
         }
@@ -318,8 +355,15 @@ pub async fn run(cli: Cli) -> CliResult<()> {
                 println!("no workers have registered; start one with `worker --coordinator {url}`");
             } else {
                 for w in &r.workers {
-                    let job = if w.job_id.is_empty() { "idle".into() } else { format!("job {} epoch {}", w.job_id, w.epoch) };
-                    println!("{} {} ({}): {job}, last heartbeat {}", w.worker_id, w.name, threads(w.threads), age(r.now_ms, w.last_seen_ms));
+                    let job =
+                        if w.job_id.is_empty() { "idle".into() } else { format!("job {} epoch {}", w.job_id, w.epoch) };
+                    println!(
+                        "{} {} ({}): {job}, last heartbeat {}",
+                        w.worker_id,
+                        w.name,
+                        threads(w.threads),
+                        age(r.now_ms, w.last_seen_ms)
+                    );
                 }
             }
             Ok(())
@@ -386,8 +430,11 @@ async fn watch(url: &str, sweep: String) -> CliResult<()> {
         .map_err(|s| status_error(url, s))?
         .into_inner();
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let multi = MultiProgress::with_draw_target(if tty { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
-    let style = ProgressStyle::with_template("{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} {msg}").expect("template").progress_chars("=> ");
+    let multi =
+        MultiProgress::with_draw_target(if tty { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    let style = ProgressStyle::with_template("{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} {msg}")
+        .expect("template")
+        .progress_chars("=> ");
     let worker_style = ProgressStyle::with_template("  {spinner} {prefix}: {msg}").expect("template");
     let mut bars: std::collections::BTreeMap<String, ProgressBar> = Default::default();
     let mut workers: std::collections::BTreeMap<String, ProgressBar> = Default::default();
@@ -396,7 +443,7 @@ async fn watch(url: &str, sweep: String) -> CliResult<()> {
     while let Some(snapshot) = stream.message().await.map_err(|s| status_error(url, s))? {
         let busy = snapshot.workers.iter().filter(|w| !w.job_id.is_empty()).count().max(1) as f64;
         for s in &snapshot.sweeps {
-            let c = s.counts.clone().unwrap_or_default();
+            let c = s.counts.unwrap_or_default();
             let bar = bars.entry(s.sweep_id.clone()).or_insert_with(|| {
                 let bar = multi.add(ProgressBar::new(s.total));
                 bar.set_style(style.clone());
@@ -409,7 +456,10 @@ async fn watch(url: &str, sweep: String) -> CliResult<()> {
             } else {
                 String::new()
             };
-            bar.set_message(format!("{} done, {} failed, {} running, {} pending{eta}", c.done, c.failed, c.running, c.pending));
+            bar.set_message(format!(
+                "{} done, {} failed, {} running, {} pending{eta}",
+                c.done, c.failed, c.running, c.pending
+            ));
         }
         for w in &snapshot.workers {
             if snapshot.now_ms.saturating_sub(w.last_seen_ms) > 300_000 {
@@ -421,7 +471,11 @@ async fn watch(url: &str, sweep: String) -> CliResult<()> {
                 line.set_prefix(w.name.clone());
                 line
             });
-            line.set_message(if w.job_id.is_empty() { "idle".into() } else { format!("job {} epoch {}", &w.job_id[..8.min(w.job_id.len())], w.epoch) });
+            line.set_message(if w.job_id.is_empty() {
+                "idle".into()
+            } else {
+                format!("job {} epoch {}", &w.job_id[..8.min(w.job_id.len())], w.epoch)
+            });
             line.tick();
         }
         if !tty {
@@ -432,9 +486,18 @@ async fn watch(url: &str, sweep: String) -> CliResult<()> {
                     .workers
                     .iter()
                     .filter(|w| snapshot.now_ms.saturating_sub(w.last_seen_ms) < 300_000)
-                    .map(|w| if w.job_id.is_empty() { format!("{} idle", w.name) } else { format!("{} epoch {}", w.name, w.epoch) })
+                    .map(|w| {
+                        if w.job_id.is_empty() {
+                            format!("{} idle", w.name)
+                        } else {
+                            format!("{} epoch {}", w.name, w.epoch)
+                        }
+                    })
                     .collect();
-                for line in render_status(&pb::StatusResponse { workers: vec![], ..snapshot.clone() }).lines().filter(|l| l.starts_with("sweep ")) {
+                for line in render_status(&pb::StatusResponse { workers: vec![], ..snapshot.clone() })
+                    .lines()
+                    .filter(|l| l.starts_with("sweep "))
+                {
                     println!("{line} | {}", workers.join(", "));
                 }
                 std::io::stdout().flush()?;
@@ -456,7 +519,7 @@ async fn watch(url: &str, sweep: String) -> CliResult<()> {
 fn status_json(r: &pb::StatusResponse) -> serde_json::Value {
     serde_json::json!({
         "sweeps": r.sweeps.iter().map(|s| {
-            let c = s.counts.clone().unwrap_or_default();
+            let c = s.counts.unwrap_or_default();
             serde_json::json!({
                 "sweep_id": s.sweep_id, "name": s.name, "total": s.total, "cancelled": s.cancelled,
                 "pending": c.pending, "running": c.running, "done": c.done, "failed": c.failed, "cancelled_jobs": c.cancelled,
@@ -473,7 +536,8 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

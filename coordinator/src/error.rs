@@ -48,7 +48,9 @@ impl From<Error> for tonic::Status {
             Error::StaleLease { .. } | Error::FailedPrecondition(_) | Error::ProtocolMismatch { .. } => {
                 tonic::Status::failed_precondition(message)
             }
-            Error::Store(_) | Error::FormatVersion { .. } | Error::Corrupt { .. } | Error::Conflict => tonic::Status::internal(message),
+            Error::Store(_) | Error::FormatVersion { .. } | Error::Corrupt { .. } | Error::Conflict => {
+                tonic::Status::internal(message)
+            }
         }
     }
 }

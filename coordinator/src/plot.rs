@@ -34,15 +34,19 @@ const FONT_PATHS: &[&str] = &[
 
 /// plotters draws text with a TrueType font we hand it; `IBSWEEP_FONT` overrides the search.
 fn register_font() -> Result<(), PlotError> {
-    let candidates: Vec<PathBuf> =
-        std::env::var_os("IBSWEEP_FONT").map(PathBuf::from).into_iter().chain(FONT_PATHS.iter().map(PathBuf::from)).collect();
+    let candidates: Vec<PathBuf> = std::env::var_os("IBSWEEP_FONT")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(FONT_PATHS.iter().map(PathBuf::from))
+        .collect();
     let Some(path) = candidates.iter().find(|p| p.is_file()) else {
         return Err(PlotError(format!(
             "no TrueType font found (looked at {}); install Debian's fonts-dejavu-core or set IBSWEEP_FONT to a .ttf file",
             FONT_PATHS.join(", ")
         )));
     };
-    let bytes: &'static [u8] = Box::leak(std::fs::read(path).map_err(|e| PlotError(format!("{}: {e}", path.display())))?.into_boxed_slice());
+    let bytes: &'static [u8] =
+        Box::leak(std::fs::read(path).map_err(|e| PlotError(format!("{}: {e}", path.display())))?.into_boxed_slice());
     plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
         .map_err(|_| PlotError(format!("{}: not a usable TrueType font", path.display())))
 }
@@ -54,9 +58,15 @@ fn point_of(r: &MiRow) -> Vec<(&'static str, String)> {
         ("width", r.width.to_string()),
         ("depth", r.depth.to_string()),
         ("kernel", r.kernel.to_string()),
-        ("pooling", serde_json::to_value(r.pooling).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+        (
+            "pooling",
+            serde_json::to_value(r.pooling).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+        ),
         ("fc", if r.fc.is_empty() { "none".into() } else { r.fc.clone() }),
-        ("activation", serde_json::to_value(r.activation).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+        (
+            "activation",
+            serde_json::to_value(r.activation).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+        ),
     ]
 }
 
@@ -111,8 +121,14 @@ struct Curves {
     h_y: f64,
 }
 
+/// Per (layer index, name), per epoch: the I(X;T) and I(Y;T) of every seed.
+type SeedValues = BTreeMap<(u32, String), BTreeMap<u32, (Vec<f64>, Vec<f64>)>>;
+
+/// A grid point's parameters (all but the seed).
+type Point = Vec<(&'static str, String)>;
+
 fn curves(rows: &[&MiRow]) -> Curves {
-    let mut raw: BTreeMap<(u32, String), BTreeMap<u32, (Vec<f64>, Vec<f64>)>> = BTreeMap::new();
+    let mut raw: SeedValues = BTreeMap::new();
     let mut seeds = BTreeSet::new();
     for r in rows {
         seeds.insert(r.seed);
@@ -180,7 +196,9 @@ where
             .draw_series(LineSeries::new(points, color.stroke_width(2)))?
             .label(name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-        chart.draw_series(epochs.iter().map(|(&e, (x, y))| Circle::new((x.mean, y.mean), 4, epoch_color(e, max_epoch).filled())))?;
+        chart.draw_series(
+            epochs.iter().map(|(&e, (x, y))| Circle::new((x.mean, y.mean), 4, epoch_color(e, max_epoch).filled())),
+        )?;
     }
     // Reference lines last, so they stay visible where layers sit at the ceiling.
     chart
@@ -191,7 +209,12 @@ where
         .draw_series(DashedLineSeries::new(vec![(0.0, c.h_y), (x_max, c.h_y)], 8, 4, BLACK.mix(0.7).stroke_width(1)))?
         .label(format!("H(Y) = {:.2}", c.h_y))
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.7)));
-    chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
     draw_colorbar(&bar, max_epoch)?;
     Ok(())
 }
@@ -251,15 +274,28 @@ where
                 chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.18).filled())))?;
             }
             chart
-                .draw_series(LineSeries::new(epochs.iter().map(|(&e, s)| (e as f64 + 1.0, pick(s).mean)), color.stroke_width(2)).point_size(3))?
+                .draw_series(
+                    LineSeries::new(epochs.iter().map(|(&e, s)| (e as f64 + 1.0, pick(s).mean)), color.stroke_width(2))
+                        .point_size(3),
+                )?
                 .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
         }
         chart
-            .draw_series(DashedLineSeries::new(vec![(1.0, reference), (max_epoch as f64 + 1.0, reference)], 8, 4, BLACK.mix(0.7).stroke_width(1)))?
+            .draw_series(DashedLineSeries::new(
+                vec![(1.0, reference), (max_epoch as f64 + 1.0, reference)],
+                8,
+                4,
+                BLACK.mix(0.7).stroke_width(1),
+            ))?
             .label(format!("{reference_name} = {reference:.2}"))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.7)));
-        chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
     }
     Ok(())
 }
@@ -298,7 +334,7 @@ fn plot_inner(rows: &[MiRow], out: &Path, format: ImageFormat) -> DrawResult<Vec
     };
     let mut written = Vec::new();
     // (split, bin size bits) -> point -> rows
-    let mut groups: BTreeMap<(u8, u64), BTreeMap<Vec<(&'static str, String)>, Vec<&MiRow>>> = BTreeMap::new();
+    let mut groups: BTreeMap<(u8, u64), BTreeMap<Point, Vec<&MiRow>>> = BTreeMap::new();
     for r in rows {
         let split = if r.split == Split::Train { 0 } else { 1 };
         groups.entry((split, r.bin_size.to_bits())).or_default().entry(point_of(r)).or_default().push(r);
@@ -306,9 +342,11 @@ fn plot_inner(rows: &[MiRow], out: &Path, format: ImageFormat) -> DrawResult<Vec
     for ((split, bin_bits), points) in &groups {
         let split_name = if *split == 0 { "train" } else { "test" };
         let bin = f64::from_bits(*bin_bits);
-        let all: BTreeMap<&Vec<(&'static str, String)>, Curves> = points.iter().map(|(p, rs)| (p, curves(rs))).collect();
+        let all: BTreeMap<&Vec<(&'static str, String)>, Curves> =
+            points.iter().map(|(p, rs)| (p, curves(rs))).collect();
         for (point, c) in &all {
-            let seeds = if c.seeds > 1 { format!(", mean of {} seeds, band = min-max", c.seeds) } else { String::new() };
+            let seeds =
+                if c.seeds > 1 { format!(", mean of {} seeds, band = min-max", c.seeds) } else { String::new() };
             let title = format!("{} ({split_name}, bin {bin}{seeds})", label(point, ""));
             let name = format!("{}-{split_name}-b{bin}", slug(point, ""));
             let plane = out.join(format!("plane-{name}.{ext}"));
@@ -320,7 +358,8 @@ fn plot_inner(rows: &[MiRow], out: &Path, format: ImageFormat) -> DrawResult<Vec
         }
         // One comparison figure per swept parameter and per setting of the others.
         for (param, _) in point_of(rows.first().expect("rows")) {
-            let values: BTreeSet<String> = all.keys().map(|p| p.iter().find(|(k, _)| *k == param).expect("key").1.clone()).collect();
+            let values: BTreeSet<String> =
+                all.keys().map(|p| p.iter().find(|(k, _)| *k == param).expect("key").1.clone()).collect();
             if values.len() < 2 {
                 continue;
             }
@@ -341,7 +380,10 @@ fn plot_inner(rows: &[MiRow], out: &Path, format: ImageFormat) -> DrawResult<Vec
                 let context_label = label(&panels[0].1.point, param);
                 figure!(&path, format, size, |area| (|| -> DrawResult<()> {
                     let (title_area, body) = area.split_vertically(40);
-                    title_area.titled(&format!("Information planes by {param} ({context_label}; {split_name}, bin {bin})"), ("sans-serif", 20))?;
+                    title_area.titled(
+                        &format!("Information planes by {param} ({context_label}; {split_name}, bin {bin})"),
+                        ("sans-serif", 20),
+                    )?;
                     for (cell, (value, c)) in body.split_evenly((rows_n, cols)).iter().zip(&panels) {
                         draw_plane(cell, c, &format!("{param} = {value}"))?;
                     }

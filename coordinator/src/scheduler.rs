@@ -121,14 +121,17 @@ impl<S: JobStore> Scheduler<S> {
     }
 
     fn sweep(&self, sweep: SweepId) -> Result<SweepRecord> {
-        let value = self.store.transaction(&mut |txn| Ok(txn.get(Tree::Sweeps, sweep.as_bytes())?))?;
+        let value = self.store.transaction(&mut |txn| txn.get(Tree::Sweeps, sweep.as_bytes()))?;
         value.map(|v| from_json(Tree::Sweeps, &v)).transpose()?.ok_or(Error::SweepNotFound(sweep))
     }
 
     fn spec_of(&self, record: &SweepRecord, index: u64) -> Result<JobSpec> {
         self.grid(record)?
             .point(index)
-            .ok_or_else(|| Error::Corrupt { tree: "jobs", detail: format!("index {index} of sweep {} is excluded", record.id) })?
+            .ok_or_else(|| Error::Corrupt {
+                tree: "jobs",
+                detail: format!("index {index} of sweep {} is excluded", record.id),
+            })?
             .map_err(|e| Error::Corrupt { tree: "sweeps", detail: e })
     }
 
@@ -222,7 +225,8 @@ impl<S: JobStore> Scheduler<S> {
                     }
                     let job: JobRecord = get_json(txn, Tree::Jobs, key)?
                         .ok_or_else(|| Error::Corrupt { tree: "requeue", detail: "job without record".into() })?;
-                    let (_, index) = split_job_key(key).ok_or_else(|| Error::Corrupt { tree: "requeue", detail: "bad key".into() })?;
+                    let (_, index) = split_job_key(key)
+                        .ok_or_else(|| Error::Corrupt { tree: "requeue", detail: "bad key".into() })?;
                     return self.grant(txn, &mut record, &mut worker_record, &grid, index, Some(job), now).map(Some);
                 }
                 while record.cursor < record.index_len {
@@ -259,7 +263,8 @@ impl<S: JobStore> Scheduler<S> {
         existing: Option<JobRecord>,
         now: u64,
     ) -> Result<Grant> {
-        let spec = grid.point(index).expect("caller checked").map_err(|e| Error::Corrupt { tree: "sweeps", detail: e })?;
+        let spec =
+            grid.point(index).expect("caller checked").map_err(|e| Error::Corrupt { tree: "sweeps", detail: e })?;
         let job_id = JobId::for_job(sweep.id, &canonical_job(&spec));
         let fence = txn.get(Tree::Meta, FENCE_KEY)?.map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap_or([0; 8])));
         let token = LeaseToken(fence + 1);
@@ -285,7 +290,13 @@ impl<S: JobStore> Scheduler<S> {
         job.state = JobState::Running;
         job.epoch = 0;
         let deadline_ms = now + self.timing.lease_ttl_ms;
-        job.lease = Some(LeaseRecord { worker: worker.id, worker_name: worker.name.clone(), token, granted_ms: now, deadline_ms });
+        job.lease = Some(LeaseRecord {
+            worker: worker.id,
+            worker_name: worker.name.clone(),
+            token,
+            granted_ms: now,
+            deadline_ms,
+        });
         let key = job_key(sweep.id, index);
         put_json(txn, Tree::Jobs, &key, &job)?;
         txn.insert(Tree::JobIndex, job_id.as_bytes(), &key)?;
@@ -312,7 +323,8 @@ impl<S: JobStore> Scheduler<S> {
             };
             return Err(Error::StaleLease { job: job_id, token, detail });
         }
-        let (sweep_id, _) = split_job_key(&key).ok_or_else(|| Error::Corrupt { tree: "job_index", detail: "bad key".into() })?;
+        let (sweep_id, _) =
+            split_job_key(&key).ok_or_else(|| Error::Corrupt { tree: "job_index", detail: "bad key".into() })?;
         let sweep = get_json(txn, Tree::Sweeps, sweep_id.as_bytes())?.ok_or(Error::SweepNotFound(sweep_id))?;
         Ok((key, job, sweep))
     }
@@ -343,11 +355,13 @@ impl<S: JobStore> Scheduler<S> {
     /// Not durable until [`Scheduler::flush`].
     pub fn ingest(&self, chunk: &Chunk) -> Result<bool> {
         if chunk.pieces == 0 || chunk.piece >= chunk.pieces {
-            return Err(Error::InvalidArgument(format!("chunk {} of job {}: piece {} of {}", chunk.sequence, chunk.job_id, chunk.piece, chunk.pieces)));
+            return Err(Error::InvalidArgument(format!(
+                "chunk {} of job {}: piece {} of {}",
+                chunk.sequence, chunk.job_id, chunk.piece, chunk.pieces
+            )));
         }
-        let histogram = LayerHistogram::from_bytes(&chunk.histogram).map_err(|e| {
-            Error::InvalidArgument(format!("chunk {} of job {}: {e}", chunk.sequence, chunk.job_id))
-        })?;
+        let histogram = LayerHistogram::from_bytes(&chunk.histogram)
+            .map_err(|e| Error::InvalidArgument(format!("chunk {} of job {}: {e}", chunk.sequence, chunk.job_id)))?;
         self.store.transaction(&mut |txn| {
             let (key, job, sweep) = self.fenced(txn, chunk.job_id, chunk.token)?;
             let spec = self.spec_of(&sweep, job.index)?;
@@ -407,7 +421,14 @@ impl<S: JobStore> Scheduler<S> {
 
     /// Publishes a finished attempt: every staged histogram becomes a result row, in one
     /// transaction, durable before this returns.
-    pub fn complete(&self, worker: WorkerId, job_id: JobId, token: LeaseToken, hashes: (&str, &str), chunks: u64) -> Result<u64> {
+    pub fn complete(
+        &self,
+        worker: WorkerId,
+        job_id: JobId,
+        token: LeaseToken,
+        hashes: (&str, &str),
+        chunks: u64,
+    ) -> Result<u64> {
         let now = self.now_ms();
         let (key, job, sweep) = self.store.transaction(&mut |txn| self.fenced(txn, job_id, token))?;
         let attempt = attempt_prefix(&key, job.attempt);
@@ -426,7 +447,10 @@ impl<S: JobStore> Scheduler<S> {
             )));
         }
         let spec = self.spec_of(&sweep, job.index)?;
-        let expected = spec.measured_epochs().len() * spec.measure.splits.len() * spec.layers().map_or(0, |l| l.len()) * spec.measure.bin_sizes.len();
+        let expected = spec.measured_epochs().len()
+            * spec.measure.splits.len()
+            * spec.layers().map_or(0, |l| l.len())
+            * spec.measure.bin_sizes.len();
         let staged = self.store.scan(Tree::Staged, &attempt)?;
         if staged.len() != expected {
             return Err(Error::FailedPrecondition(format!(
@@ -497,12 +521,15 @@ impl<S: JobStore> Scheduler<S> {
         }
         let now = self.now_ms();
         self.store.transaction(&mut |txn| {
-            let mut job: JobRecord = get_json(txn, Tree::Jobs, key)?.ok_or_else(|| Error::Corrupt { tree: "jobs", detail: "missing".into() })?;
+            let mut job: JobRecord = get_json(txn, Tree::Jobs, key)?
+                .ok_or_else(|| Error::Corrupt { tree: "jobs", detail: "missing".into() })?;
             if job.lease.as_ref().map(|l| l.token) != Some(token) || job.state != JobState::Running {
                 return Ok(()); // ended by someone else meanwhile
             }
-            let (sweep_id, _) = split_job_key(key).ok_or_else(|| Error::Corrupt { tree: "jobs", detail: "bad key".into() })?;
-            let mut sweep: SweepRecord = get_json(txn, Tree::Sweeps, sweep_id.as_bytes())?.ok_or(Error::SweepNotFound(sweep_id))?;
+            let (sweep_id, _) =
+                split_job_key(key).ok_or_else(|| Error::Corrupt { tree: "jobs", detail: "bad key".into() })?;
+            let mut sweep: SweepRecord =
+                get_json(txn, Tree::Sweeps, sweep_id.as_bytes())?.ok_or(Error::SweepNotFound(sweep_id))?;
             for (tree, k) in &garbage {
                 txn.remove(*tree, k)?;
             }
@@ -528,11 +555,11 @@ impl<S: JobStore> Scheduler<S> {
             }
             put_json(txn, Tree::Jobs, key, &job)?;
             put_json(txn, Tree::Sweeps, sweep_id.as_bytes(), &sweep)?;
-            if let Some(mut w) = get_json::<WorkerRecord>(txn, Tree::Workers, lease.worker.as_bytes())? {
-                if w.job == Some(job.job_id) {
-                    w.job = None;
-                    put_json(txn, Tree::Workers, lease.worker.as_bytes(), &w)?;
-                }
+            if let Some(mut w) = get_json::<WorkerRecord>(txn, Tree::Workers, lease.worker.as_bytes())?
+                && w.job == Some(job.job_id)
+            {
+                w.job = None;
+                put_json(txn, Tree::Workers, lease.worker.as_bytes(), &w)?;
             }
             Ok(())
         })
@@ -567,7 +594,8 @@ impl<S: JobStore> Scheduler<S> {
         self.sweep(sweep_id)?;
         let jobs = self.store.scan(Tree::Jobs, sweep_id.as_bytes())?;
         let cancelled = self.store.transaction(&mut |txn| {
-            let mut sweep: SweepRecord = get_json(txn, Tree::Sweeps, sweep_id.as_bytes())?.ok_or(Error::SweepNotFound(sweep_id))?;
+            let mut sweep: SweepRecord =
+                get_json(txn, Tree::Sweeps, sweep_id.as_bytes())?.ok_or(Error::SweepNotFound(sweep_id))?;
             if sweep.cancelled {
                 return Ok(0);
             }
@@ -606,7 +634,8 @@ impl<S: JobStore> Scheduler<S> {
         }
         let jobs = self.store.scan(Tree::Jobs, sweep_id.as_bytes())?;
         let requeued = self.store.transaction(&mut |txn| {
-            let mut sweep: SweepRecord = get_json(txn, Tree::Sweeps, sweep_id.as_bytes())?.ok_or(Error::SweepNotFound(sweep_id))?;
+            let mut sweep: SweepRecord =
+                get_json(txn, Tree::Sweeps, sweep_id.as_bytes())?.ok_or(Error::SweepNotFound(sweep_id))?;
             let mut count = 0;
             for (key, _) in &jobs {
                 let Some(mut job) = get_json::<JobRecord>(txn, Tree::Jobs, key)? else { continue };
@@ -633,7 +662,12 @@ impl<S: JobStore> Scheduler<S> {
     pub fn status(&self, sweep: Option<SweepId>) -> Result<Vec<SweepStatus>> {
         let records: Vec<SweepRecord> = match sweep {
             Some(id) => vec![self.sweep(id)?],
-            None => self.store.scan(Tree::Sweeps, &[])?.iter().map(|(_, v)| from_json(Tree::Sweeps, v)).collect::<Result<_>>()?,
+            None => self
+                .store
+                .scan(Tree::Sweeps, &[])?
+                .iter()
+                .map(|(_, v)| from_json(Tree::Sweeps, v))
+                .collect::<Result<_>>()?,
         };
         let mut out = Vec::new();
         for record in records {
@@ -654,8 +688,12 @@ impl<S: JobStore> Scheduler<S> {
     }
 
     pub fn workers(&self) -> Result<Vec<WorkerRecord>> {
-        let mut workers: Vec<WorkerRecord> =
-            self.store.scan(Tree::Workers, &[])?.iter().map(|(_, v)| from_json(Tree::Workers, v)).collect::<Result<_>>()?;
+        let mut workers: Vec<WorkerRecord> = self
+            .store
+            .scan(Tree::Workers, &[])?
+            .iter()
+            .map(|(_, v)| from_json(Tree::Workers, v))
+            .collect::<Result<_>>()?;
         workers.sort_by_key(|w| (w.registered_ms, w.id));
         Ok(workers)
     }
@@ -689,7 +727,8 @@ impl<S: JobStore> Scheduler<S> {
             .iter()
             .map(|(_, v)| {
                 let (record, blob): (ResultRecord, Vec<u8>) = split_blob(Tree::Results, v)?;
-                let profile = CountProfile::from_bytes(&blob).map_err(|e| Error::Corrupt { tree: "results", detail: e.to_string() })?;
+                let profile = CountProfile::from_bytes(&blob)
+                    .map_err(|e| Error::Corrupt { tree: "results", detail: e.to_string() })?;
                 Ok((record.row, profile))
             })
             .collect()
@@ -701,7 +740,8 @@ fn first_index(grid: &Grid) -> u64 {
 }
 
 fn check_chunk(spec: &JobSpec, chunk: &Chunk) -> Result<()> {
-    let bad = |what: String| Err(Error::InvalidArgument(format!("chunk {} of job {}: {what}", chunk.sequence, chunk.job_id)));
+    let bad =
+        |what: String| Err(Error::InvalidArgument(format!("chunk {} of job {}: {what}", chunk.sequence, chunk.job_id)));
     if spec.measured_epochs().binary_search(&chunk.key.epoch).is_err() {
         return bad(format!("epoch {} is not a measured epoch of this job", chunk.key.epoch));
     }
@@ -711,7 +751,9 @@ fn check_chunk(spec: &JobSpec, chunk: &Chunk) -> Result<()> {
     let layers = spec.layers().map_err(|e| Error::InvalidArgument(e.0))?;
     match layers.get((chunk.key.layer as usize).wrapping_sub(1)) {
         Some(l) if l.name == chunk.key.layer_name => {}
-        _ => return bad(format!("layer {} `{}` is not a layer of this network", chunk.key.layer, chunk.key.layer_name)),
+        _ => {
+            return bad(format!("layer {} `{}` is not a layer of this network", chunk.key.layer, chunk.key.layer_name));
+        }
     }
     if !BinSize::new(chunk.key.bin_size).is_ok_and(|b| spec.measure.bin_sizes.contains(&b)) {
         return bad(format!("bin size {} is not one of the job's", chunk.key.bin_size));

@@ -8,10 +8,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ibsweep_proto::PROTOCOL_VERSION;
 use ibsweep_proto::v1::sweep_service_server::{SweepService, SweepServiceServer};
 use ibsweep_proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
 use ibsweep_proto::v1::{self as pb};
-use ibsweep_proto::PROTOCOL_VERSION;
 use ibsweep_shared::job::Split;
 use ibsweep_shared::results::Measurement;
 use tokio::net::TcpListener;
@@ -36,11 +36,14 @@ pub struct Config {
 
 /// Serves both services (plus gRPC health and reflection) on `listener` until `shutdown`
 /// completes, with the sled store in `config.data_dir`.
-pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || SledStore::open(&dir))
-        .await
-        .map_err(|e| Error::Store(e.to_string()))??;
+    let store =
+        tokio::task::spawn_blocking(move || SledStore::open(&dir)).await.map_err(|e| Error::Store(e.to_string()))??;
     let scheduler = Arc::new(Scheduler::new(store, Arc::new(SystemClock) as Arc<dyn Clock>, config.timing));
     serve_with(listener, scheduler, shutdown).await
 }
@@ -78,10 +81,7 @@ pub async fn serve_with<S: JobStore>(
         .add_service(health)
         .add_service(reflection)
         .add_service(SweepServiceServer::new(Sweeps(Arc::clone(&scheduler))))
-        .add_service(
-            WorkerServiceServer::new(Workers(Arc::clone(&scheduler)))
-                .max_decoding_message_size(64 << 20),
-        )
+        .add_service(WorkerServiceServer::new(Workers(Arc::clone(&scheduler))).max_decoding_message_size(64 << 20))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     expiry.abort();
@@ -116,7 +116,13 @@ fn to_pb_status(s: SweepStatus) -> pb::SweepStatus {
         sweep_id: r.id.to_string(),
         name: r.name,
         total: r.total,
-        counts: Some(pb::StateCounts { pending: s.pending, running: r.running, done: r.done, failed: r.failed, cancelled: r.cancelled_jobs }),
+        counts: Some(pb::StateCounts {
+            pending: s.pending,
+            running: r.running,
+            done: r.done,
+            failed: r.failed,
+            cancelled: r.cancelled_jobs,
+        }),
         mean_job_seconds: if r.done > 0 { r.done_seconds / r.done as f64 } else { 0.0 },
         failures: s
             .failures
@@ -301,7 +307,10 @@ impl<S: JobStore> WorkerService for Workers<S> {
         Ok(Response::new(pb::LeaseResponse { lease, retry_after_ms: 1000 }))
     }
 
-    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let r = request.into_inner();
         let (worker, job): (WorkerId, JobId) = (parse(&r.worker_id)?, parse(&r.job_id)?);
         let (cancelled, deadline_ms) =
@@ -309,7 +318,10 @@ impl<S: JobStore> WorkerService for Workers<S> {
         Ok(Response::new(pb::HeartbeatResponse { cancelled, deadline_ms }))
     }
 
-    async fn upload_histograms(&self, request: Request<Streaming<pb::HistogramChunk>>) -> Result<Response<pb::UploadResponse>, Status> {
+    async fn upload_histograms(
+        &self,
+        request: Request<Streaming<pb::HistogramChunk>>,
+    ) -> Result<Response<pb::UploadResponse>, Status> {
         let mut stream = request.into_inner();
         let (mut accepted, mut duplicates) = (0, 0);
         while let Some(chunk) = stream.next().await {
@@ -329,7 +341,13 @@ impl<S: JobStore> WorkerService for Workers<S> {
         let r = request.into_inner();
         let (worker, job): (WorkerId, JobId) = (parse(&r.worker_id)?, parse(&r.job_id)?);
         let rows = blocking(&self.0, move |s| {
-            s.complete(worker, job, LeaseToken(r.fencing_token), (&r.train_indices_hash, &r.test_indices_hash), r.chunks)
+            s.complete(
+                worker,
+                job,
+                LeaseToken(r.fencing_token),
+                (&r.train_indices_hash, &r.test_indices_hash),
+                r.chunks,
+            )
         })
         .await?;
         tracing::info!(job = %job, rows, "job done");

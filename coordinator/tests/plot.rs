@@ -3,9 +3,9 @@
 
 use ibsweep_coordinator::plot::{ImageFormat, plot_all};
 use ibsweep_shared::job::JobSpec;
+use ibsweep_shared::job::Split;
 use ibsweep_shared::measure::Estimate;
 use ibsweep_shared::results::{Measurement, MiRow};
-use ibsweep_shared::job::Split;
 
 fn rows() -> Vec<MiRow> {
     let mut rows = Vec::new();
@@ -18,8 +18,24 @@ fn rows() -> Vec<MiRow> {
             for epoch in 0..=4u32 {
                 for (layer, name) in [(1, "conv1"), (2, "conv2"), (3, "softmax")] {
                     let x = 13.28 - f64::from(layer) * 2.0 + f64::from(epoch) * 0.3 + f64::from(seed as u32) * 0.6;
-                    let e = Estimate { n: 10_000, distinct: 100, h_t: x, i_xt: x, h_t_given_y: x - 2.0, i_yt: 2.0 + f64::from(epoch) * 0.2, h_y: 3.32 };
-                    let key = Measurement { epoch, split: Split::Test, layer, layer_name: name.into(), bin_size: 0.67, loss: 1.0, accuracy: 0.5 };
+                    let e = Estimate {
+                        n: 10_000,
+                        distinct: 100,
+                        h_t: x,
+                        i_xt: x,
+                        h_t_given_y: x - 2.0,
+                        i_yt: 2.0 + f64::from(epoch) * 0.2,
+                        h_y: 3.32,
+                    };
+                    let key = Measurement {
+                        epoch,
+                        split: Split::Test,
+                        layer,
+                        layer_name: name.into(),
+                        bin_size: 0.67,
+                        loss: 1.0,
+                        accuracy: 0.5,
+                    };
                     rows.push(MiRow::new("s", &format!("job-{width}-{seed}"), &spec, &key, &e));
                 }
             }

@@ -56,7 +56,12 @@ impl Harness {
     async fn worker(&self, name: &str) -> (WorkerServiceClient<Channel>, String) {
         let mut client = WorkerServiceClient::new(self.channel.clone());
         let r = client
-            .register(pb::RegisterRequest { protocol_version: PROTOCOL_VERSION, name: name.into(), threads: 1, device: "cpu".into() })
+            .register(pb::RegisterRequest {
+                protocol_version: PROTOCOL_VERSION,
+                name: name.into(),
+                threads: 1,
+                device: "cpu".into(),
+            })
             .await
             .unwrap()
             .into_inner();
@@ -64,7 +69,12 @@ impl Harness {
     }
 
     async fn submit(&mut self) -> String {
-        self.sweeps.submit(pb::SubmitRequest { grid_yaml: GRID.into(), file_name: "svc.yaml".into() }).await.unwrap().into_inner().sweep_id
+        self.sweeps
+            .submit(pb::SubmitRequest { grid_yaml: GRID.into(), file_name: "svc.yaml".into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .sweep_id
     }
 }
 
@@ -72,9 +82,18 @@ async fn lease(client: &mut WorkerServiceClient<Channel>, worker: &str) -> Optio
     client.lease(pb::LeaseRequest { worker_id: worker.into() }).await.unwrap().into_inner().lease
 }
 
-async fn heartbeat(client: &mut WorkerServiceClient<Channel>, worker: &str, l: &pb::Lease) -> Result<pb::HeartbeatResponse, tonic::Status> {
+async fn heartbeat(
+    client: &mut WorkerServiceClient<Channel>,
+    worker: &str,
+    l: &pb::Lease,
+) -> Result<pb::HeartbeatResponse, tonic::Status> {
     client
-        .heartbeat(pb::HeartbeatRequest { worker_id: worker.into(), job_id: l.job_id.clone(), fencing_token: l.fencing_token, epoch: 0 })
+        .heartbeat(pb::HeartbeatRequest {
+            worker_id: worker.into(),
+            job_id: l.job_id.clone(),
+            fencing_token: l.fencing_token,
+            epoch: 0,
+        })
         .await
         .map(|r| r.into_inner())
 }
@@ -84,7 +103,12 @@ async fn registration_checks_the_protocol_version() {
     let h = start().await;
     let mut client = WorkerServiceClient::new(h.channel.clone());
     let err = client
-        .register(pb::RegisterRequest { protocol_version: PROTOCOL_VERSION + 1, name: "old".into(), threads: 1, device: "cpu".into() })
+        .register(pb::RegisterRequest {
+            protocol_version: PROTOCOL_VERSION + 1,
+            name: "old".into(),
+            threads: 1,
+            device: "cpu".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -121,7 +145,13 @@ async fn two_workers_never_share_a_job_and_expiry_requeues() {
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("stale lease"), "{}", err.message());
     let err = b
-        .complete(pb::CompleteRequest { worker_id: wb.clone(), job_id: lb.job_id.clone(), fencing_token: lb.fencing_token, chunks: 0, ..Default::default() })
+        .complete(pb::CompleteRequest {
+            worker_id: wb.clone(),
+            job_id: lb.job_id.clone(),
+            fencing_token: lb.fencing_token,
+            chunks: 0,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -141,7 +171,7 @@ async fn two_workers_never_share_a_job_and_expiry_requeues() {
     assert_eq!(err.code(), Code::FailedPrecondition);
 
     let status = h.sweeps.status(pb::StatusRequest { sweep_id: sweep.clone() }).await.unwrap().into_inner();
-    let counts = status.sweeps[0].counts.clone().unwrap();
+    let counts = status.sweeps[0].counts.unwrap();
     assert_eq!((counts.running, counts.pending), (3, 0));
     assert_eq!(status.workers.len(), 2);
 }
@@ -153,16 +183,33 @@ async fn cancel_reaches_the_worker_at_its_heartbeat_and_retry_requeues_failures(
     let (mut a, wa) = h.worker("a").await;
     // Fail one job twice (max_attempts: 2): it is failed with both reasons.
     let first = lease(&mut a, &wa).await.unwrap();
-    a.fail(pb::FailRequest { worker_id: wa.clone(), job_id: first.job_id.clone(), fencing_token: first.fencing_token, reason: "boom 1".into(), release: false }).await.unwrap();
+    a.fail(pb::FailRequest {
+        worker_id: wa.clone(),
+        job_id: first.job_id.clone(),
+        fencing_token: first.fencing_token,
+        reason: "boom 1".into(),
+        release: false,
+    })
+    .await
+    .unwrap();
     let second = lease(&mut a, &wa).await.unwrap();
     assert_eq!(second.job_id, first.job_id);
-    a.fail(pb::FailRequest { worker_id: wa.clone(), job_id: second.job_id.clone(), fencing_token: second.fencing_token, reason: "boom 2".into(), release: false }).await.unwrap();
+    a.fail(pb::FailRequest {
+        worker_id: wa.clone(),
+        job_id: second.job_id.clone(),
+        fencing_token: second.fencing_token,
+        reason: "boom 2".into(),
+        release: false,
+    })
+    .await
+    .unwrap();
     let status = h.sweeps.status(pb::StatusRequest { sweep_id: sweep.clone() }).await.unwrap().into_inner();
     let s = &status.sweeps[0];
-    assert_eq!(s.counts.clone().unwrap().failed, 1);
+    assert_eq!(s.counts.unwrap().failed, 1);
     assert_eq!(s.failures[0].reasons.len(), 2);
     assert!(s.failures[0].reasons[1].contains("boom 2"));
-    let retried = h.sweeps.retry(pb::RetryRequest { sweep_id: sweep.clone(), failed: true }).await.unwrap().into_inner();
+    let retried =
+        h.sweeps.retry(pb::RetryRequest { sweep_id: sweep.clone(), failed: true }).await.unwrap().into_inner();
     assert_eq!(retried.requeued, 1);
 
     let running = lease(&mut a, &wa).await.unwrap();
@@ -176,7 +223,14 @@ async fn cancel_reaches_the_worker_at_its_heartbeat_and_retry_requeues_failures(
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = h.sweeps.cancel(pb::CancelRequest { sweep_id: uuid::Uuid::nil().to_string() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = h.sweeps.submit(pb::SubmitRequest { grid_yaml: "name: x\nparameters: {widht: {value: 1}}\n".into(), file_name: "bad.yaml".into() }).await.unwrap_err();
+    let err = h
+        .sweeps
+        .submit(pb::SubmitRequest {
+            grid_yaml: "name: x\nparameters: {widht: {value: 1}}\n".into(),
+            file_name: "bad.yaml".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("bad.yaml:2:"), "{}", err.message());
 }

@@ -47,7 +47,15 @@ fn chunks(grant: &Grant, pieces: u32) -> Vec<Chunk> {
                     job_id: grant.job_id,
                     token: grant.token,
                     sequence,
-                    key: Measurement { epoch, split: Split::Test, layer, layer_name: name.into(), bin_size: 0.67, loss: 1.0, accuracy: 0.5 },
+                    key: Measurement {
+                        epoch,
+                        split: Split::Test,
+                        layer,
+                        layer_name: name.into(),
+                        bin_size: 0.67,
+                        loss: 1.0,
+                        accuracy: 0.5,
+                    },
                     histogram: h.to_bytes(),
                     piece,
                     pieces,
@@ -92,7 +100,7 @@ macro_rules! conformance {
                 // Reads see the transaction's own writes.
                 let seen = store.transaction(&mut |txn| {
                     txn.insert(Tree::Meta, b"k", b"v")?;
-                    Ok(txn.get(Tree::Meta, b"k")?)
+                    txn.get(Tree::Meta, b"k")
                 }).unwrap();
                 assert_eq!(seen, Some(b"v".to_vec()));
                 store.flush().unwrap();

@@ -16,7 +16,8 @@ const ROWS: usize = 10_000;
 const FEATURES: usize = 9_408;
 /// Whether half the rows repeat earlier ones (a saturating layer) or all are distinct (a wide
 /// conv layer at the ceiling, the common case at bin 0.67). Set IBSWEEP_BENCH_REPEATS=1.
-static REPEATS: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| std::env::var("IBSWEEP_BENCH_REPEATS").is_ok_and(|v| v == "1"));
+static REPEATS: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var("IBSWEEP_BENCH_REPEATS").is_ok_and(|v| v == "1"));
 
 /// Tanh-like activations where about half the rows repeat, like a saturating layer.
 fn layer() -> (Vec<f32>, Vec<u32>) {
@@ -34,7 +35,8 @@ fn layer() -> (Vec<f32>, Vec<u32>) {
             let copy = (next() as usize % row) * FEATURES;
             values.extend_from_within(copy..copy + FEATURES);
         } else {
-            values.extend((0..FEATURES).map(|_| ((next() >> 11) as f64 / (1u64 << 53) as f64 * 6.0 - 3.0).tanh() as f32));
+            values
+                .extend((0..FEATURES).map(|_| ((next() >> 11) as f64 / (1u64 << 53) as f64 * 6.0 - 3.0).tanh() as f32));
         }
         labels.push((next() % 10) as u32);
     }
@@ -106,16 +108,20 @@ fn plain_sum(values: &[f32], threads: usize) -> f64 {
     use rayon::prelude::*;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| {
-        median((0..5).map(|_| {
-            let start = Instant::now();
-            // Integer adds vectorize (float sums do not, being order-dependent).
-            let sum: u64 = values
-                .par_chunks(1 << 16)
-                .map(|c| c.iter().map(|v| u64::from(v.to_bits())).fold(0u64, u64::wrapping_add))
-                .reduce(|| 0, u64::wrapping_add);
-            std::hint::black_box(sum);
-            start.elapsed().as_secs_f64()
-        }).collect())
+        median(
+            (0..5)
+                .map(|_| {
+                    let start = Instant::now();
+                    // Integer adds vectorize (float sums do not, being order-dependent).
+                    let sum: u64 = values
+                        .par_chunks(1 << 16)
+                        .map(|c| c.iter().map(|v| u64::from(v.to_bits())).fold(0u64, u64::wrapping_add))
+                        .reduce(|| 0, u64::wrapping_add);
+                    std::hint::black_box(sum);
+                    start.elapsed().as_secs_f64()
+                })
+                .collect(),
+        )
     })
 }
 
@@ -135,16 +141,46 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     let ratio = |t: f64| reference.as_ref().map_or("-".to_string(), |(n, _, _)| format!("{:.1}x", n / t));
     if let Some((t, d, version)) = &reference {
-        println!("{:<44} {:>9.3} {:>10.2} {:>12}", format!("NumPy {version} floor + unique rows (paper)"), t, gb / t, "1.0x");
+        println!(
+            "{:<44} {:>9.3} {:>10.2} {:>12}",
+            format!("NumPy {version} floor + unique rows (paper)"),
+            t,
+            gb / t,
+            "1.0x"
+        );
         println!("  (NumPy distinct patterns: {d}; ours: {distinct})");
     } else {
         println!("NumPy side skipped: set IBSWEEP_BENCH_PYTHON (deploy/bench.sh does)");
     }
-    println!("{:<44} {:>9.3} {:>10.2} {:>12}", "ibsweep, portable kernel, 1 thread", portable_1, gb / portable_1, ratio(portable_1));
-    println!("{:<44} {:>9.3} {:>10.2} {:>12}", format!("ibsweep, {kernel:?} kernel, 1 thread"), fast_1, gb / fast_1, ratio(fast_1));
-    println!("{:<44} {:>9.3} {:>10.2} {:>12}", format!("ibsweep, {kernel:?} kernel, 2 threads"), fast_2, gb / fast_2, ratio(fast_2));
+    println!(
+        "{:<44} {:>9.3} {:>10.2} {:>12}",
+        "ibsweep, portable kernel, 1 thread",
+        portable_1,
+        gb / portable_1,
+        ratio(portable_1)
+    );
+    println!(
+        "{:<44} {:>9.3} {:>10.2} {:>12}",
+        format!("ibsweep, {kernel:?} kernel, 1 thread"),
+        fast_1,
+        gb / fast_1,
+        ratio(fast_1)
+    );
+    println!(
+        "{:<44} {:>9.3} {:>10.2} {:>12}",
+        format!("ibsweep, {kernel:?} kernel, 2 threads"),
+        fast_2,
+        gb / fast_2,
+        ratio(fast_2)
+    );
     println!("scaling 1 -> 2 threads: {:.2}x", fast_1 / fast_2);
     let (sum_1, sum_2) = (plain_sum(&values, 1), plain_sum(&values, 2));
-    println!("memory read limit (plain sum): 1 thread {:.3} s = {:.2} GB/s, 2 threads {:.3} s = {:.2} GB/s", sum_1, gb / sum_1, sum_2, gb / sum_2);
+    println!(
+        "memory read limit (plain sum): 1 thread {:.3} s = {:.2} GB/s, 2 threads {:.3} s = {:.2} GB/s",
+        sum_1,
+        gb / sum_1,
+        sum_2,
+        gb / sum_2
+    );
     println!("binning at {:.0}% of the 2-thread read limit", 100.0 * sum_2 / fast_2);
 }

@@ -16,8 +16,20 @@ use crate::job::{Activation, JobSpec, MeasureSpec, Sampling};
 
 /// Keys a grid point may set.
 pub const PARAMETERS: &[&str] = &[
-    "dataset", "width", "depth", "kernel", "pooling", "fc", "activation", "seed", "epochs", "batch_size", "lr",
-    "train_size", "test_size", "sampling",
+    "dataset",
+    "width",
+    "depth",
+    "kernel",
+    "pooling",
+    "fc",
+    "activation",
+    "seed",
+    "epochs",
+    "batch_size",
+    "lr",
+    "train_size",
+    "test_size",
+    "sampling",
 ];
 
 /// Parameters whose validity depends on each other; their product is checked jointly.
@@ -137,19 +149,38 @@ impl Grid {
             let (line, column) = (key.referenced.line(), key.referenced.column());
             let name = format!("parameters.{}", key.value);
             if !PARAMETERS.contains(&key.value.as_str()) {
-                return Err(err(line, column, &name, format!("unknown parameter; expected one of {}", PARAMETERS.join(", "))));
+                return Err(err(
+                    line,
+                    column,
+                    &name,
+                    format!("unknown parameter; expected one of {}", PARAMETERS.join(", ")),
+                ));
             }
             let values = match (param.value.value, param.value.values) {
                 (Some(v), None) => vec![v],
                 (None, Some(vs)) if !vs.is_empty() => vs,
-                (None, Some(_)) => return Err(err(line, column, &name, "`values` is empty: the product would be empty".into())),
-                _ => return Err(err(line, column, &name, "give exactly one of `value: X` or `values: [X, Y, ...]`".into())),
+                (None, Some(_)) => {
+                    return Err(err(line, column, &name, "`values` is empty: the product would be empty".into()));
+                }
+                _ => {
+                    return Err(err(
+                        line,
+                        column,
+                        &name,
+                        "give exactly one of `value: X` or `values: [X, Y, ...]`".into(),
+                    ));
+                }
             };
             params.push(Param { key: key.value, values, line, column });
         }
         let product = params.iter().try_fold(1u64, |acc, p| acc.checked_mul(p.values.len() as u64));
         let Some(product) = product else {
-            return Err(err(raw.parameters.referenced.line(), 1, "parameters", "the product has more than 2^64 points".into()));
+            return Err(err(
+                raw.parameters.referenced.line(),
+                1,
+                "parameters",
+                "the product has more than 2^64 points".into(),
+            ));
         };
         let mut grid = Grid {
             name: raw.name.value,
@@ -169,7 +200,12 @@ impl Grid {
         for (i, entry) in raw.exclude.iter().enumerate() {
             let key = format!("exclude[{i}]");
             if let Some(bad) = entry.value.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
-                return Err(err(entry.referenced.line(), entry.referenced.column(), &key, format!("unknown parameter `{bad}`")));
+                return Err(err(
+                    entry.referenced.line(),
+                    entry.referenced.column(),
+                    &key,
+                    format!("unknown parameter `{bad}`"),
+                ));
             }
             grid.exclude.push(entry.value.clone());
         }
@@ -184,7 +220,12 @@ impl Grid {
                     if JOINT.contains(&param.key.as_str()) && message.contains("smaller than its kernel") {
                         continue; // judged jointly below, with the point named
                     }
-                    return Err(err(param.line, param.column, &format!("parameters.{}", param.key), format!("value {}: {message}", param.values[v])));
+                    return Err(err(
+                        param.line,
+                        param.column,
+                        &format!("parameters.{}", param.key),
+                        format!("value {}: {message}", param.values[v]),
+                    ));
                 }
             }
         }
@@ -358,10 +399,10 @@ fn first_line(message: &str) -> String {
     let mut line = message.lines().next().unwrap_or(message).trim();
     // Drop serde-saphyr's own "error: line L column C: " prefix; ours says the same.
     line = line.strip_prefix("error: ").unwrap_or(line);
-    if line.starts_with("line ") {
-        if let Some(i) = line.find(": ") {
-            line = &line[i + 2..];
-        }
+    if line.starts_with("line ")
+        && let Some(i) = line.find(": ")
+    {
+        line = &line[i + 2..];
     }
     line.to_string()
 }

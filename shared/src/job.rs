@@ -104,9 +104,13 @@ impl EpochSchedule {
                 // when k < 10 and k % 2 == 0, k < 50 and k % 5 == 0, k < 200 and k % 50 == 0,
                 // or k % 500 == 0. Ours is epoch k + 1: 36 points for 10,000, as in the design.
                 let mut v = Vec::new();
-                v.extend((0..epochs).filter(|&k| {
-                    (k < 10 && k % 2 == 0) || (k < 50 && k % 5 == 0) || (k < 200 && k % 50 == 0) || k % 500 == 0
-                }).map(|k| k + 1));
+                v.extend(
+                    (0..epochs)
+                        .filter(|&k| {
+                            (k < 10 && k % 2 == 0) || (k < 50 && k % 5 == 0) || (k < 200 && k % 50 == 0) || k % 500 == 0
+                        })
+                        .map(|k| k + 1),
+                );
                 v
             }
             EpochSchedule::List(list) => list.clone(),
@@ -273,8 +277,11 @@ impl JobSpec {
         if self.depth == 0 {
             return err("depth must be at least 1 conv layer".into());
         }
-        if self.kernel == 0 || self.kernel % 2 == 0 {
-            return err(format!("kernel must be odd and at least 1 (same padding is symmetric only then), got {}", self.kernel));
+        if self.kernel == 0 || self.kernel.is_multiple_of(2) {
+            return err(format!(
+                "kernel must be odd and at least 1 (same padding is symmetric only then), got {}",
+                self.kernel
+            ));
         }
         if let Some(i) = self.fc.iter().position(|&w| w == 0) {
             return err(format!("fc[{i}] is 0; fully connected widths must be at least 1"));
@@ -288,8 +295,11 @@ impl JobSpec {
         if self.train_size == 0 || self.train_size > TRAIN_IMAGES {
             return err(format!("train_size must be 1..={TRAIN_IMAGES}, got {}", self.train_size));
         }
-        if self.sampling == Sampling::PerClassWithReplacement && self.train_size % 10 != 0 {
-            return err(format!("sampling per-class-with-replacement needs train_size divisible by 10, got {}", self.train_size));
+        if self.sampling == Sampling::PerClassWithReplacement && !self.train_size.is_multiple_of(10) {
+            return err(format!(
+                "sampling per-class-with-replacement needs train_size divisible by 10, got {}",
+                self.train_size
+            ));
         }
         if self.test_size == 0 || self.test_size > TEST_IMAGES {
             return err(format!("test_size must be 1..={TEST_IMAGES}, got {}", self.test_size));
@@ -332,7 +342,9 @@ impl JobSpec {
                 if side < self.kernel {
                     return Err(SpecError(format!(
                         "kernel {} with depth {} and pooling {}: conv{conv} gets a {side}x{side} input, smaller than its kernel",
-                        self.kernel, self.depth, self.pooling_str()
+                        self.kernel,
+                        self.depth,
+                        self.pooling_str()
                     )));
                 }
                 side = side - self.kernel + 1;
@@ -348,7 +360,11 @@ impl JobSpec {
         }
         let flattened = (side * side * self.width) as usize;
         for (i, &w) in self.fc.iter().enumerate() {
-            layers.push(LayerInfo { index: self.depth + i as u32 + 1, name: format!("fc{}", i + 1), features: w as usize });
+            layers.push(LayerInfo {
+                index: self.depth + i as u32 + 1,
+                name: format!("fc{}", i + 1),
+                features: w as usize,
+            });
         }
         layers.push(LayerInfo { index: layers.len() as u32 + 1, name: "softmax".into(), features: 10 });
         Ok((layers, flattened))
@@ -403,7 +419,10 @@ mod tests {
         let layers = pooled.layers().unwrap();
         // conv1 28, conv2 26 -> pool 13, conv3 11.
         assert_eq!(layers[2].features, 11 * 11 * 6);
-        assert_eq!(layers.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["conv1", "conv2", "conv3", "fc1", "fc2", "fc3", "softmax"]);
+        assert_eq!(
+            layers.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
+            ["conv1", "conv2", "conv3", "fc1", "fc2", "fc3", "softmax"]
+        );
         assert_eq!(layers[6].index, 7);
         // depth 4 with pooling: 28, 26 -> pool 13, 11, 9 -> pool 5 (odd sizes round up).
         let four = JobSpec { pooling: Pooling::Max2, depth: 4, ..spec() };
@@ -429,7 +448,13 @@ mod tests {
             (JobSpec { test_size: 0, ..spec() }, "test_size"),
             (JobSpec { fc: vec![10, 0], ..spec() }, "fc[1]"),
             (JobSpec { measure: MeasureSpec { splits: vec![], ..MeasureSpec::default() }, ..spec() }, "splits"),
-            (JobSpec { measure: MeasureSpec { epochs: EpochSchedule::List(vec![11]), ..MeasureSpec::default() }, ..spec() }, "epoch 11"),
+            (
+                JobSpec {
+                    measure: MeasureSpec { epochs: EpochSchedule::List(vec![11]), ..MeasureSpec::default() },
+                    ..spec()
+                },
+                "epoch 11",
+            ),
         ];
         for (job, needle) in cases {
             let msg = job.validate().unwrap_err().0;

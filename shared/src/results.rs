@@ -119,7 +119,15 @@ mod tests {
         }))
         .unwrap();
         let e = Estimate { n: 4, distinct: 2, h_t: 1.0, i_xt: 1.0, h_t_given_y: 0.5, i_yt: 0.5, h_y: 1.0 };
-        let key = Measurement { epoch: 1, split: Split::Test, layer: 2, layer_name: "conv2".into(), bin_size: 0.67, loss: 0.3, accuracy: 0.9 };
+        let key = Measurement {
+            epoch: 1,
+            split: Split::Test,
+            layer: 2,
+            layer_name: "conv2".into(),
+            bin_size: 0.67,
+            loss: 0.3,
+            accuracy: 0.9,
+        };
         let mut out = Vec::new();
         let mut w = CsvWriter::new(&mut out);
         w.write(&MiRow::new("s", "j", &spec, &key, &e)).unwrap();
@@ -128,6 +136,9 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let mut lines = text.lines();
         assert_eq!(lines.next().unwrap(), CSV_HEADER);
-        assert_eq!(lines.next().unwrap(), "s,j,fashion-mnist,3,5,3,none,500-1024-500,tanh,0,1,test,2,conv2,0.67,4,2,1.0,1.0,0.5,0.5,1.0,0.3,0.9");
+        assert_eq!(
+            lines.next().unwrap(),
+            "s,j,fashion-mnist,3,5,3,none,500-1024-500,tanh,0,1,test,2,conv2,0.67,4,2,1.0,1.0,0.5,0.5,1.0,0.3,0.9"
+        );
     }
 }

@@ -17,7 +17,10 @@ fn every_example_grid_is_valid() {
     }
     checked.sort();
     let names: Vec<&str> = checked.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["demo.yaml", "fig4-width.yaml", "fig5-kernel.yaml", "fig6-depth.yaml", "fig7-pooling.yaml", "fig8-fc.yaml"]);
+    assert_eq!(
+        names,
+        ["demo.yaml", "fig4-width.yaml", "fig5-kernel.yaml", "fig6-depth.yaml", "fig7-pooling.yaml", "fig8-fc.yaml"]
+    );
     let jobs: Vec<u64> = checked.iter().map(|(_, j)| *j).collect();
     assert_eq!(jobs, [4, 8, 12, 8, 4, 4]);
 }

@@ -81,13 +81,18 @@ fn every_error_names_file_line_and_key() {
     assert!(e.contains("point {") && e.contains("kernel=11") && e.contains("smaller than its kernel"), "{e}");
     assert!(e.starts_with("grid.yaml:7:3: "), "the kernel's line: {e}");
 
-    let e = error(&GRID.replace("  - {dataset: mnist, width: 6, fc: [500, 1024, 500], seed: 0}", "  - {dataset: mnist, width: 6}"));
+    let e = error(
+        &GRID
+            .replace("  - {dataset: mnist, width: 6, fc: [500, 1024, 500], seed: 0}", "  - {dataset: mnist, width: 6}"),
+    );
     assert!(e.starts_with("grid.yaml:13:") && e.contains("include[0]: must set `seed`"), "{e}");
 
     let e = error(&GRID.replace("  - {dataset: fashion-mnist, width: 2}", "  - {dataset: fashion-mnist, colour: 2}"));
     assert!(e.contains("exclude[0]: unknown parameter `colour`"), "{e}");
 
-    let everything = GRID.replace("  - {dataset: fashion-mnist, width: 2}", "  - {epochs: 100}").replace("include:\n  - {dataset: mnist, width: 6, fc: [500, 1024, 500], seed: 0}\n", "");
+    let everything = GRID
+        .replace("  - {dataset: fashion-mnist, width: 2}", "  - {epochs: 100}")
+        .replace("include:\n  - {dataset: mnist, width: 6, fc: [500, 1024, 500], seed: 0}\n", "");
     assert!(error(&everything).contains("no points"), "{}", error(&everything));
 
     assert!(error("name: x\n").contains("missing field `parameters`"));

@@ -71,11 +71,18 @@ pub async fn attach(config: AttachConfig, mut shutdown: watch::Receiver<bool>) -
         };
         let device = format!("{:?}", run_config.device).to_lowercase();
         let registered = client
-            .register(pb::RegisterRequest { protocol_version: PROTOCOL_VERSION, name: config.name.clone(), threads: run_config.threads as u32, device })
+            .register(pb::RegisterRequest {
+                protocol_version: PROTOCOL_VERSION,
+                name: config.name.clone(),
+                threads: run_config.threads as u32,
+                device,
+            })
             .await;
         let registered = match registered {
             Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::FailedPrecondition => return Err(Error::InvalidInput(s.message().to_string())),
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                return Err(Error::InvalidInput(s.message().to_string()));
+            }
             Err(s) => {
                 tracing::warn!("registration failed: {}; retrying", s.message());
                 sleep_or_shutdown(backoff(failures), &mut shutdown).await;
@@ -134,7 +141,8 @@ impl Session {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            let response = self.client.lease(pb::LeaseRequest { worker_id: self.worker_id.clone() }).await?.into_inner();
+            let response =
+                self.client.lease(pb::LeaseRequest { worker_id: self.worker_id.clone() }).await?.into_inner();
             let Some(lease) = response.lease else {
                 sleep_or_shutdown(Duration::from_millis(u64::from(response.retry_after_ms.max(100))), shutdown).await;
                 continue;
@@ -159,10 +167,10 @@ impl Session {
                 reason,
                 release,
             };
-            if let Err(s) = self.client.fail(request).await {
-                if s.code() != tonic::Code::FailedPrecondition {
-                    return Err(s);
-                }
+            if let Err(s) = self.client.fail(request).await
+                && s.code() != tonic::Code::FailedPrecondition
+            {
+                return Err(s);
             }
         }
     }
@@ -244,9 +252,16 @@ impl Session {
         }
     }
 
-    fn spawn_heartbeat(&self, lease: &pb::Lease, stop: Arc<AtomicBool>, cancelled: Arc<AtomicBool>, mut epoch: watch::Receiver<u32>) -> tokio::task::JoinHandle<()> {
+    fn spawn_heartbeat(
+        &self,
+        lease: &pb::Lease,
+        stop: Arc<AtomicBool>,
+        cancelled: Arc<AtomicBool>,
+        mut epoch: watch::Receiver<u32>,
+    ) -> tokio::task::JoinHandle<()> {
         let mut client = self.client.clone();
-        let (worker_id, job_id, token, every) = (self.worker_id.clone(), lease.job_id.clone(), lease.fencing_token, self.heartbeat);
+        let (worker_id, job_id, token, every) =
+            (self.worker_id.clone(), lease.job_id.clone(), lease.fencing_token, self.heartbeat);
         tokio::spawn(async move {
             loop {
                 let deadline = tokio::time::Instant::now() + every;
@@ -260,7 +275,12 @@ impl Session {
                     }
                 }
                 let current = *epoch.borrow_and_update();
-                let request = pb::HeartbeatRequest { worker_id: worker_id.clone(), job_id: job_id.clone(), fencing_token: token, epoch: current };
+                let request = pb::HeartbeatRequest {
+                    worker_id: worker_id.clone(),
+                    job_id: job_id.clone(),
+                    fencing_token: token,
+                    epoch: current,
+                };
                 match client.heartbeat(request).await {
                     Ok(r) if r.get_ref().cancelled => {
                         tracing::info!(job = %job_id, "cancelled by the coordinator");
@@ -286,7 +306,11 @@ impl Session {
             for (bin, histogram) in &layer.histograms {
                 let bytes = histogram.to_bytes();
                 let pieces = bytes.len().div_ceil(MAX_PIECE_BYTES).max(1);
-                let parts = if pieces == 1 { vec![bytes] } else { histogram.split(pieces).iter().map(|h| h.to_bytes()).collect() };
+                let parts = if pieces == 1 {
+                    vec![bytes]
+                } else {
+                    histogram.split(pieces).iter().map(|h| h.to_bytes()).collect()
+                };
                 let key = m.key(&layer.layer, *bin);
                 for (piece, part) in parts.into_iter().enumerate() {
                     out.push(pb::HistogramChunk {
@@ -313,12 +337,22 @@ impl Session {
 
     /// Sends one measured split; resends the whole batch (same sequence numbers, so nothing
     /// is counted twice) until it is acknowledged or the lease is gone.
-    async fn upload(&mut self, lease: &pb::Lease, m: &SplitMeasurement, sequence: &mut u64) -> std::result::Result<(), String> {
+    async fn upload(
+        &mut self,
+        lease: &pb::Lease,
+        m: &SplitMeasurement,
+        sequence: &mut u64,
+    ) -> std::result::Result<(), String> {
         let chunks = Self::chunks(lease, m, sequence);
         for attempt in 0.. {
             match self.client.upload_histograms(tokio_stream::iter(chunks.clone())).await {
                 Ok(_) => return Ok(()),
-                Err(s) if matches!(s.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound | tonic::Code::InvalidArgument) => {
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        tonic::Code::FailedPrecondition | tonic::Code::NotFound | tonic::Code::InvalidArgument
+                    ) =>
+                {
                     return Err(s.message().to_string());
                 }
                 Err(s) => {

@@ -7,9 +7,9 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::attach::{self, AttachConfig};
 use crate::error::{Error, Result};
 use crate::train::RunConfig;
-use crate::attach::{self, AttachConfig};
 use crate::{estimate, run};
 
 /// Ctrl-C or SIGTERM.
@@ -92,11 +92,16 @@ impl ComputeArgs {
             "cuda" => tch::Device::Cuda(0),
             other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
                 Some(n) => tch::Device::Cuda(n),
-                None => return Err(Error::InvalidInput(format!("--device {other}: expected cpu, cuda, cuda:N or auto"))),
+                None => {
+                    return Err(Error::InvalidInput(format!("--device {other}: expected cpu, cuda, cuda:N or auto")));
+                }
             },
         };
         if matches!(device, tch::Device::Cuda(_)) && !tch::Cuda::is_available() {
-            return Err(Error::InvalidInput(format!("--device {}: libtorch sees no CUDA device (this build is CPU-only unless LIBTORCH points at a CUDA libtorch)", self.device)));
+            return Err(Error::InvalidInput(format!(
+                "--device {}: libtorch sees no CUDA device (this build is CPU-only unless LIBTORCH points at a CUDA libtorch)",
+                self.device
+            )));
         }
         Ok(RunConfig { threads, device })
     }
@@ -117,7 +122,11 @@ pub struct RunArgs {
 /// Runs the parsed command; `main` maps the error to a message and exit code.
 pub fn run(cli: Cli) -> Result<()> {
     let Some(command) = cli.command else {
-        let config = AttachConfig { url: cli.coordinator, name: cli.name.unwrap_or_else(attach::default_name), compute: cli.compute };
+        let config = AttachConfig {
+            url: cli.coordinator,
+            name: cli.name.unwrap_or_else(attach::default_name),
+            compute: cli.compute,
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -130,7 +130,10 @@ fn parse_idx<'a>(path: &Path, bytes: &'a [u8], magic: u32, ndims: usize) -> Resu
     let expected: usize = dims.iter().product();
     let payload = &bytes[header_len..];
     if payload.len() != expected {
-        return Err(corrupt(format!("size mismatch: header {dims:?} needs {expected} bytes, file has {}", payload.len())));
+        return Err(corrupt(format!(
+            "size mismatch: header {dims:?} needs {expected} bytes, file has {}",
+            payload.len()
+        )));
     }
     Ok((dims, payload))
 }
@@ -158,10 +161,7 @@ pub fn load(dir: &Path, dataset: Dataset, part: Part) -> Result<Images> {
     if let Some(bad) = labels.iter().find(|&&l| l as usize >= CLASSES) {
         return Err(Error::Data { path: labels_path, reason: format!("label {bad} outside 0..{CLASSES}") });
     }
-    Ok(Images {
-        pixels: pixels.iter().map(|&p| f32::from(p) / 255.0).collect(),
-        labels: labels.to_vec(),
-    })
+    Ok(Images { pixels: pixels.iter().map(|&p| f32::from(p) / 255.0).collect(), labels: labels.to_vec() })
 }
 
 /// A seeded choice of `size` images out of `labels.len()`, and a stable hash of it so two
@@ -205,7 +205,7 @@ pub fn sample(labels: &[u8], size: usize, sampling: Sampling, seed: u64) -> Resu
             }
         }
         Sampling::PerClassWithReplacement => {
-            if size % CLASSES != 0 {
+            if !size.is_multiple_of(CLASSES) {
                 return Err(Error::InvalidInput(format!(
                     "per-class-with-replacement needs a size divisible by {CLASSES}, got {size}"
                 )));

@@ -41,7 +41,9 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::InvalidInput(_) | Error::Spec(_) | Error::Data { .. } => 2,
-            Error::Measure(MeasureError::BadBinSize(_) | MeasureError::Shape { .. } | MeasureError::LabelRange { .. }) => 2,
+            Error::Measure(
+                MeasureError::BadBinSize(_) | MeasureError::Shape { .. } | MeasureError::LabelRange { .. },
+            ) => 2,
             Error::Stopped(_) => 130,
             _ => 1,
         }

@@ -76,7 +76,11 @@ pub fn read_activations(path: &Path) -> Result<(Activations, usize, usize)> {
 pub fn read_labels(path: &Path) -> Result<Vec<u32>> {
     let npy = open(path)?;
     if npy.shape().len() != 1 && !(npy.shape().len() == 2 && npy.shape()[1] == 1) {
-        return Err(Error::InvalidInput(format!("{}: labels must have shape [N], got {:?}", path.display(), npy.shape())));
+        return Err(Error::InvalidInput(format!(
+            "{}: labels must have shape [N], got {:?}",
+            path.display(),
+            npy.shape()
+        )));
     }
     let bad = |e: std::io::Error| Error::InvalidInput(format!("{}: {e}", path.display()));
     let descr = npy.dtype().descr();
@@ -136,11 +140,13 @@ pub fn estimate(activations: &Path, labels: &Path, bin_sizes: &[f64]) -> Result<
             Activations::F64(v) => acc.add_batch(&v[range], features, chunk_labels),
         }
         .map_err(|e| match e {
-            ibsweep_shared::measure::MeasureError::NonFinite { sample, feature, value } => Error::InvalidInput(format!(
-                "{}: non-finite value {value} at sample {}, feature {feature}",
-                activations.display(),
-                start + sample
-            )),
+            ibsweep_shared::measure::MeasureError::NonFinite { sample, feature, value } => {
+                Error::InvalidInput(format!(
+                    "{}: non-finite value {value} at sample {}, feature {feature}",
+                    activations.display(),
+                    start + sample
+                ))
+            }
             other => other.into(),
         })?;
     }
@@ -167,12 +173,8 @@ pub fn table(rows: &[EstimateRow]) -> String {
 pub fn write_npy<T: npyz::AutoSerialize>(path: &Path, shape: &[u64], data: &[T]) -> Result<()> {
     use npyz::WriterBuilder;
     let file = std::io::BufWriter::new(File::create(path).map_err(Error::io(path))?);
-    let mut writer = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(file)
-        .begin_nd()
-        .map_err(Error::io(path))?;
+    let mut writer =
+        npyz::WriteOptions::new().default_dtype().shape(shape).writer(file).begin_nd().map_err(Error::io(path))?;
     writer.extend(data.iter()).map_err(Error::io(path))?;
     writer.finish().map_err(Error::io(path))
 }

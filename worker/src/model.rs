@@ -48,7 +48,8 @@ impl Network {
         let mut fcs = Vec::new();
         for (i, &w) in spec.fc.iter().enumerate() {
             let w = i64::from(w);
-            let config = nn::LinearConfig { ws_init: glorot(inputs, w), bs_init: Some(nn::Init::Const(0.0)), bias: true };
+            let config =
+                nn::LinearConfig { ws_init: glorot(inputs, w), bs_init: Some(nn::Init::Const(0.0)), bias: true };
             fcs.push(nn::linear(root / format!("fc{}", i + 1), inputs, w, config));
             inputs = w;
         }
@@ -71,7 +72,11 @@ impl Network {
 
     /// Runs `images` (`[batch, 1, 28, 28]`) and calls `visit(layer_index, output)` with
     /// every measured layer's output, flattened to `[batch, features]`; returns the logits.
-    pub fn forward_visit(&self, images: &Tensor, mut visit: impl FnMut(usize, &Tensor) -> Result<()>) -> Result<Tensor> {
+    pub fn forward_visit(
+        &self,
+        images: &Tensor,
+        mut visit: impl FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Tensor> {
         let mut x = images.shallow_clone();
         let mut layer = 0;
         for (i, conv) in self.convs.iter().enumerate() {

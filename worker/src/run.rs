@@ -7,6 +7,7 @@
 //! - `epochs.jsonl`: train/test loss and accuracy of every epoch;
 //! - `histograms/e{epoch}-{split}-{layer}-b{bin}.ibh`: each histogram in the byte format the
 //!   worker streams to the coordinator.
+//!
 //! Files are flushed after every measured epoch, so a stopped run keeps what it measured.
 
 use std::fs::{self, File};
@@ -26,8 +27,8 @@ use crate::train::{self, Event, JobData, RunConfig};
 /// Reads and validates a job file; errors name the file, line and column.
 pub fn read_job(path: &Path) -> Result<JobSpec> {
     let text = fs::read_to_string(path).map_err(Error::io(path))?;
-    let spec: JobSpec = serde_saphyr::from_str(&text)
-        .map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))?;
+    let spec: JobSpec =
+        serde_saphyr::from_str(&text).map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))?;
     spec.validate().map_err(|e| Error::InvalidInput(format!("{}: invalid job: {e}", path.display())))?;
     Ok(spec)
 }
@@ -55,7 +56,12 @@ impl Outputs {
             let path = dir.join(name);
             Ok(BufWriter::new(File::create(&path).map_err(Error::io(path))?))
         };
-        Ok(Outputs { dir: dir.to_path_buf(), csv: CsvWriter::new(create("mi.csv")?), jsonl: create("mi.jsonl")?, epochs: create("epochs.jsonl")? })
+        Ok(Outputs {
+            dir: dir.to_path_buf(),
+            csv: CsvWriter::new(create("mi.csv")?),
+            jsonl: create("mi.jsonl")?,
+            epochs: create("epochs.jsonl")?,
+        })
     }
 
     fn measured(&mut self, spec: &JobSpec, m: &train::SplitMeasurement) -> Result<()> {
@@ -64,8 +70,15 @@ impl Outputs {
                 let key = m.key(&layer.layer, *bin);
                 let row = MiRow::new("", "", spec, &key, &histogram.estimate());
                 self.csv.write(&row).map_err(Error::io(self.dir.join("mi.csv")))?;
-                writeln!(self.jsonl, "{}", serde_json::to_string(&row).expect("json")).map_err(Error::io(self.dir.join("mi.jsonl")))?;
-                let path = self.dir.join("histograms").join(format!("e{}-{}-{}-b{}.ibh", m.epoch, m.split.as_str(), layer.layer.name, bin));
+                writeln!(self.jsonl, "{}", serde_json::to_string(&row).expect("json"))
+                    .map_err(Error::io(self.dir.join("mi.jsonl")))?;
+                let path = self.dir.join("histograms").join(format!(
+                    "e{}-{}-{}-b{}.ibh",
+                    m.epoch,
+                    m.split.as_str(),
+                    layer.layer.name,
+                    bin
+                ));
                 fs::write(&path, histogram.to_bytes()).map_err(Error::io(path))?;
             }
         }
@@ -74,7 +87,8 @@ impl Outputs {
     }
 
     fn epoch(&mut self, metrics: &train::EpochMetrics) -> Result<()> {
-        writeln!(self.epochs, "{}", serde_json::to_string(metrics).expect("json")).map_err(Error::io(self.dir.join("epochs.jsonl")))?;
+        writeln!(self.epochs, "{}", serde_json::to_string(metrics).expect("json"))
+            .map_err(Error::io(self.dir.join("epochs.jsonl")))?;
         self.epochs.flush().map_err(Error::io(self.dir.join("epochs.jsonl")))
     }
 }
@@ -98,7 +112,13 @@ fn loss(x: Option<f64>) -> String {
 
 /// Runs `spec` and writes its outputs to `out`. Ctrl-C (`interrupted`) stops it after the
 /// current mini-batch; what was measured until then stays on disk.
-pub fn run_local(spec: &JobSpec, out: &Path, datasets: &Path, config: RunConfig, interrupted: Arc<AtomicBool>) -> Result<()> {
+pub fn run_local(
+    spec: &JobSpec,
+    out: &Path,
+    datasets: &Path,
+    config: RunConfig,
+    interrupted: Arc<AtomicBool>,
+) -> Result<()> {
     let data = JobData::load(spec, datasets)?;
     let mut outputs = Outputs::create(out, spec, &data)?;
     let bar = progress(spec);
@@ -124,7 +144,10 @@ pub fn run_local(spec: &JobSpec, out: &Path, datasets: &Path, config: RunConfig,
                 bar.set_position(u64::from(metrics.epoch));
                 let msg = format!(
                     "train loss {} acc {} | test loss {} acc {}",
-                    loss(metrics.train_loss), percent(metrics.train_accuracy), loss(metrics.test_loss), percent(metrics.test_accuracy)
+                    loss(metrics.train_loss),
+                    percent(metrics.train_accuracy),
+                    loss(metrics.test_loss),
+                    percent(metrics.test_accuracy)
                 );
                 if bar.is_hidden() {
                     tracing::info!(epoch = metrics.epoch, seconds = format!("{:.1}", metrics.seconds), "{msg}");

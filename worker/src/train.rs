@@ -165,7 +165,14 @@ pub fn run_job(
 
     for epoch in 0..=spec.epochs {
         let started = Instant::now();
-        let mut metrics = EpochMetrics { epoch, train_loss: None, train_accuracy: None, test_loss: None, test_accuracy: None, seconds: 0.0 };
+        let mut metrics = EpochMetrics {
+            epoch,
+            train_loss: None,
+            train_accuracy: None,
+            test_loss: None,
+            test_accuracy: None,
+            seconds: 0.0,
+        };
         if epoch > 0 {
             let mut order: Vec<i64> = (0..data.train.len() as i64).collect();
             order.shuffle(&mut rng);
@@ -181,7 +188,11 @@ pub fn run_job(
                 adam.backward_step(&loss);
                 let (l, c) = tch::no_grad(|| batch_stats(&logits, &y));
                 if !l.is_finite() {
-                    return Err(Error::Diverged { epoch, layer: "loss".into(), detail: format!("training loss is {l}") });
+                    return Err(Error::Diverged {
+                        epoch,
+                        layer: "loss".into(),
+                        detail: format!("training loss is {l}"),
+                    });
                 }
                 loss_sum += l;
                 correct += c;
@@ -266,7 +277,11 @@ fn measure_split(
                     MeasureError::NonFinite { sample, feature, value } => Error::Diverged {
                         epoch,
                         layer: layers[layer].name.clone(),
-                        detail: format!("activation {value} at sample {}, feature {feature} of the {} split", start as usize + sample, split.as_str()),
+                        detail: format!(
+                            "activation {value} at sample {}, feature {feature} of the {} split",
+                            start as usize + sample,
+                            split.as_str()
+                        ),
                     },
                     other => other.into(),
                 })

@@ -33,7 +33,11 @@ impl Drop for Proc {
 
 fn coordinator_bin() -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_worker")).with_file_name("coordinator");
-    assert!(path.exists(), "{} is missing: run the whole workspace's tests (deploy/test.sh) or `cargo build -p ibsweep-coordinator`", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run the whole workspace's tests (deploy/test.sh) or `cargo build -p ibsweep-coordinator`",
+        path.display()
+    );
     path
 }
 
@@ -97,7 +101,10 @@ fn mi_columns(row: &BTreeMap<String, String>) -> Vec<String> {
 fn csv_rows(text: &[u8]) -> Vec<BTreeMap<String, String>> {
     let mut reader = csv::Reader::from_reader(text);
     let headers = reader.headers().unwrap().clone();
-    reader.records().map(|r| headers.iter().zip(r.unwrap().iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect()).collect()
+    reader
+        .records()
+        .map(|r| headers.iter().zip(r.unwrap().iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect())
+        .collect()
 }
 
 #[test]
@@ -166,7 +173,8 @@ fn coordinator_and_two_workers_run_a_grid_that_survives_kills_and_restarts() {
             .output()
             .unwrap();
         assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-        let local: Vec<Vec<String>> = csv_rows(&std::fs::read(out_dir.join("mi.csv")).unwrap()).iter().map(mi_columns).collect();
+        let local: Vec<Vec<String>> =
+            csv_rows(&std::fs::read(out_dir.join("mi.csv")).unwrap()).iter().map(mi_columns).collect();
         let mut remote: Vec<Vec<String>> = rows
             .iter()
             .filter(|r| r["dataset"] == dataset && r["width"] == width.to_string())
@@ -179,7 +187,8 @@ fn coordinator_and_two_workers_run_a_grid_that_survives_kills_and_restarts() {
     }
 
     // The killed worker's attempt is in the job's history only as an expired lease.
-    let filtered = client(&url, &["results", &sweep, "--where", "layer_name=softmax", "--where", "epoch=2", "--format", "json"]);
+    let filtered =
+        client(&url, &["results", &sweep, "--where", "layer_name=softmax", "--where", "epoch=2", "--format", "json"]);
     assert_eq!(String::from_utf8(filtered.stdout).unwrap().lines().count(), 4 * 2 * 2);
     let workers = client(&url, &["workers", "--json"]);
     assert!(String::from_utf8(workers.stdout).unwrap().contains("\"w1\""));

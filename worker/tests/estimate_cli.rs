@@ -28,16 +28,21 @@ impl Rng {
 
 /// Tanh-like rows with many duplicates and imbalanced labels.
 fn data(n: usize, features: usize, rng: &mut Rng) -> (Vec<f32>, Vec<i64>) {
-    let pool: Vec<Vec<f32>> = (0..n / 5)
-        .map(|_| (0..features).map(|_| ((rng.unit() * 4.0 - 2.0).tanh()) as f32).collect())
-        .collect();
+    let pool: Vec<Vec<f32>> =
+        (0..n / 5).map(|_| (0..features).map(|_| ((rng.unit() * 4.0 - 2.0).tanh()) as f32).collect()).collect();
     let mut values = Vec::new();
     let mut labels = Vec::new();
     for _ in 0..n {
         let row = &pool[(rng.next() % pool.len() as u64) as usize];
         values.extend_from_slice(row);
         let u = rng.unit();
-        labels.push(if u < 0.5 { 0 } else if u < 0.8 { 3 } else { (rng.next() % 10) as i64 });
+        labels.push(if u < 0.5 {
+            0
+        } else if u < 0.8 {
+            3
+        } else {
+            (rng.next() % 10) as i64
+        });
     }
     (values, labels)
 }
@@ -78,7 +83,18 @@ fn json_matches_independent_reference_to_1e9_bits() {
     let (values, labels) = data(n, features, &mut rng);
     write_npy(&a, &[n as u64, 3, 4], &values).unwrap();
     write_npy(&y, &[n as u64], &labels).unwrap();
-    let rows = run_json(&["estimate", "--activations", a.to_str().unwrap(), "--labels", y.to_str().unwrap(), "--bin-size", "0.67", "--bin-size", "0.05", "--json"]);
+    let rows = run_json(&[
+        "estimate",
+        "--activations",
+        a.to_str().unwrap(),
+        "--labels",
+        y.to_str().unwrap(),
+        "--bin-size",
+        "0.67",
+        "--bin-size",
+        "0.05",
+        "--json",
+    ]);
     assert_eq!(rows.len(), 2);
     let wide: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
     for (row, bin) in rows.iter().zip([0.67, 0.05]) {
@@ -104,9 +120,13 @@ fn json_matches_independent_reference_to_1e9_bits() {
     write_npy(&a, &[n as u64, features as u64], &wide).unwrap();
     let small: Vec<u8> = labels.iter().map(|&l| l as u8).collect();
     write_npy(&y, &[n as u64], &small).unwrap();
-    let rows64 = run_json(&["estimate", "--activations", a.to_str().unwrap(), "--labels", y.to_str().unwrap(), "--json"]);
+    let rows64 =
+        run_json(&["estimate", "--activations", a.to_str().unwrap(), "--labels", y.to_str().unwrap(), "--json"]);
     assert_eq!(rows64[0]["h_t"], rows[0]["h_t"]);
-    let out = worker().args(["estimate", "--activations", a.to_str().unwrap(), "--labels", y.to_str().unwrap()]).output().unwrap();
+    let out = worker()
+        .args(["estimate", "--activations", a.to_str().unwrap(), "--labels", y.to_str().unwrap()])
+        .output()
+        .unwrap();
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(table.contains("I(Y;T)") && table.contains("0.67"), "{table}");
 }

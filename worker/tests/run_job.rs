@@ -73,7 +73,9 @@ fn tiny_model_trains_and_epoch_zero_is_at_the_ceiling() {
 
 #[test]
 fn streamed_histograms_equal_worker_estimate_on_dumped_activations() {
-    let spec = spec(serde_json::json!({"epochs": 0, "measure": {"epochs": [0], "splits": ["test"], "bin_sizes": [0.67, 0.05]}, "fc": [16]}));
+    let spec = spec(
+        serde_json::json!({"epochs": 0, "measure": {"epochs": [0], "splits": ["test"], "bin_sizes": [0.67, 0.05]}, "fc": [16]}),
+    );
     let data = JobData::load(&spec, &data::default_datasets_dir()).unwrap();
     let (measured, _) = run(&spec, &data);
     let streamed = &measured[0];
@@ -90,14 +92,15 @@ fn streamed_histograms_equal_worker_estimate_on_dumped_activations() {
     let mut dumps: Vec<Vec<f32>> = vec![Vec::new(); net.layers().len()];
     tch::no_grad(|| {
         for start in (0..1000).step_by(100) {
-            let _logits = net.forward_visit(&x.narrow(0, start, 100), |layer, out| {
-                let out = out.to_kind(Kind::Float).contiguous();
-                let mut values = vec![0f32; out.numel()];
-                out.copy_data(&mut values, out.numel());
-                dumps[layer].extend(values);
-                Ok(())
-            })
-            .unwrap();
+            let _logits = net
+                .forward_visit(&x.narrow(0, start, 100), |layer, out| {
+                    let out = out.to_kind(Kind::Float).contiguous();
+                    let mut values = vec![0f32; out.numel()];
+                    out.copy_data(&mut values, out.numel());
+                    dumps[layer].extend(values);
+                    Ok(())
+                })
+                .unwrap();
         }
     });
     let labels: Vec<u8> = data.test.labels.clone();
@@ -130,7 +133,8 @@ fn streamed_histograms_equal_worker_estimate_on_dumped_activations() {
 
 #[test]
 fn same_seed_and_threads_give_identical_results() {
-    let spec = spec(serde_json::json!({"epochs": 1, "measure": {"epochs": "every", "splits": ["test"], "bin_sizes": [0.67]}}));
+    let spec =
+        spec(serde_json::json!({"epochs": 1, "measure": {"epochs": "every", "splits": ["test"], "bin_sizes": [0.67]}}));
     let data = JobData::load(&spec, &data::default_datasets_dir()).unwrap();
     let digest = |measured: &[SplitMeasurement]| -> Vec<Vec<u8>> {
         measured.iter().flat_map(|m| m.layers.iter().map(|l| l.histograms[0].1.to_bytes())).collect()
@@ -152,7 +156,10 @@ fn job_file_errors_name_the_file_line_and_parameter() {
     let cases = [
         ("dataset: cifar\nwidth: 2\ndepth: 2\nkernel: 3\nepochs: 1\n", "unknown variant `cifar`"),
         ("dataset: mnist\nwidth: 2\ndepth: 2\nkernel: 3\nepochs: 1\nwidht: 3\n", "line 6"),
-        ("dataset: mnist\nwidth: 3\ndepth: 5\nkernel: 11\nepochs: 1\n", "conv4 gets a 8x8 input, smaller than its kernel"),
+        (
+            "dataset: mnist\nwidth: 3\ndepth: 5\nkernel: 11\nepochs: 1\n",
+            "conv4 gets a 8x8 input, smaller than its kernel",
+        ),
         ("dataset: mnist\nwidth: 2\ndepth: 2\nkernel: 3\nepochs: 1\nmeasure: {bin_sizes: [-1]}\n", "bin size -1"),
     ];
     for (i, (text, needle)) in cases.iter().enumerate() {

@@ -14,8 +14,8 @@ use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use super::MeasureError;
 
-const NARROW_SEED: u64 = 0x1b5e_e9_0001;
-const WIDE_SEED: u64 = 0x1b5e_e9_0002;
+const NARROW_SEED: u64 = 0x1b5e_e901;
+const WIDE_SEED: u64 = 0x1b5e_e902;
 
 /// An activation value: f32 from the network, or f64 from a user's npy file. Binning
 /// always happens in f64, so f64 input is binned exactly as given.
@@ -104,7 +104,7 @@ impl Binner {
     /// binned for all sizes while it is in cache.
     pub fn hash_rows<T: Activation>(&self, batch: &[T], features: usize) -> Result<Vec<Vec<u128>>, MeasureError> {
         use rayon::prelude::*;
-        if features == 0 || batch.len() % features != 0 {
+        if features == 0 || !batch.len().is_multiple_of(features) {
             return Err(MeasureError::Shape { len: batch.len(), features });
         }
         let rows = batch.len() / features;
@@ -112,24 +112,22 @@ impl Binner {
         let mut flat = vec![0u128; rows * n_bins];
         // Chunks of rows keep the scratch buffers per task, not per row.
         let rows_per_task = (rows / (4 * rayon::current_num_threads()).max(1)).clamp(1, 256);
-        flat.par_chunks_mut(rows_per_task * n_bins)
-            .enumerate()
-            .try_for_each(|(chunk, out)| {
-                let mut scratch = Scratch::default();
-                for (i, row_out) in out.chunks_mut(n_bins).enumerate() {
-                    let row = chunk * rows_per_task + i;
-                    let values = &batch[row * features..(row + 1) * features];
-                    for (b, slot) in row_out.iter_mut().enumerate() {
-                        *slot = self.hash_row(values, self.bin_sizes[b], &mut scratch).map_err(|e| match e {
-                            MeasureError::NonFinite { feature, value, .. } => {
-                                MeasureError::NonFinite { sample: row, feature, value }
-                            }
-                            other => other,
-                        })?;
-                    }
+        flat.par_chunks_mut(rows_per_task * n_bins).enumerate().try_for_each(|(chunk, out)| {
+            let mut scratch = Scratch::default();
+            for (i, row_out) in out.chunks_mut(n_bins).enumerate() {
+                let row = chunk * rows_per_task + i;
+                let values = &batch[row * features..(row + 1) * features];
+                for (b, slot) in row_out.iter_mut().enumerate() {
+                    *slot = self.hash_row(values, self.bin_sizes[b], &mut scratch).map_err(|e| match e {
+                        MeasureError::NonFinite { feature, value, .. } => {
+                            MeasureError::NonFinite { sample: row, feature, value }
+                        }
+                        other => other,
+                    })?;
                 }
-                Ok(())
-            })?;
+            }
+            Ok(())
+        })?;
         Ok((0..n_bins).map(|b| (0..rows).map(|r| flat[r * n_bins + b]).collect()).collect())
     }
 
@@ -194,6 +192,8 @@ fn in_narrow_range(q: f64) -> bool {
 fn to_narrow(q: f64) -> i8 {
     // Clamping first (max/min drop NaN) makes the conversion a plain vector truncation;
     // a bare `q as i8` saturates element by element and does not vectorize.
+    // (`f64::clamp` would keep a NaN, which the conversion below must never see.)
+    #[allow(clippy::manual_clamp)]
     let clamped = q.max(-128.0).min(127.0);
     // SAFETY: `clamped` is finite and within i32.
     (unsafe { clamped.to_int_unchecked::<i32>() }) as i8

@@ -22,7 +22,12 @@ pub struct Estimate {
 }
 
 fn xlog2x(count: u64) -> f64 {
-    if count <= 1 { 0.0 } else { let c = count as f64; c * c.log2() }
+    if count <= 1 {
+        0.0
+    } else {
+        let c = count as f64;
+        c * c.log2()
+    }
 }
 
 impl Estimate {
@@ -97,11 +102,13 @@ mod tests {
     #[test]
     fn identities() {
         // All distinct: I(X;T) = log2 N, I(Y;T) = H(Y).
-        let rows: Vec<Vec<u64>> = (0..10_000).map(|i| {
-            let mut r = vec![0; 10];
-            r[(i * 7) % 10] = 1;
-            r
-        }).collect();
+        let rows: Vec<Vec<u64>> = (0..10_000)
+            .map(|i| {
+                let mut r = vec![0; 10];
+                r[(i * 7) % 10] = 1;
+                r
+            })
+            .collect();
         let e = Estimate::from_rows(10, rows.iter().map(Vec::as_slice));
         assert_eq!(e.h_t, 10_000f64.log2());
         assert!((e.h_t - 13.287712379549449).abs() < 1e-12);

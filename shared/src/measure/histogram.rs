@@ -179,7 +179,8 @@ impl LayerHistogram {
         let mut histogram = LayerHistogram::new(n_labels);
         let mut previous: Option<u128> = None;
         for i in 0..patterns {
-            let hash = u128::from_le_bytes(reader.array().ok_or_else(|| corrupt(&format!("truncated at pattern {i}")))?);
+            let hash =
+                u128::from_le_bytes(reader.array().ok_or_else(|| corrupt(&format!("truncated at pattern {i}")))?);
             if previous.is_some_and(|p| p >= hash) {
                 return Err(corrupt(&format!("patterns out of order or repeated at pattern {i}")));
             }
@@ -256,7 +257,12 @@ impl LayerAccumulator {
     }
 
     /// Bins and counts one batch: `batch` holds `labels.len()` samples of `features` values.
-    pub fn add_batch<T: super::Activation>(&mut self, batch: &[T], features: usize, labels: &[u32]) -> Result<(), MeasureError> {
+    pub fn add_batch<T: super::Activation>(
+        &mut self,
+        batch: &[T],
+        features: usize,
+        labels: &[u32],
+    ) -> Result<(), MeasureError> {
         if batch.len() != features * labels.len() {
             return Err(MeasureError::LabelCount { labels: labels.len(), samples: batch.len() / features.max(1) });
         }

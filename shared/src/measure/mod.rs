@@ -15,7 +15,7 @@ pub mod profile;
 
 pub use binning::{Activation, BinSize, Binner};
 pub use estimator::Estimate;
-pub use histogram::{LayerHistogram, LayerAccumulator};
+pub use histogram::{LayerAccumulator, LayerHistogram};
 pub use profile::CountProfile;
 
 /// What can go wrong while measuring; every variant says which input was at fault.
