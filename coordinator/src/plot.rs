@@ -167,6 +167,22 @@ fn layer_color(i: usize) -> RGBColor {
 
 type DrawResult<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// The legend box every figure uses.
+fn draw_legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>) -> DrawResult<()>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    CT: plotters::coord::CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
 /// Colour of an epoch on a log scale from the first to the last measured epoch.
 fn epoch_color(epoch: u32, max_epoch: u32) -> RGBColor {
     let t = ((epoch as f64 + 1.0).ln() / (max_epoch as f64 + 1.0).ln().max(1e-9)).clamp(0.0, 1.0);
@@ -209,12 +225,7 @@ where
         .draw_series(DashedLineSeries::new(vec![(0.0, c.h_y), (x_max, c.h_y)], 8, 4, BLACK.mix(0.7).stroke_width(1)))?
         .label(format!("H(Y) = {:.2}", c.h_y))
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.7)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+    draw_legend(&mut chart)?;
     draw_colorbar(&bar, max_epoch)?;
     Ok(())
 }
@@ -290,12 +301,7 @@ where
             ))?
             .label(format!("{reference_name} = {reference:.2}"))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.7)));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
+        draw_legend(&mut chart)?;
     }
     Ok(())
 }
