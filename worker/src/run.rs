@@ -164,7 +164,15 @@ pub fn run_local(
         }
     }
     let trained = trainer.join().map_err(|_| Error::Stopped("training thread panicked".into()))?;
-    bar.finish();
+    if trained.is_ok() && write_result.is_ok() {
+        bar.finish();
+    } else {
+        // Leave the bar where training stopped, not at the end.
+        bar.abandon();
+    }
     write_result?;
-    trained
+    trained.map_err(|e| match e {
+        Error::Stopped(reason) => Error::Stopped(format!("{reason}; what was measured so far is in {}", out.display())),
+        other => other,
+    })
 }
