@@ -135,6 +135,17 @@ fn age(now_ms: u64, then_ms: u64) -> String {
     if s < 120 { format!("{s}s ago") } else { format!("{}m ago", s / 60) }
 }
 
+/// ", ETA N s" from the mean duration of finished jobs and the workers busy now; empty
+/// before the first job finishes or once nothing is left.
+fn eta(s: &pb::SweepStatus, status: &pb::StatusResponse) -> String {
+    let c = s.counts.unwrap_or_default();
+    if s.mean_job_seconds <= 0.0 || c.pending + c.running == 0 {
+        return String::new();
+    }
+    let busy = status.workers.iter().filter(|w| !w.job_id.is_empty()).count().max(1) as f64;
+    format!(", ETA {:.0} s", s.mean_job_seconds * (c.pending + c.running) as f64 / busy)
+}
+
 /// Human-readable status (the same text `status --watch` repeats).
 pub fn render_status(status: &pb::StatusResponse) -> String {
     let mut out = String::new();
@@ -144,12 +155,7 @@ pub fn render_status(status: &pb::StatusResponse) -> String {
     for s in &status.sweeps {
         let c = s.counts.unwrap_or_default();
         let finished = c.done + c.failed + c.cancelled;
-        let eta = if s.mean_job_seconds > 0.0 && c.pending + c.running > 0 {
-            let workers = status.workers.iter().filter(|w| !w.job_id.is_empty()).count().max(1) as f64;
-            format!(", ETA {:.0} s", s.mean_job_seconds * (c.pending + c.running) as f64 / workers)
-        } else {
-            String::new()
-        };
+        let eta = eta(s, status);
         out += &format!(
             "sweep {} ({}){}: {}/{} finished: {} done, {} running, {} pending, {} failed, {} cancelled{eta}\n",
             s.sweep_id,
@@ -215,7 +221,7 @@ fn table(rows: &[MiRow]) -> String {
             r.width,
             r.depth,
             r.kernel,
-            serde_json::to_value(r.pooling).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            r.pooling.as_str(),
             if r.fc.is_empty() { "-" } else { &r.fc },
             r.seed,
             r.epoch,
@@ -441,7 +447,6 @@ async fn watch(url: &str, sweep: String) -> CliResult<()> {
     let mut last_plain = String::new();
     let mut last_print = std::time::Instant::now();
     while let Some(snapshot) = stream.message().await.map_err(|s| status_error(url, s))? {
-        let busy = snapshot.workers.iter().filter(|w| !w.job_id.is_empty()).count().max(1) as f64;
         for s in &snapshot.sweeps {
             let c = s.counts.unwrap_or_default();
             let bar = bars.entry(s.sweep_id.clone()).or_insert_with(|| {
@@ -451,11 +456,7 @@ async fn watch(url: &str, sweep: String) -> CliResult<()> {
                 bar
             });
             bar.set_position(c.done + c.failed + c.cancelled);
-            let eta = if s.mean_job_seconds > 0.0 && c.pending + c.running > 0 {
-                format!(", ETA {:.0} s", s.mean_job_seconds * (c.pending + c.running) as f64 / busy)
-            } else {
-                String::new()
-            };
+            let eta = eta(s, &snapshot);
             bar.set_message(format!(
                 "{} done, {} failed, {} running, {} pending{eta}",
                 c.done, c.failed, c.running, c.pending

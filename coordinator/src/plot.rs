@@ -58,15 +58,9 @@ fn point_of(r: &MiRow) -> Vec<(&'static str, String)> {
         ("width", r.width.to_string()),
         ("depth", r.depth.to_string()),
         ("kernel", r.kernel.to_string()),
-        (
-            "pooling",
-            serde_json::to_value(r.pooling).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
-        ),
+        ("pooling", r.pooling.as_str().to_string()),
         ("fc", if r.fc.is_empty() { "none".into() } else { r.fc.clone() }),
-        (
-            "activation",
-            serde_json::to_value(r.activation).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
-        ),
+        ("activation", r.activation.as_str().to_string()),
     ]
 }
 

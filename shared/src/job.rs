@@ -35,11 +35,29 @@ pub enum Pooling {
     Max2,
 }
 
+impl Pooling {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pooling::None => "none",
+            Pooling::Max2 => "max2",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Activation {
     Tanh,
     Relu,
+}
+
+impl Activation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activation::Tanh => "tanh",
+            Activation::Relu => "relu",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -344,7 +362,7 @@ impl JobSpec {
                         "kernel {} with depth {} and pooling {}: conv{conv} gets a {side}x{side} input, smaller than its kernel",
                         self.kernel,
                         self.depth,
-                        self.pooling_str()
+                        self.pooling.as_str()
                     )));
                 }
                 side = side - self.kernel + 1;
@@ -368,13 +386,6 @@ impl JobSpec {
         }
         layers.push(LayerInfo { index: layers.len() as u32 + 1, name: "softmax".into(), features: 10 });
         Ok((layers, flattened))
-    }
-
-    fn pooling_str(&self) -> &'static str {
-        match self.pooling {
-            Pooling::None => "none",
-            Pooling::Max2 => "max2",
-        }
     }
 
     /// The measured epochs of this job.
