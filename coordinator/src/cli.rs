@@ -11,7 +11,7 @@ use ibsweep_shared::results::{CsvWriter, MiRow};
 use tonic::transport::Channel;
 
 use crate::plot::{self, ImageFormat};
-use crate::scheduler::Timing;
+use crate::scheduler::{Limits, Timing};
 use crate::service::{self, Config};
 
 /// ibsweep coordinator: stores sweeps, hands jobs to workers, merges their histograms into
@@ -39,6 +39,12 @@ pub enum Command {
         /// Seconds without a heartbeat after which a job goes back to pending.
         #[arg(long, env = "IBSWEEP_LEASE_TTL", default_value_t = 60)]
         lease_ttl: u64,
+        /// Most jobs one submitted sweep may have.
+        #[arg(long, env = "IBSWEEP_MAX_POINTS", default_value_t = ibsweep_shared::grid::DEFAULT_MAX_POINTS)]
+        max_points: u64,
+        /// Seconds after which a silent worker drops out of `status` and `workers`.
+        #[arg(long, env = "IBSWEEP_WORKER_TIMEOUT", default_value_t = 600)]
+        worker_timeout: u64,
     },
     /// Expand a grid file into jobs (idempotent: the same grid returns the same sweep).
     Submit {
@@ -242,18 +248,24 @@ fn table(rows: &[MiRow]) -> String {
 pub async fn run(cli: Cli) -> CliResult<()> {
     let url = cli.coordinator.clone();
     match cli.command {
-        Command::Serve { listen, data_dir, lease_ttl } => {
+        Command::Serve { listen, data_dir, lease_ttl, max_points, worker_timeout } => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-            let timing =
-                Timing { lease_ttl_ms: lease_ttl * 1000, heartbeat_interval_ms: (lease_ttl * 1000 / 6).max(500) };
+            if lease_ttl == 0 {
+                anyhow::bail!("--lease-ttl must be at least 1 second");
+            }
+            let timing = Timing {
+                lease_ttl_ms: lease_ttl * 1000,
+                heartbeat_interval_ms: (lease_ttl * 1000 / 6).max(500),
+                worker_timeout_ms: worker_timeout.saturating_mul(1000),
+            };
             let shutdown = async {
                 shutdown_signal().await;
                 tracing::info!("shutting down: finishing requests in flight, flushing the store");
             };
             tracing::info!("store at {}", data_dir.display());
-            service::serve(listener, Config { data_dir, timing }, shutdown).await?;
+            service::serve(listener, Config { data_dir, timing, limits: Limits { max_points } }, shutdown).await?;
             Ok(())
         }
         Command::Submit { grid, json } => {

@@ -14,9 +14,13 @@ pub enum Error {
     JobNotFound(JobId),
     #[error("worker not registered: {0}; restart the worker so it registers again")]
     UnknownWorker(String),
-    /// A fenced call from an old lease (the job was re-leased since, or finished).
+    /// A fenced call from an old lease (the job was re-leased since, or finished). The
+    /// message names only the caller's own token, never the live one.
     #[error("stale lease for job {job}: token {token} is no longer current ({detail})")]
     StaleLease { job: JobId, token: LeaseToken, detail: String },
+    /// A call about a lease that another worker holds.
+    #[error("job {job}: this worker does not hold its lease")]
+    WrongWorker { job: JobId },
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("protocol version {got} is not supported; this coordinator speaks version {want}: upgrade the worker")]
@@ -32,6 +36,26 @@ pub enum Error {
     Corrupt { tree: &'static str, detail: String },
 }
 
+impl Error {
+    /// A lifecycle refusal about `job`, as the caller sees it.
+    pub fn refused(job: JobId, refusal: crate::lifecycle::Refusal) -> Error {
+        use crate::lifecycle::Refusal;
+        match refusal {
+            Refusal::Stale { token, detail } => Error::StaleLease { job, token, detail },
+            Refusal::WrongWorker => Error::WrongWorker { job },
+            other @ (Refusal::NotPending(_) | Refusal::NotFailed(_)) => {
+                Error::FailedPrecondition(format!("job {job}: {other}"))
+            }
+        }
+    }
+}
+
+impl From<crate::lifecycle::CountError> for Error {
+    fn from(e: crate::lifecycle::CountError) -> Self {
+        Error::Corrupt { tree: "sweeps", detail: e.to_string() }
+    }
+}
+
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
         Error::Store(e.to_string())
@@ -45,9 +69,10 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
             Error::SweepNotFound(_) | Error::JobNotFound(_) => tonic::Status::not_found(message),
             Error::UnknownWorker(_) => tonic::Status::unauthenticated(message),
-            Error::StaleLease { .. } | Error::FailedPrecondition(_) | Error::ProtocolMismatch { .. } => {
-                tonic::Status::failed_precondition(message)
-            }
+            Error::StaleLease { .. }
+            | Error::WrongWorker { .. }
+            | Error::FailedPrecondition(_)
+            | Error::ProtocolMismatch { .. } => tonic::Status::failed_precondition(message),
             Error::Store(_) | Error::FormatVersion { .. } | Error::Corrupt { .. } | Error::Conflict => {
                 tonic::Status::internal(message)
             }

@@ -5,8 +5,10 @@
 //! - [`ids`]: newtype IDs (sweep, job, worker, fencing token).
 //! - [`store`]: the `JobStore` trait and its sled and in-memory implementations.
 //! - [`plot`]: information planes and MI paths (plotters).
-//! - [`records`]: what the store holds, and key layouts.
-//! - [`scheduler`]: the job lifecycle, written once over any store.
+//! - [`lifecycle`]: a job's states and transitions, pure (no store, no clock).
+//! - [`records`]: what the store holds: records, typed keys, typed tables.
+//! - [`scheduler`]: the lifecycle applied to a store: control (submit, cancel, retry),
+//!   leasing, ingest, queries; an in-memory index keeps scans off the hot paths.
 //! - [`service`]: the gRPC services and `serve`.
 //! - [`cli`]: the `coordinator` command line.
 //! - [`clock`]: injectable time for leases.
@@ -16,6 +18,7 @@ pub mod cli;
 pub mod clock;
 pub mod error;
 pub mod ids;
+pub mod lifecycle;
 pub mod plot;
 pub mod records;
 pub mod scheduler;

@@ -1,6 +1,11 @@
-//! What the store holds, and the key layouts. Records are JSON (readable with any sled
-//! dump tool, easy to evolve with `#[serde(default)]`); large byte payloads (histograms,
-//! count profiles) travel beside the JSON as a raw blob instead of a JSON number array.
+//! What the store holds: records, typed keys, and typed tables over [`JobStore`] trees.
+//!
+//! Records are JSON (readable with any sled dump tool, easy to evolve with
+//! `#[serde(default)]`); large byte payloads (histograms, count profiles) travel beside the
+//! JSON as a raw blob instead of a JSON number array. Code above this module never builds a
+//! key by hand or decodes a record itself: it goes through [`JsonTable`] and the key types.
+
+use std::marker::PhantomData;
 
 use ibsweep_shared::job::Split;
 use ibsweep_shared::measure::Estimate;
@@ -10,17 +15,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::ids::{JobId, LeaseToken, SweepId, WorkerId};
-use crate::store::Tree;
+use crate::lifecycle::{Counts, Job};
+use crate::store::{Tree, Txn};
 
+/// A submitted sweep. Small on purpose: the lease path reads it; the grid text lives in
+/// [`GRIDS`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SweepRecord {
     pub id: SweepId,
     pub name: String,
     pub file_name: String,
-    pub grid_yaml: String,
     pub created_ms: u64,
-    /// Number of jobs.
-    pub total: u64,
     /// Product points plus includes (some product points are excluded).
     pub index_len: u64,
     /// Next index never handed out; jobs at or beyond it are implicitly pending.
@@ -28,60 +33,21 @@ pub struct SweepRecord {
     pub max_attempts: u32,
     pub keep_histograms: bool,
     pub cancelled: bool,
-    /// Jobs with a record (the rest are implicitly pending or cancelled with the sweep).
+    /// Jobs with a record (the rest are implicitly pending, or cancelled with the sweep).
     pub materialized: u64,
-    pub running: u64,
-    pub done: u64,
-    pub failed: u64,
-    pub cancelled_jobs: u64,
+    pub counts: Counts,
     /// Sum of wall times of finished jobs, for ETAs.
     pub done_seconds: f64,
 }
 
 impl SweepRecord {
-    pub fn pending(&self) -> u64 {
-        self.total.saturating_sub(self.running + self.done + self.failed + self.cancelled_jobs)
+    /// Whether a lease could find work here (re-queued jobs are tracked separately).
+    pub fn has_fresh_indices(&self) -> bool {
+        !self.cancelled && self.cursor < self.index_len
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    Pending,
-    Running,
-    Done,
-    Failed,
-    Cancelled,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LeaseRecord {
-    pub worker: WorkerId,
-    pub worker_name: String,
-    pub token: LeaseToken,
-    pub granted_ms: u64,
-    pub deadline_ms: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobRecord {
-    pub job_id: JobId,
-    pub index: u64,
-    pub state: JobState,
-    /// Grants so far (1 during the first attempt).
-    pub attempt: u32,
-    /// Attempts that failed (releases by a stopping worker do not count).
-    pub failures: u32,
-    pub lease: Option<LeaseRecord>,
-    /// One line per attempt that did not finish: who and why.
-    pub history: Vec<String>,
-    pub cancel_requested: bool,
-    pub epoch: u32,
-    pub finished_ms: Option<u64>,
-    pub train_indices_hash: String,
-    pub test_indices_hash: String,
-}
-
+/// One worker process (re-registering after a reconnect reuses its record).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerRecord {
     pub id: WorkerId,
@@ -94,9 +60,11 @@ pub struct WorkerRecord {
     pub epoch: u32,
 }
 
-/// A histogram still receiving pieces; the blob is the merged `IBH1` bytes so far.
+/// A histogram still receiving pieces; the pieces themselves are in `Tree::Pieces`, one
+/// slot per piece index.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartialRecord {
+    pub key: Measurement,
     pub pieces: u32,
     pub received: u32,
 }
@@ -108,6 +76,12 @@ pub struct StagedRecord {
     pub key: Measurement,
     pub estimate: Estimate,
     pub profile_len: u64,
+}
+
+/// A result row with its count profile (blob).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResultRecord {
+    pub row: MiRow,
 }
 
 pub fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -131,34 +105,73 @@ pub fn with_blob<T: Serialize>(value: &T, blob: &[u8]) -> Vec<u8> {
 pub fn split_blob<T: DeserializeOwned>(tree: Tree, bytes: &[u8]) -> Result<(T, Vec<u8>)> {
     let corrupt = || Error::Corrupt { tree: tree.name(), detail: "truncated record".into() };
     let len = u32::from_le_bytes(bytes.get(..4).ok_or_else(corrupt)?.try_into().expect("4 bytes")) as usize;
-    let json = bytes.get(4..4 + len).ok_or_else(corrupt)?;
+    let json = bytes.get(4..4usize.checked_add(len).ok_or_else(corrupt)?).ok_or_else(corrupt)?;
     Ok((from_json(tree, json)?, bytes[4 + len..].to_vec()))
 }
 
-/// A result row with its count profile (blob).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ResultRecord {
-    pub row: MiRow,
+/// A tree whose values are JSON records of one type.
+#[derive(Debug)]
+pub struct JsonTable<V> {
+    pub tree: Tree,
+    _value: PhantomData<fn() -> V>,
 }
+
+impl<V: Serialize + DeserializeOwned> JsonTable<V> {
+    pub const fn new(tree: Tree) -> JsonTable<V> {
+        JsonTable { tree, _value: PhantomData }
+    }
+
+    pub fn get(&self, txn: &dyn Txn, key: &[u8]) -> Result<Option<V>> {
+        txn.get(self.tree, key)?.map(|v| self.decode(&v)).transpose()
+    }
+
+    pub fn put(&self, txn: &mut dyn Txn, key: &[u8], value: &V) -> Result<()> {
+        txn.insert(self.tree, key, &to_json(value))
+    }
+
+    pub fn decode(&self, bytes: &[u8]) -> Result<V> {
+        from_json(self.tree, bytes)
+    }
+}
+
+pub const SWEEPS: JsonTable<SweepRecord> = JsonTable::new(Tree::Sweeps);
+pub const JOBS: JsonTable<Job> = JsonTable::new(Tree::Jobs);
+pub const WORKERS: JsonTable<WorkerRecord> = JsonTable::new(Tree::Workers);
+pub const PARTIALS: JsonTable<PartialRecord> = JsonTable::new(Tree::Partials);
+
+/// The grid text of each sweep (sweep id -> UTF-8 YAML), read once per sweep and cached.
+pub const GRIDS: Tree = Tree::Grids;
 
 // ---- keys ----
 
-pub fn job_key(sweep: SweepId, index: u64) -> Vec<u8> {
-    let mut k = sweep.as_bytes().to_vec();
-    k.extend_from_slice(&index.to_be_bytes());
-    k
+/// A job's place: its sweep and its index in the sweep's lazy expansion. Big-endian, so a
+/// sweep's jobs scan in index order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobKey {
+    pub sweep: SweepId,
+    pub index: u64,
 }
 
-pub fn split_job_key(key: &[u8]) -> Option<(SweepId, u64)> {
-    let sweep = SweepId::from_slice(key.get(..16)?)?;
-    let index = u64::from_be_bytes(key.get(16..24)?.try_into().ok()?);
-    Some((sweep, index))
-}
+impl JobKey {
+    pub fn to_bytes(self) -> Vec<u8> {
+        let mut k = self.sweep.as_bytes().to_vec();
+        k.extend_from_slice(&self.index.to_be_bytes());
+        k
+    }
 
-pub fn attempt_prefix(job_key: &[u8], attempt: u32) -> Vec<u8> {
-    let mut k = job_key.to_vec();
-    k.extend_from_slice(&attempt.to_be_bytes());
-    k
+    pub fn from_bytes(key: &[u8]) -> Result<JobKey> {
+        let corrupt = || Error::Corrupt { tree: "jobs", detail: format!("bad job key of {} bytes", key.len()) };
+        let sweep = key.get(..16).and_then(SweepId::from_slice).ok_or_else(corrupt)?;
+        let index = u64::from_be_bytes(key.get(16..24).ok_or_else(corrupt)?.try_into().expect("8 bytes"));
+        Ok(JobKey { sweep, index })
+    }
+
+    /// Prefix of everything one attempt of this job stages.
+    pub fn attempt(self, attempt: u32) -> Vec<u8> {
+        let mut k = self.to_bytes();
+        k.extend_from_slice(&attempt.to_be_bytes());
+        k
+    }
 }
 
 pub fn split_byte(split: Split) -> u8 {
@@ -176,4 +189,22 @@ pub fn measurement_suffix(epoch: u32, split: Split, layer: u32, bin_size: f64) -
     k.extend_from_slice(&layer.to_be_bytes());
     k.extend_from_slice(&bin_size.to_bits().to_be_bytes());
     k
+}
+
+/// The key of one histogram of one attempt (staged, partial) or of a job (results).
+pub fn histogram_key(prefix: &[u8], m: &Measurement) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend(measurement_suffix(m.epoch, m.split, m.layer, m.bin_size));
+    k
+}
+
+/// One piece's slot: a piece index is stored once whatever its sequence number.
+pub fn piece_key(histogram_key: &[u8], piece: u32) -> Vec<u8> {
+    let mut k = histogram_key.to_vec();
+    k.extend_from_slice(&piece.to_be_bytes());
+    k
+}
+
+pub fn token_key(token: LeaseToken) -> [u8; 8] {
+    token.0.to_be_bytes()
 }

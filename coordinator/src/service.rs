@@ -23,7 +23,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::ids::{JobId, LeaseToken, SweepId, WorkerId};
 use crate::records::WorkerRecord;
-use crate::scheduler::{Chunk, Scheduler, SweepStatus, Timing};
+use crate::scheduler::{Chunk, Limits, Scheduler, SweepStatus, Timing};
 use crate::store::{JobStore, SledStore};
 
 /// How `coordinator serve` runs.
@@ -32,6 +32,7 @@ pub struct Config {
     /// The sled store's directory.
     pub data_dir: PathBuf,
     pub timing: Timing,
+    pub limits: Limits,
 }
 
 /// Serves both services (plus gRPC health and reflection) on `listener` until `shutdown`
@@ -42,10 +43,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let dir = config.data_dir.clone();
-    let store =
-        tokio::task::spawn_blocking(move || SledStore::open(&dir)).await.map_err(|e| Error::Store(e.to_string()))??;
-    let scheduler = Arc::new(Scheduler::new(store, Arc::new(SystemClock) as Arc<dyn Clock>, config.timing));
-    serve_with(listener, scheduler, shutdown).await
+    let (timing, limits) = (config.timing, config.limits);
+    let scheduler = tokio::task::spawn_blocking(move || {
+        let store = SledStore::open(&dir)?;
+        Ok::<_, Error>(Scheduler::open(store, Arc::new(SystemClock) as Arc<dyn Clock>, timing)?.with_limits(limits))
+    })
+    .await
+    .map_err(|e| Error::Store(e.to_string()))??;
+    serve_with(listener, Arc::new(scheduler), shutdown).await
 }
 
 /// [`serve`] over any store and clock (tests use memory and a manual clock).
@@ -59,11 +64,21 @@ pub async fn serve_with<S: JobStore>(
         let period = Duration::from_millis((scheduler.timing().heartbeat_interval_ms / 2).max(100));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
+            let mut last_cleanup = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
                 let s = Arc::clone(&scheduler);
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.expire_leases()).await {
                     tracing::error!("lease expiry failed: {e}");
+                }
+                if last_cleanup.elapsed() >= Duration::from_secs(60) {
+                    last_cleanup = tokio::time::Instant::now();
+                    let s = Arc::clone(&scheduler);
+                    match tokio::task::spawn_blocking(move || s.forget_idle_workers()).await {
+                        Ok(Ok(n)) if n > 0 => tracing::info!("forgot {n} workers not seen for the worker timeout"),
+                        Ok(Err(e)) => tracing::error!("worker clean-up failed: {e}"),
+                        _ => {}
+                    }
                 }
             }
         })
@@ -106,24 +121,29 @@ fn parse<T: std::str::FromStr<Err = Error>>(s: &str) -> Result<T, Status> {
     s.parse().map_err(Status::from)
 }
 
-fn optional_sweep(s: &str) -> Result<Option<SweepId>, Status> {
+fn optional_id<T: std::str::FromStr<Err = Error>>(s: &str) -> Result<Option<T>, Status> {
     if s.is_empty() { Ok(None) } else { parse(s).map(Some) }
+}
+
+fn optional_sweep(s: &str) -> Result<Option<SweepId>, Status> {
+    optional_id(s)
 }
 
 fn to_pb_status(s: SweepStatus) -> pb::SweepStatus {
     let r = s.record;
+    let c = r.counts;
     pb::SweepStatus {
         sweep_id: r.id.to_string(),
         name: r.name,
-        total: r.total,
+        total: c.total,
         counts: Some(pb::StateCounts {
-            pending: s.pending,
-            running: r.running,
-            done: r.done,
-            failed: r.failed,
-            cancelled: r.cancelled_jobs,
+            pending: c.pending(),
+            running: c.running,
+            done: c.done,
+            failed: c.failed,
+            cancelled: c.cancelled,
         }),
-        mean_job_seconds: if r.done > 0 { r.done_seconds / r.done as f64 } else { 0.0 },
+        mean_job_seconds: if c.done > 0 { r.done_seconds / c.done as f64 } else { 0.0 },
         failures: s
             .failures
             .into_iter()
@@ -157,12 +177,24 @@ fn status_snapshot<S: JobStore>(s: &Scheduler<S>, sweep: Option<SweepId>) -> Res
 #[derive(Debug)]
 pub struct Sweeps<S: JobStore>(Arc<Scheduler<S>>);
 
+/// Result rows read from the store per step of a Results stream.
+const RESULTS_PAGE: usize = 2048;
+
+/// Longest grid file name accepted (the file's contents are bounded by the grid parser).
+const MAX_FILE_NAME: usize = 4096;
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl<S: JobStore> SweepService for Sweeps<S> {
     async fn submit(&self, request: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitResponse>, Status> {
         let r = request.into_inner();
+        if r.file_name.len() > MAX_FILE_NAME {
+            return Err(Status::invalid_argument(format!(
+                "file name of {} bytes; at most {MAX_FILE_NAME}",
+                r.file_name.len()
+            )));
+        }
         let file = if r.file_name.is_empty() { "grid.yaml".to_string() } else { r.file_name };
         let submitted = blocking(&self.0, move |s| s.submit(&file, &r.grid_yaml)).await?;
         tracing::info!(sweep = %submitted.sweep_id, jobs = submitted.jobs, created = submitted.created, "submit {}", submitted.name);
@@ -205,11 +237,37 @@ impl<S: JobStore> SweepService for Sweeps<S> {
         let r = request.into_inner();
         let sweep: SweepId = parse(&r.sweep_id)?;
         let filters: Vec<(String, String)> = r.filters.into_iter().map(|f| (f.key, f.value)).collect();
-        let rows = blocking(&self.0, move |s| s.results(sweep, &filters)).await?;
-        let stream = tokio_stream::iter(rows).map(|row| {
-            Ok(pb::ResultRow { json: serde_json::to_string(&row).map_err(|e| Status::internal(e.to_string()))? })
+        // The first page is read before answering, so an unknown sweep or column is the
+        // call's error; later pages stream as the client reads (a page at a time in memory).
+        let first = {
+            let filters = filters.clone();
+            blocking(&self.0, move |s| s.results_page(sweep, &filters, None, RESULTS_PAGE)).await?
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let scheduler = Arc::clone(&self.0);
+        tokio::spawn(async move {
+            let mut page = first;
+            loop {
+                for row in page.rows {
+                    let item = serde_json::to_string(&row)
+                        .map(|json| pb::ResultRow { json })
+                        .map_err(|e| Status::internal(e.to_string()));
+                    if tx.send(item).await.is_err() {
+                        return; // the client went away
+                    }
+                }
+                let Some(after) = page.next else { return };
+                let filters = filters.clone();
+                match blocking(&scheduler, move |s| s.results_page(sweep, &filters, Some(&after), RESULTS_PAGE)).await {
+                    Ok(next) => page = next,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn cancel(&self, request: Request<pb::CancelRequest>) -> Result<Response<pb::CancelResponse>, Status> {
@@ -251,6 +309,7 @@ impl TryFrom<pb::HistogramChunk> for Chunk {
     fn try_from(c: pb::HistogramChunk) -> Result<Self, Status> {
         Ok(Chunk {
             job_id: parse(&c.job_id)?,
+            worker: Some(parse(&c.worker_id)?),
             token: LeaseToken(c.fencing_token),
             sequence: c.sequence,
             key: Measurement {
@@ -277,8 +336,14 @@ impl<S: JobStore> WorkerService for Workers<S> {
             return Err(Error::ProtocolMismatch { got: r.protocol_version, want: PROTOCOL_VERSION }.into());
         }
         let name = r.name.clone();
-        let id = blocking(&self.0, move |s| s.register(&r.name, r.threads, &r.device)).await?;
-        tracing::info!(worker = %id, "worker {name} registered");
+        let previous = optional_id::<WorkerId>(&r.previous_worker_id)?;
+        let registration = blocking(&self.0, move |s| s.register(&r.name, r.threads, &r.device, previous)).await?;
+        let id = registration.id;
+        if registration.reused {
+            tracing::info!(worker = %id, "worker {name} registered again (reconnected)");
+        } else {
+            tracing::info!(worker = %id, "worker {name} registered");
+        }
         let timing = self.0.timing();
         Ok(Response::new(pb::RegisterResponse {
             worker_id: id.to_string(),
@@ -313,9 +378,8 @@ impl<S: JobStore> WorkerService for Workers<S> {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let r = request.into_inner();
         let (worker, job): (WorkerId, JobId) = (parse(&r.worker_id)?, parse(&r.job_id)?);
-        let (cancelled, deadline_ms) =
-            blocking(&self.0, move |s| s.heartbeat(worker, job, LeaseToken(r.fencing_token), r.epoch)).await?;
-        Ok(Response::new(pb::HeartbeatResponse { cancelled, deadline_ms }))
+        let beat = blocking(&self.0, move |s| s.heartbeat(worker, job, LeaseToken(r.fencing_token), r.epoch)).await?;
+        Ok(Response::new(pb::HeartbeatResponse { cancelled: beat.cancelled, deadline_ms: beat.deadline_ms }))
     }
 
     async fn upload_histograms(
@@ -356,9 +420,10 @@ impl<S: JobStore> WorkerService for Workers<S> {
 
     async fn fail(&self, request: Request<pb::FailRequest>) -> Result<Response<pb::FailResponse>, Status> {
         let r = request.into_inner();
-        let job: JobId = parse(&r.job_id)?;
-        tracing::warn!(job = %job, release = r.release, "job ended without results: {}", r.reason);
-        blocking(&self.0, move |s| s.fail(job, LeaseToken(r.fencing_token), &r.reason, r.release)).await?;
+        let (worker, job): (WorkerId, JobId) = (parse(&r.worker_id)?, parse(&r.job_id)?);
+        let shown: String = r.reason.chars().take(200).collect();
+        tracing::warn!(job = %job, release = r.release, "job ended without results: {shown}");
+        blocking(&self.0, move |s| s.fail(worker, job, LeaseToken(r.fencing_token), &r.reason, r.release)).await?;
         Ok(Response::new(pb::FailResponse {}))
     }
 }

@@ -37,11 +37,14 @@ struct Harness {
 
 async fn start() -> Harness {
     let clock = ManualClock::new(1_000_000);
-    let scheduler = Arc::new(Scheduler::new(
-        MemoryStore::new(),
-        Arc::new(clock.clone()),
-        Timing { lease_ttl_ms: TTL, heartbeat_interval_ms: 1_000 },
-    ));
+    let scheduler = Arc::new(
+        Scheduler::open(
+            MemoryStore::new(),
+            Arc::new(clock.clone()),
+            Timing { lease_ttl_ms: TTL, heartbeat_interval_ms: 1_000, worker_timeout_ms: 100 * TTL },
+        )
+        .unwrap(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -61,6 +64,7 @@ impl Harness {
                 name: name.into(),
                 threads: 1,
                 device: "cpu".into(),
+                previous_worker_id: String::new(),
             })
             .await
             .unwrap()
@@ -108,6 +112,7 @@ async fn registration_checks_the_protocol_version() {
             name: "old".into(),
             threads: 1,
             device: "cpu".into(),
+            previous_worker_id: String::new(),
         })
         .await
         .unwrap_err();
@@ -129,15 +134,26 @@ async fn two_workers_never_share_a_job_and_expiry_requeues() {
     assert_eq!(spec["dataset"], "mnist");
 
     // a keeps heartbeating; b goes silent past the TTL.
+    let (mut c, wc) = h.worker("c").await;
     h.clock.advance(TTL - 1);
     heartbeat(&mut a, &wa, &la).await.unwrap();
     h.clock.advance(1);
-    let lc = lease(&mut a, &wa).await.unwrap();
+    let lc = lease(&mut c, &wc).await.unwrap();
     assert_ne!(lc.job_id, lb.job_id, "b's lease is still valid at its deadline");
     h.clock.advance(TTL / 2);
     heartbeat(&mut a, &wa, &la).await.unwrap();
-    heartbeat(&mut a, &wa, &lc).await.unwrap();
-    let again = lease(&mut a, &wa).await.unwrap();
+    heartbeat(&mut c, &wc, &lc).await.unwrap();
+    // Expiry runs on the server's own timer (every heartbeat interval / 2 of real time).
+    let (mut d, wd) = h.worker("d").await;
+    let again = async {
+        loop {
+            if let Some(l) = lease(&mut d, &wd).await {
+                return l;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    let again = tokio::time::timeout(std::time::Duration::from_secs(10), again).await.expect("b's lease expires");
     assert_eq!((again.job_id.as_str(), again.attempt), (lb.job_id.as_str(), 2), "b's job came back with attempt 2");
 
     // b's old token is refused everywhere.
@@ -157,6 +173,7 @@ async fn two_workers_never_share_a_job_and_expiry_requeues() {
     assert_eq!(err.code(), Code::FailedPrecondition);
     let chunk = pb::HistogramChunk {
         job_id: lb.job_id.clone(),
+        worker_id: wb.clone(),
         fencing_token: lb.fencing_token,
         epoch: 0,
         split: "test".into(),
@@ -173,7 +190,7 @@ async fn two_workers_never_share_a_job_and_expiry_requeues() {
     let status = h.sweeps.status(pb::StatusRequest { sweep_id: sweep.clone() }).await.unwrap().into_inner();
     let counts = status.sweeps[0].counts.unwrap();
     assert_eq!((counts.running, counts.pending), (3, 0));
-    assert_eq!(status.workers.len(), 2);
+    assert_eq!(status.workers.len(), 4);
 }
 
 #[tokio::test]
@@ -217,7 +234,8 @@ async fn cancel_reaches_the_worker_at_its_heartbeat_and_retry_requeues_failures(
     let cancelled = h.sweeps.cancel(pb::CancelRequest { sweep_id: sweep.clone() }).await.unwrap().into_inner();
     assert_eq!(cancelled.cancelled, 3);
     assert!(heartbeat(&mut a, &wa, &running).await.unwrap().cancelled);
-    assert!(lease(&mut a, &wa).await.is_none());
+    let (mut other, wo) = h.worker("other").await;
+    assert!(lease(&mut other, &wo).await.is_none(), "a cancelled sweep hands out nothing");
 
     let err = h.sweeps.status(pb::StatusRequest { sweep_id: "not-a-uuid".into() }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);

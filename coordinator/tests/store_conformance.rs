@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use ibsweep_coordinator::clock::ManualClock;
 use ibsweep_coordinator::error::Error;
-use ibsweep_coordinator::ids::LeaseToken;
-use ibsweep_coordinator::records::JobState;
+use ibsweep_coordinator::ids::{LeaseToken, WorkerId};
+use ibsweep_coordinator::lifecycle::JobState;
 use ibsweep_coordinator::scheduler::{Chunk, Grant, Scheduler, Timing};
 use ibsweep_coordinator::store::{JobStore, MemoryStore, SledStore, Tree};
 use ibsweep_shared::job::Split;
@@ -22,13 +22,25 @@ parameters:
   kernel: {value: 3}
   epochs: {value: 1}
 measure: {epochs: every, splits: [test], bin_sizes: [0.67]}
+train: {train_size: 20, test_size: 20, batch_size: 10}
 limits: {max_attempts: 2}
 ";
 
+/// Samples in the test split of GRID's jobs.
+const N: u32 = 20;
+
 const TTL: u64 = 1_000;
 
+fn timing() -> Timing {
+    Timing { lease_ttl_ms: TTL, heartbeat_interval_ms: 100, worker_timeout_ms: 10 * TTL }
+}
+
 fn scheduler<S: JobStore>(store: S, clock: &ManualClock) -> Scheduler<S> {
-    Scheduler::new(store, Arc::new(clock.clone()), Timing { lease_ttl_ms: TTL, heartbeat_interval_ms: 100 })
+    Scheduler::open(store, Arc::new(clock.clone()), timing()).unwrap()
+}
+
+fn register<S: JobStore>(s: &Scheduler<S>, name: &str) -> WorkerId {
+    s.register(name, 1, "cpu", None).unwrap().id
 }
 
 /// Every histogram a tiny job (depth 1, epochs 0..=1, test split) must deliver: 2 epochs x
@@ -40,11 +52,14 @@ fn chunks(grant: &Grant, pieces: u32) -> Vec<Chunk> {
         for (layer, name) in [(1, "conv1"), (2, "softmax")] {
             for piece in 0..pieces {
                 let mut h = LayerHistogram::new(10);
-                let hashes: Vec<u128> = (0..10).map(|i| u128::from(piece * 100 + i + epoch * 7 + layer)).collect();
-                let labels: Vec<u32> = (0..10).map(|i| i % 10).collect();
+                let per_piece = N / pieces;
+                let hashes: Vec<u128> =
+                    (0..per_piece).map(|i| u128::from(piece * 100 + i + epoch * 7 + layer)).collect();
+                let labels: Vec<u32> = (0..per_piece).map(|i| i % 10).collect();
                 h.add(&hashes, &labels).unwrap();
                 out.push(Chunk {
                     job_id: grant.job_id,
+                    worker: None,
                     token: grant.token,
                     sequence,
                     key: Measurement {
@@ -67,7 +82,7 @@ fn chunks(grant: &Grant, pieces: u32) -> Vec<Chunk> {
     out
 }
 
-fn finish<S: JobStore>(s: &Scheduler<S>, worker: ibsweep_coordinator::ids::WorkerId, grant: &Grant) -> u64 {
+fn finish<S: JobStore>(s: &Scheduler<S>, worker: WorkerId, grant: &Grant) -> u64 {
     let chunks = chunks(grant, 2);
     for c in &chunks {
         assert!(s.ingest(c).unwrap());
@@ -131,12 +146,16 @@ macro_rules! conformance {
                 let clock = ManualClock::new(1_000_000);
                 let s = scheduler($make, &clock);
                 let sweep = s.submit("tiny.yaml", GRID).unwrap().sweep_id;
-                let (a, b) = (s.register("a", 1, "cpu").unwrap(), s.register("b", 1, "cpu").unwrap());
+                let workers: Vec<WorkerId> = (0..5).map(|i| register(&s, &format!("w{i}"))).collect();
+                let a = workers[0];
                 let mut grants = Vec::new();
-                for i in 0..4 {
-                    grants.push(s.lease(if i % 2 == 0 { a } else { b }).unwrap().expect("a job is pending"));
+                for w in &workers[..4] {
+                    grants.push(s.lease(*w).unwrap().expect("a job is pending"));
                 }
-                assert!(s.lease(a).unwrap().is_none());
+                assert!(s.lease(workers[4]).unwrap().is_none());
+                // A worker asking again while it holds a lease lost the answer: same lease.
+                let again = s.lease(a).unwrap().unwrap();
+                assert_eq!((again.job_id, again.token), (grants[0].job_id, grants[0].token));
                 let mut ids: Vec<_> = grants.iter().map(|g| g.job_id).collect();
                 ids.sort();
                 ids.dedup();
@@ -177,11 +196,12 @@ macro_rules! conformance {
                 assert!(s.results(sweep, &[("colour".into(), "red".into())]).is_err());
                 // After completion the token is stale.
                 assert!(matches!(s.heartbeat(a, grants[0].job_id, grants[0].token, 1), Err(Error::StaleLease { .. })));
-                for g in &grants[1..] {
-                    finish(&s, b, g);
+                for (w, g) in workers[1..].iter().zip(&grants[1..]) {
+                    finish(&s, *w, g);
                 }
                 let status = &s.status(Some(sweep)).unwrap()[0];
-                assert_eq!((status.record.done, status.pending, status.record.running), (4, 0, 0));
+                let c = status.record.counts;
+                assert_eq!((c.done, c.pending(), c.running), (4, 0, 0));
                 assert_eq!(s.profiles(sweep).unwrap().len(), 16);
             }
 
@@ -190,7 +210,7 @@ macro_rules! conformance {
                 let clock = ManualClock::new(1_000_000);
                 let s = scheduler($make, &clock);
                 let sweep = s.submit("tiny.yaml", GRID).unwrap().sweep_id;
-                let w = s.register("w", 1, "cpu").unwrap();
+                let w = register(&s, "w");
                 let first = s.lease(w).unwrap().unwrap();
                 s.ingest(&chunks(&first, 1)[0]).unwrap();
                 clock.advance(TTL / 2);
@@ -198,32 +218,34 @@ macro_rules! conformance {
                 clock.advance(TTL / 2 + 1);
                 assert_eq!(s.expire_leases().unwrap(), 0, "the heartbeat extended the lease");
                 clock.advance(TTL);
+                assert_eq!(s.expire_leases().unwrap(), 1);
                 let second = s.lease(w).unwrap().unwrap();
                 assert_eq!((second.job_id, second.attempt), (first.job_id, 2), "the expired job comes back first");
                 assert!(second.token > first.token);
                 // The first attempt's histograms were discarded, its token is stale.
-                assert!(s.store().scan(Tree::Seen, &[]).unwrap().is_empty());
+                assert!(s.store().scan(Tree::Staged, &[]).unwrap().is_empty());
+                assert!(s.store().scan(Tree::Pieces, &[]).unwrap().is_empty());
                 assert!(matches!(s.heartbeat(w, first.job_id, first.token, 0), Err(Error::StaleLease { .. })));
                 assert!(matches!(s.complete(w, first.job_id, first.token, ("", ""), 0), Err(Error::StaleLease { .. })));
                 clock.advance(TTL + 1);
                 assert_eq!(s.expire_leases().unwrap(), 1);
                 let job = s.job(first.job_id).unwrap();
-                assert_eq!(job.state, JobState::Failed);
+                assert!(matches!(job.state, JobState::Failed { .. }));
                 assert_eq!(job.history.len(), 2);
                 assert!(job.history[0].contains("lease expired"), "{:?}", job.history);
                 let status = &s.status(Some(sweep)).unwrap()[0];
-                assert_eq!((status.record.failed, status.failures.len()), (1, 1));
+                assert_eq!((status.record.counts.failed, status.failures.len()), (1, 1));
                 // retry --failed puts it back with fresh attempts.
                 assert_eq!(s.retry_failed(sweep).unwrap(), 1);
                 let third = s.lease(w).unwrap().unwrap();
                 assert_eq!((third.job_id, third.attempt), (first.job_id, 3));
                 // A released job does not use up an attempt.
-                s.fail(third.job_id, third.token, "worker shutting down", true).unwrap();
+                s.fail(w, third.job_id, third.token, "worker shutting down", true).unwrap();
                 let job = s.job(first.job_id).unwrap();
-                assert_eq!((job.state, job.failures), (JobState::Pending, 0));
+                assert_eq!(job.state, JobState::Pending { failures: 0 });
                 // An explicit failure with a reason.
                 let fourth = s.lease(w).unwrap().unwrap();
-                s.fail(fourth.job_id, fourth.token, "training diverged at epoch 1, layer conv1", false).unwrap();
+                s.fail(w, fourth.job_id, fourth.token, "training diverged at epoch 1, layer conv1", false).unwrap();
                 assert!(s.job(first.job_id).unwrap().history.last().unwrap().contains("diverged"));
             }
 
@@ -232,15 +254,16 @@ macro_rules! conformance {
                 let clock = ManualClock::new(1_000_000);
                 let s = scheduler($make, &clock);
                 let sweep = s.submit("tiny.yaml", GRID).unwrap().sweep_id;
-                let w = s.register("w", 1, "cpu").unwrap();
+                let w = register(&s, "w");
                 let running = s.lease(w).unwrap().unwrap();
                 assert_eq!(s.cancel(sweep).unwrap(), 4);
-                assert!(s.lease(w).unwrap().is_none(), "a cancelled sweep hands out nothing");
-                let (cancelled, _) = s.heartbeat(w, running.job_id, running.token, 1).unwrap();
-                assert!(cancelled);
-                s.fail(running.job_id, running.token, "cancelled", false).unwrap();
+                let other = register(&s, "other");
+                assert!(s.lease(other).unwrap().is_none(), "a cancelled sweep hands out nothing");
+                assert!(s.heartbeat(w, running.job_id, running.token, 1).unwrap().cancelled);
+                s.fail(w, running.job_id, running.token, "cancelled", false).unwrap();
                 let status = &s.status(Some(sweep)).unwrap()[0];
-                assert_eq!((status.record.cancelled_jobs, status.pending, status.record.running), (4, 0, 0));
+                let c = status.record.counts;
+                assert_eq!((c.cancelled, c.pending(), c.running), (4, 0, 0));
                 assert!(s.retry_failed(sweep).is_err());
             }
         }
@@ -264,7 +287,7 @@ fn sled_keeps_everything_across_reopen_and_checks_its_format() {
     let (sweep, done, leased) = {
         let s = scheduler(SledStore::open(&path).unwrap(), &clock);
         let sweep = s.submit("tiny.yaml", GRID).unwrap().sweep_id;
-        let w = s.register("w", 1, "cpu").unwrap();
+        let w = register(&s, "w");
         let done = s.lease(w).unwrap().unwrap();
         finish(&s, w, &done);
         let leased = s.lease(w).unwrap().unwrap();
@@ -273,12 +296,12 @@ fn sled_keeps_everything_across_reopen_and_checks_its_format() {
     let s = scheduler(SledStore::open(&path).unwrap(), &clock);
     assert!(!s.submit("tiny.yaml", GRID).unwrap().created);
     assert_eq!(s.results(sweep, &[]).unwrap().len(), 4);
-    assert_eq!(s.job(done.job_id).unwrap().state, JobState::Done);
+    assert!(matches!(s.job(done.job_id).unwrap().state, JobState::Done { .. }));
     // The lease survived: its worker can go on.
     let w = s.workers().unwrap()[0].id;
     s.heartbeat(w, leased.job_id, leased.token, 1).unwrap();
-    let status = &s.status(Some(sweep)).unwrap()[0];
-    assert_eq!((status.record.done, status.record.running, status.pending), (1, 1, 2));
+    let c = s.status(Some(sweep)).unwrap()[0].record.counts;
+    assert_eq!((c.done, c.running, c.pending()), (1, 1, 2));
     drop(s);
     // Another format version is refused with a clear error.
     {

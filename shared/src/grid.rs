@@ -32,6 +32,17 @@ pub const PARAMETERS: &[&str] = &[
     "sampling",
 ];
 
+/// Largest grid file accepted, in bytes.
+pub const MAX_GRID_BYTES: usize = 1 << 20;
+/// Most `include` entries, and most `exclude` entries.
+pub const MAX_INCLUDES: usize = 10_000;
+pub const MAX_EXCLUDES: usize = 1_000;
+/// The coordinator's default `--max-points`.
+pub const DEFAULT_MAX_POINTS: u64 = 1_000_000;
+
+/// Keys of the `train` section, as validation messages start with them.
+const TRAIN_KEYS: &[&str] = &["epochs", "train_size", "test_size", "batch_size", "lr", "activation", "sampling"];
+
 /// Parameters whose validity depends on each other; their product is checked jointly.
 const JOINT: &[&str] = &["width", "depth", "kernel", "pooling", "fc", "epochs", "train_size", "sampling"];
 
@@ -91,10 +102,8 @@ struct RawGrid {
     include: Vec<Spanned<BTreeMap<String, Value>>>,
     #[serde(default)]
     exclude: Vec<Spanned<BTreeMap<String, Value>>>,
-    #[serde(default)]
-    measure: MeasureSpec,
-    #[serde(default)]
-    train: TrainSection,
+    measure: Option<Spanned<MeasureSpec>>,
+    train: Option<Spanned<TrainSection>>,
     #[serde(default)]
     limits: Limits,
 }
@@ -127,8 +136,24 @@ pub struct Grid {
 }
 
 impl Grid {
-    /// Parses and validates `text` (the contents of `file`); nothing is expanded.
+    /// Parses and validates `text` (the contents of `file`) with the default point limit;
+    /// nothing is expanded.
     pub fn parse(file: &str, text: &str) -> Result<Grid, GridError> {
+        Grid::parse_limited(file, text, DEFAULT_MAX_POINTS)
+    }
+
+    /// [`Grid::parse`] refusing grids of more than `max_points` jobs. Every limit is checked
+    /// before anything is allocated in proportion to it.
+    pub fn parse_limited(file: &str, text: &str, max_points: u64) -> Result<Grid, GridError> {
+        if text.len() > MAX_GRID_BYTES {
+            return Err(GridError {
+                file: file.into(),
+                line: 1,
+                column: 1,
+                key: "grid".into(),
+                message: format!("the file is {} bytes; grid files are at most {MAX_GRID_BYTES}", text.len()),
+            });
+        }
         let raw: RawGrid = serde_saphyr::from_str(text).map_err(|e| {
             let message = e.to_string();
             let (line, column) = locate(&message);
@@ -171,16 +196,52 @@ impl Grid {
                     ));
                 }
             };
+            let mut seen = HashSet::with_capacity(values.len());
+            if let Some(dup) = values.iter().find(|v| !seen.insert(value_key(v))) {
+                return Err(err(
+                    line,
+                    column,
+                    &name,
+                    format!("value {dup} is listed twice: two jobs would be identical"),
+                ));
+            }
             params.push(Param { key: key.value, values, line, column });
         }
         let product = params.iter().try_fold(1u64, |acc, p| acc.checked_mul(p.values.len() as u64));
-        let Some(product) = product else {
-            return Err(err(
+        let too_many = |points: String| {
+            err(
                 raw.parameters.referenced.line(),
-                1,
+                raw.parameters.referenced.column(),
                 "parameters",
-                "the product has more than 2^64 points".into(),
+                format!(
+                    "the grid has {points} points, more than the {max_points} this coordinator accepts (--max-points)"
+                ),
+            )
+        };
+        let Some(product) = product else {
+            return Err(too_many("more than 2^64".into()));
+        };
+        if product > max_points {
+            return Err(too_many(product.to_string()));
+        }
+        if raw.include.len() > MAX_INCLUDES || raw.exclude.len() > MAX_EXCLUDES {
+            return Err(err(
+                1,
+                1,
+                if raw.include.len() > MAX_INCLUDES { "include" } else { "exclude" },
+                format!("at most {MAX_INCLUDES} include and {MAX_EXCLUDES} exclude entries are accepted"),
             ));
+        }
+        let (measure, measure_line, measure_column) = match raw.measure {
+            Some(m) => (m.value, m.referenced.line(), m.referenced.column()),
+            None => (MeasureSpec::default(), 1, 1),
+        };
+        if let Err(message) = measure.check_distinct() {
+            return Err(err(measure_line, measure_column, "measure", message));
+        }
+        let (train, train_line, train_column) = match raw.train {
+            Some(t) => (t.value, t.referenced.line(), t.referenced.column()),
+            None => (TrainSection::default(), 1, 1),
         };
         let mut grid = Grid {
             name: raw.name.value,
@@ -188,8 +249,8 @@ impl Grid {
             params,
             include: Vec::new(),
             exclude: Vec::new(),
-            train: raw.train,
-            measure: raw.measure,
+            train,
+            measure,
             limits: raw.limits,
             product,
             excluded: 0,
@@ -212,8 +273,28 @@ impl Grid {
         // Every value of every parameter once, with the others at their first value: type
         // errors point at the parameter's own line.
         let first: Vec<usize> = vec![0; grid.params.len()];
+        // The first point alone: an error here is about a fixed value, so it names the key
+        // the message is about rather than whichever parameter happens to come first.
+        if let Err(message) = grid.spec_at(&first).and_then(|s| s.validate().map_err(|e| e.0))
+            && !message.contains("smaller than its kernel")
+        {
+            let starts =
+                |key: &str| message.strip_prefix(key).is_some_and(|rest| rest.starts_with([' ', '[', '.', ':']));
+            // A type error quotes the offending text: `invalid type: string "two", ...`.
+            let quoted = |p: &&Param| p.values[0].is_string() && message.contains(&p.values[0].to_string());
+            let located = if let Some(param) = grid.params.iter().find(|p| starts(&p.key) || quoted(p)) {
+                err(param.line, param.column, &format!("parameters.{}", param.key), message.clone())
+            } else if let Some(key) = TRAIN_KEYS.iter().find(|k| starts(k)) {
+                err(train_line, train_column, &format!("train.{key}"), message.clone())
+            } else if message.starts_with("measure.") || message.contains("histograms") {
+                err(measure_line, measure_column, "measure", message.clone())
+            } else {
+                err(raw.parameters.referenced.line(), raw.parameters.referenced.column(), "parameters", message.clone())
+            };
+            return Err(located);
+        }
         for (p, param) in grid.params.iter().enumerate() {
-            for v in 0..param.values.len() {
+            for v in 1..param.values.len() {
                 let mut digits = first.clone();
                 digits[p] = v;
                 if let Err(message) = grid.spec_at(&digits).and_then(|s| s.validate().map_err(|e| e.0)) {
@@ -230,6 +311,7 @@ impl Grid {
             }
         }
         grid.validate_joint(file)?;
+        let mut included: HashMap<String, usize> = HashMap::new();
         for (i, entry) in raw.include.iter().enumerate() {
             let key = format!("include[{i}]");
             let located = |message: String| err(entry.referenced.line(), entry.referenced.column(), &key, message);
@@ -242,10 +324,18 @@ impl Grid {
             grid.include.push(entry.value.clone());
             let spec = grid.point(product + i as u64).expect("include index").map_err(&located)?;
             spec.validate().map_err(|e| located(e.0))?;
+            let canonical = canonical_job(&spec);
+            if let Some(j) = included.get(&canonical) {
+                return Err(located(format!("the same job as include[{j}]")));
+            }
+            if let Some(index) = grid.product_index_of(&spec) {
+                return Err(located(format!(
+                    "the same job as product point {index} of `parameters`; drop it or `exclude` that point"
+                )));
+            }
+            included.insert(canonical, i);
         }
-        if !grid.exclude.is_empty() {
-            grid.excluded = (0..product).filter(|&i| grid.is_excluded(&grid.digits(i))).count() as u64;
-        }
+        grid.excluded = grid.count_excluded();
         if grid.job_count() == 0 {
             return Err(err(1, 1, "parameters", "the grid has no points (everything is excluded)".into()));
         }
@@ -321,6 +411,44 @@ impl Grid {
         digits
     }
 
+    /// The product index whose job equals `spec`, if any (and not excluded).
+    fn product_index_of(&self, spec: &JobSpec) -> Option<u64> {
+        let value = serde_json::to_value(spec).ok()?;
+        let mut digits = Vec::with_capacity(self.params.len());
+        for p in &self.params {
+            let want = value.get(&p.key)?;
+            digits.push(p.values.iter().position(|v| values_equal(v, want) || value_key(v) == value_key(want))?);
+        }
+        if self.is_excluded(&digits) {
+            return None;
+        }
+        let index = digits.iter().zip(&self.params).fold(0u64, |acc, (&d, p)| acc * p.values.len() as u64 + d as u64);
+        let point = self.spec_at(&digits).ok()?;
+        (canonical_job(&point) == canonical_job(spec)).then_some(index)
+    }
+
+    /// How many product points the `exclude` entries remove, without walking the product.
+    /// Each entry is a box (some parameters fixed to one value, the rest free); the union of
+    /// boxes is counted by splitting on one parameter at a time.
+    fn count_excluded(&self) -> u64 {
+        let boxes: Vec<Vec<Option<usize>>> = self
+            .exclude
+            .iter()
+            .filter_map(|entry| {
+                let mut fixed = vec![None; self.params.len()];
+                for (k, v) in entry {
+                    // A key that no parameter has, or a value not in the list, matches nothing.
+                    let p = self.params.iter().position(|p| &p.key == k)?;
+                    fixed[p] = Some(self.params[p].values.iter().position(|x| values_equal(x, v))?);
+                }
+                Some(fixed)
+            })
+            .collect();
+        let sizes: Vec<u64> = self.params.iter().map(|p| p.values.len() as u64).collect();
+        let refs: Vec<&[Option<usize>]> = boxes.iter().map(Vec::as_slice).collect();
+        union_size(&refs, &sizes, 0)
+    }
+
     fn is_excluded(&self, digits: &[usize]) -> bool {
         self.exclude.iter().any(|entry| {
             entry.iter().all(|(k, v)| {
@@ -367,9 +495,46 @@ impl Grid {
         Some(serde_json::from_value(Value::Object(map)).map_err(|e| e.to_string()))
     }
 
+    /// Whether the sweep keeps raw histograms (`measure.keep_histograms`).
+    pub fn keep_histograms(&self) -> bool {
+        self.measure.keep_histograms
+    }
+
     /// A stable text of everything that defines the sweep: its UUIDv5 is the sweep ID.
     pub fn canonical(&self) -> String {
         serde_json::to_string(self).expect("grid serializes")
+    }
+}
+
+/// Points of the product covered by at least one box, over parameters `p..`.
+fn union_size(boxes: &[&[Option<usize>]], sizes: &[u64], p: usize) -> u64 {
+    let rest: u64 = sizes[p..].iter().product();
+    if boxes.is_empty() {
+        return 0;
+    }
+    if boxes.iter().any(|b| b[p..].iter().all(Option::is_none)) {
+        return rest;
+    }
+    if let [single] = boxes {
+        return single[p..].iter().zip(&sizes[p..]).map(|(d, &n)| if d.is_some() { 1 } else { n }).product();
+    }
+    let free: Vec<&[Option<usize>]> = boxes.iter().copied().filter(|b| b[p].is_none()).collect();
+    let mut fixed: Vec<usize> = boxes.iter().filter_map(|b| b[p]).collect();
+    fixed.sort_unstable();
+    fixed.dedup();
+    let mut total = (sizes[p] - fixed.len() as u64) * union_size(&free, sizes, p + 1);
+    for d in fixed {
+        let matching: Vec<&[Option<usize>]> = boxes.iter().copied().filter(|b| b[p].is_none_or(|x| x == d)).collect();
+        total += union_size(&matching, sizes, p + 1);
+    }
+    total
+}
+
+/// A hashable identity of a value, equal for values [`values_equal`] calls equal.
+fn value_key(v: &Value) -> String {
+    match v.as_f64() {
+        Some(x) => format!("n:{}", if x == 0.0 { 0.0f64 } else { x }.to_bits()),
+        None => format!("j:{v}"),
     }
 }
 

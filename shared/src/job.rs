@@ -98,6 +98,29 @@ pub enum EpochSchedule {
 }
 
 impl EpochSchedule {
+    /// Whether `epoch` is measured in a run of `epochs` epochs (no list is built).
+    pub fn contains(&self, epoch: u32, epochs: u32) -> bool {
+        if epoch > epochs {
+            return false;
+        }
+        match self {
+            EpochSchedule::Every => true,
+            EpochSchedule::Paper => epoch >= 1 && paper_measures(epoch - 1),
+            EpochSchedule::List(list) => list.contains(&epoch),
+            EpochSchedule::Log(_) => self.epochs(epochs).binary_search(&epoch).is_ok(),
+        }
+    }
+
+    /// How many epochs are measured in a run of `epochs` epochs, without building a list
+    /// longer than the schedule itself.
+    pub fn count(&self, epochs: u32) -> u32 {
+        match self {
+            EpochSchedule::Every => epochs.saturating_add(1),
+            EpochSchedule::Paper => (0..epochs).filter(|&k| paper_measures(k)).count() as u32,
+            EpochSchedule::List(_) | EpochSchedule::Log(_) => self.epochs(epochs).len() as u32,
+        }
+    }
+
     /// The measured epochs for a run of `epochs` epochs, sorted and distinct. Epoch 0 is
     /// the untrained network.
     pub fn epochs(&self, epochs: u32) -> Vec<u32> {
@@ -117,26 +140,25 @@ impl EpochSchedule {
                 }
                 v
             }
-            EpochSchedule::Paper => {
-                // The reference code measures its epoch k (0-based, after training k+1 epochs)
-                // when k < 10 and k % 2 == 0, k < 50 and k % 5 == 0, k < 200 and k % 50 == 0,
-                // or k % 500 == 0. Ours is epoch k + 1: 36 points for 10,000, as in the design.
-                let mut v = Vec::new();
-                v.extend(
-                    (0..epochs)
-                        .filter(|&k| {
-                            (k < 10 && k % 2 == 0) || (k < 50 && k % 5 == 0) || (k < 200 && k % 50 == 0) || k % 500 == 0
-                        })
-                        .map(|k| k + 1),
-                );
-                v
-            }
+            EpochSchedule::Paper => (0..epochs).filter(|&k| paper_measures(k)).map(|k| k + 1).collect(),
             EpochSchedule::List(list) => list.clone(),
         };
         out.retain(|&e| e <= epochs);
         out.sort_unstable();
         out.dedup();
         out
+    }
+}
+
+/// The reference code's `do_report` (its main.py): whether it measures its 0-based epoch `k`,
+/// i.e. after training `k + 1` epochs. Note the `(k + 1) % m` from epoch 10 on: it measures
+/// the *end* of every 5th, 50th and 500th epoch, not its start.
+fn paper_measures(k: u32) -> bool {
+    match k {
+        0..10 => k.is_multiple_of(2),
+        10..50 => (k + 1).is_multiple_of(5),
+        50..200 => (k + 1).is_multiple_of(50),
+        _ => (k + 1).is_multiple_of(500),
     }
 }
 
@@ -161,9 +183,10 @@ impl std::str::FromStr for EpochSchedule {
             "every" => Ok(EpochSchedule::Every),
             "paper" => Ok(EpochSchedule::Paper),
             other => match other.strip_prefix("log:").map(str::parse::<u32>) {
-                Some(Ok(n)) if n >= 2 => Ok(EpochSchedule::Log(n)),
+                Some(Ok(n)) if (2..=bounds::MEASURED_EPOCHS).contains(&n) => Ok(EpochSchedule::Log(n)),
                 _ => Err(format!(
-                    "measure.epochs must be `every`, `paper`, `log:N` with N >= 2, or a list of epochs; got `{other}`"
+                    "measure.epochs must be `every`, `paper`, `log:N` with 2 <= N <= {}, or a list of epochs; got `{other}`",
+                    bounds::MEASURED_EPOCHS
                 )),
             },
         }
@@ -191,6 +214,11 @@ impl<'de> Deserialize<'de> for EpochSchedule {
             serde::de::Error::custom("measure.epochs must be `every`, `paper`, `log:N`, or a list of epochs")
         })? {
             Raw::Name(s) => s.parse().map_err(serde::de::Error::custom),
+            Raw::List(list) if list.len() > bounds::MEASURED_EPOCHS as usize => Err(serde::de::Error::custom(format!(
+                "measure.epochs lists {} epochs; at most {} are accepted",
+                list.len(),
+                bounds::MEASURED_EPOCHS
+            ))),
             Raw::List(list) => Ok(EpochSchedule::List(list)),
         }
     }
@@ -205,6 +233,37 @@ pub struct MeasureSpec {
     pub bin_sizes: Vec<BinSize>,
     /// Keep the raw hashed histograms after finalization (they are large).
     pub keep_histograms: bool,
+}
+
+impl MeasureSpec {
+    /// Duplicate splits or bin sizes would make two histograms share one key: refused.
+    pub fn check_distinct(&self) -> Result<(), String> {
+        for (i, split) in self.splits.iter().enumerate() {
+            if self.splits[..i].contains(split) {
+                return Err(format!("measure.splits lists `{}` twice", split.as_str()));
+            }
+        }
+        if self.bin_sizes.len() > bounds::BIN_SIZES {
+            return Err(format!(
+                "measure.bin_sizes has {} sizes; at most {} are accepted",
+                self.bin_sizes.len(),
+                bounds::BIN_SIZES
+            ));
+        }
+        for (i, bin) in self.bin_sizes.iter().enumerate() {
+            if self.bin_sizes[..i].contains(bin) {
+                return Err(format!("measure.bin_sizes lists {} twice", bin.get()));
+            }
+        }
+        if let EpochSchedule::List(list) = &self.epochs {
+            let mut sorted = list.clone();
+            sorted.sort_unstable();
+            if let Some(pair) = sorted.windows(2).find(|w| w[0] == w[1]) {
+                return Err(format!("measure.epochs lists epoch {} twice", pair[0]));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for MeasureSpec {
@@ -265,6 +324,26 @@ fn default_size() -> u32 {
     10_000
 }
 
+/// Upper bounds on every parameter, checked before anything is allocated in proportion to
+/// them. Each is far beyond the paper (width 12, depth 9, kernel 11, fc 1024, 10^4 epochs)
+/// and well below what would exhaust a coordinator or a worker.
+pub mod bounds {
+    pub const WIDTH: u32 = 4096;
+    pub const DEPTH: u32 = 64;
+    /// A kernel wider than the image only sees padding.
+    pub const KERNEL: u32 = super::IMAGE_SIDE;
+    pub const FC_LAYERS: usize = 32;
+    pub const FC_WIDTH: u32 = 65_536;
+    pub const EPOCHS: u32 = 1_000_000;
+    /// Weights of one network (4 bytes each: 400 MB).
+    pub const WEIGHTS: u64 = 100_000_000;
+    /// Histograms one job delivers: measured epochs x splits x layers x bin sizes.
+    pub const HISTOGRAMS: u64 = 1_000_000;
+    pub const BIN_SIZES: usize = 64;
+    /// Entries of an explicit `measure.epochs` list, and N of `log:N`.
+    pub const MEASURED_EPOCHS: u32 = 100_000;
+}
+
 /// Sizes of the data sets' two halves, for validating subset sizes.
 pub const TRAIN_IMAGES: u32 = 60_000;
 pub const TEST_IMAGES: u32 = 10_000;
@@ -289,20 +368,34 @@ impl JobSpec {
     /// Checks every parameter, including the spatial size through the conv stack.
     pub fn validate(&self) -> Result<(), SpecError> {
         let err = |msg: String| Err(SpecError(msg));
-        if self.width == 0 {
-            return err("width must be at least 1".into());
+        if !(1..=bounds::WIDTH).contains(&self.width) {
+            return err(format!("width must be 1..={}, got {}", bounds::WIDTH, self.width));
         }
-        if self.depth == 0 {
-            return err("depth must be at least 1 conv layer".into());
+        if !(1..=bounds::DEPTH).contains(&self.depth) {
+            return err(format!("depth must be 1..={} conv layers, got {}", bounds::DEPTH, self.depth));
         }
-        if self.kernel == 0 || self.kernel.is_multiple_of(2) {
+        if self.kernel == 0 || self.kernel.is_multiple_of(2) || self.kernel > bounds::KERNEL {
             return err(format!(
-                "kernel must be odd and at least 1 (same padding is symmetric only then), got {}",
+                "kernel must be odd and 1..={} (same padding is symmetric only then), got {}",
+                bounds::KERNEL,
                 self.kernel
             ));
         }
+        if self.fc.len() > bounds::FC_LAYERS {
+            return err(format!("fc has {} layers; at most {} are accepted", self.fc.len(), bounds::FC_LAYERS));
+        }
         if let Some(i) = self.fc.iter().position(|&w| w == 0) {
             return err(format!("fc[{i}] is 0; fully connected widths must be at least 1"));
+        }
+        if let Some(i) = self.fc.iter().position(|&w| w > bounds::FC_WIDTH) {
+            return err(format!(
+                "fc[{i}] is {}; fully connected widths must be at most {}",
+                self.fc[i],
+                bounds::FC_WIDTH
+            ));
+        }
+        if self.epochs > bounds::EPOCHS {
+            return err(format!("epochs must be at most {}, got {}", bounds::EPOCHS, self.epochs));
         }
         if self.batch_size == 0 {
             return err("batch_size must be at least 1".into());
@@ -328,6 +421,13 @@ impl JobSpec {
         if self.measure.bin_sizes.is_empty() {
             return err("measure.bin_sizes must hold at least one bin size".into());
         }
+        self.measure.check_distinct().map_err(SpecError)?;
+        if self.batch_size > self.train_size.max(self.test_size) {
+            return err(format!(
+                "batch_size {} is larger than both subsets ({} train, {} test images)",
+                self.batch_size, self.train_size, self.test_size
+            ));
+        }
         if let EpochSchedule::List(list) = &self.measure.epochs {
             if let Some(e) = list.iter().find(|&&e| e > self.epochs) {
                 return err(format!("measure.epochs lists epoch {e}, beyond epochs = {}", self.epochs));
@@ -336,7 +436,42 @@ impl JobSpec {
                 return err("measure.epochs is an empty list".into());
             }
         }
-        self.layers().map(|_| ())
+        let layers = self.layers()?;
+        let weights = self.weights()?;
+        if weights > bounds::WEIGHTS {
+            return err(format!("the network has {weights} weights; at most {} are accepted", bounds::WEIGHTS));
+        }
+        let histograms = u64::from(self.measure.epochs.count(self.epochs))
+            * self.measure.splits.len() as u64
+            * layers.len() as u64
+            * self.measure.bin_sizes.len() as u64;
+        if histograms > bounds::HISTOGRAMS {
+            return err(format!(
+                "the job would deliver {histograms} histograms (measured epochs x splits x layers x bin sizes); at most {} are accepted: measure fewer epochs",
+                bounds::HISTOGRAMS
+            ));
+        }
+        Ok(())
+    }
+
+    /// Number of weights (conv kernels, fc and output matrices), overflow-checked.
+    pub fn weights(&self) -> Result<u64, SpecError> {
+        let too_big = || SpecError("the network's weight count overflows".into());
+        let k2 = u64::from(self.kernel) * u64::from(self.kernel);
+        let w = u64::from(self.width);
+        let mut total = k2 * w; // conv1 has one input channel
+        total = total.checked_add(k2 * w * w * u64::from(self.depth - 1)).ok_or_else(too_big)?;
+        let mut inputs = self.flattened_features()? as u64;
+        for &out in self.fc.iter().chain(std::iter::once(&10)) {
+            total = inputs.checked_mul(u64::from(out)).and_then(|m| total.checked_add(m)).ok_or_else(too_big)?;
+            inputs = u64::from(out);
+        }
+        Ok(total)
+    }
+
+    /// Whether `epoch` is measured, without building the list.
+    pub fn is_measured_epoch(&self, epoch: u32) -> bool {
+        self.measure.epochs.contains(epoch, self.epochs)
     }
 
     /// The measured layers with their output sizes, or the error naming the layer where the
@@ -352,6 +487,15 @@ impl JobSpec {
     }
 
     fn shapes(&self) -> Result<(Vec<LayerInfo>, usize), SpecError> {
+        if self.depth > bounds::DEPTH || self.fc.len() > bounds::FC_LAYERS {
+            return Err(SpecError(format!(
+                "depth {} with {} fc layers is beyond the limits ({} conv, {} fc)",
+                self.depth,
+                self.fc.len(),
+                bounds::DEPTH,
+                bounds::FC_LAYERS
+            )));
+        }
         let mut layers = Vec::new();
         let mut side = IMAGE_SIDE;
         for conv in 1..=self.depth {
@@ -370,13 +514,13 @@ impl JobSpec {
             layers.push(LayerInfo {
                 index: conv,
                 name: format!("conv{conv}"),
-                features: (side * side * self.width) as usize,
+                features: side as usize * side as usize * self.width as usize,
             });
             if self.pooling == Pooling::Max2 && conv % 2 == 0 {
                 side = side.div_ceil(2);
             }
         }
-        let flattened = (side * side * self.width) as usize;
+        let flattened = side as usize * side as usize * self.width as usize;
         for (i, &w) in self.fc.iter().enumerate() {
             layers.push(LayerInfo {
                 index: self.depth + i as u32 + 1,
@@ -476,8 +620,12 @@ mod tests {
     #[test]
     fn schedules() {
         assert_eq!(EpochSchedule::Every.epochs(3), vec![0, 1, 2, 3]);
-        assert_eq!(EpochSchedule::Paper.epochs(10_000).len(), 36);
-        assert_eq!(&EpochSchedule::Paper.epochs(10_000)[..7], &[1, 3, 5, 6, 7, 9, 11]);
+        let mut paper = vec![1, 3, 5, 7, 9, 15, 20, 25, 30, 35, 40, 45, 50, 100, 150, 200];
+        paper.extend((1..=20).map(|k| k * 500));
+        assert_eq!(paper.len(), 36);
+        assert_eq!(EpochSchedule::Paper.epochs(10_000), paper);
+        assert_eq!(EpochSchedule::Paper.epochs(50), &paper[..13]);
+        assert_eq!(EpochSchedule::Paper.epochs(200), &paper[..16]);
         let log = EpochSchedule::Log(36).epochs(10_000);
         assert_eq!((log[0], *log.last().unwrap()), (0, 10_000));
         assert!(log.len() <= 36 && log.len() > 30, "{log:?}");

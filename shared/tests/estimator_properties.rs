@@ -77,7 +77,7 @@ proptest! {
         for b in 0..2 {
             prop_assert_eq!(&whole[b], &chunked[b]);
             prop_assert_eq!(whole[b].to_bytes(), shuffled[b].to_bytes());
-            let (e1, e2) = (whole[b].estimate(), shuffled[b].estimate());
+            let (e1, e2) = (whole[b].estimate().unwrap(), shuffled[b].estimate().unwrap());
             prop_assert!((e1.h_t - e2.h_t).abs() < 1e-12 && (e1.i_yt - e2.i_yt).abs() < 1e-12);
         }
     }
@@ -97,7 +97,7 @@ proptest! {
     #[test]
     fn bounds_and_reference((values, labels) in samples()) {
         for (b, histogram) in accumulate(&values, &labels, 16).iter().enumerate() {
-            let e = histogram.estimate();
+            let e = histogram.estimate().unwrap();
             let tol = 1e-9;
             prop_assert!(e.i_yt >= -tol && e.i_yt <= e.h_t.min(e.h_y) + tol, "{:?}", e);
             prop_assert!(e.h_t <= (e.n as f64).log2() + tol && e.h_t >= -tol);
@@ -106,7 +106,7 @@ proptest! {
             prop_assert!((e.h_t - h_t).abs() < 1e-9 && (e.i_yt - i_yt).abs() < 1e-9 && (e.h_y - h_y).abs() < 1e-9);
             // The stored form (count profile) gives the same numbers.
             let profile = CountProfile::from_histogram(histogram);
-            let back = CountProfile::from_bytes(&profile.to_bytes()).unwrap().estimate();
+            let back = CountProfile::from_bytes(&profile.to_bytes()).unwrap().estimate().unwrap();
             prop_assert!((back.h_t - e.h_t).abs() < 1e-12 && (back.i_yt - e.i_yt).abs() < 1e-12);
             prop_assert_eq!(LayerHistogram::from_bytes(&histogram.to_bytes()).unwrap(), histogram.clone());
         }
@@ -132,7 +132,7 @@ fn all_distinct_and_all_equal() {
     let labels: Vec<u32> = (0..n).map(|i| (i % 10) as u32).collect();
     let mut acc = LayerAccumulator::new(vec![BinSize::new(0.67).unwrap()], 10);
     acc.add_batch(&values, 8, &labels).unwrap();
-    let e = acc.finish()[0].1.estimate();
+    let e = acc.finish()[0].1.estimate().unwrap();
     assert_eq!(e.distinct, n as u64);
     assert!((e.i_xt - 13.287712379549449).abs() < 1e-12);
     assert!((e.i_yt - e.h_y).abs() < 1e-12);
@@ -140,7 +140,7 @@ fn all_distinct_and_all_equal() {
     let same = vec![0.2f32; n * 8];
     let mut acc = LayerAccumulator::new(vec![BinSize::new(0.67).unwrap()], 10);
     acc.add_batch(&same, 8, &labels).unwrap();
-    let e: Estimate = acc.finish()[0].1.estimate();
+    let e: Estimate = acc.finish()[0].1.estimate().unwrap();
     assert_eq!(e.distinct, 1);
     assert!(e.i_xt.abs() < 1e-12 && e.i_yt.abs() < 1e-12);
 }

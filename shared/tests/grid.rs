@@ -113,3 +113,52 @@ fn a_million_points_parse_without_expanding() {
     let last = grid.point(999_999).unwrap().unwrap();
     assert_eq!((last.width, last.seed), (1000, 999));
 }
+
+#[test]
+fn exclude_is_counted_without_walking_the_product() {
+    // 10^4 x 10^4 x 10^3 = 10^11 points: walking them would take hours.
+    let seeds: Vec<String> = (0..10_000).map(|s| s.to_string()).collect();
+    let lrs: Vec<String> = (1..=10_000).map(|i| format!("{}e-6", i)).collect();
+    let batches: Vec<String> = (1..=1000).map(|b| b.to_string()).collect();
+    let text = format!(
+        "name: huge\nparameters:\n  dataset: {{value: mnist}}\n  width: {{value: 2}}\n  depth: {{value: 1}}\n  kernel: {{value: 3}}\n  epochs: {{value: 1}}\n  seed: {{values: [{}]}}\n  lr: {{values: [{}]}}\n  batch_size: {{values: [{}]}}\nexclude:\n  - {{seed: 0}}\n  - {{lr: 1e-6}}\n  - {{seed: 0, batch_size: 5}}\ntrain: {{train_size: 1000, test_size: 1000}}\n",
+        seeds.join(", "),
+        lrs.join(", "),
+        batches.join(", ")
+    );
+    let started = std::time::Instant::now();
+    let grid = Grid::parse_limited("huge.yaml", &text, u64::MAX).unwrap();
+    assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+    // |seed=0 or lr=1e-6| = 10^4*10^3 + 10^4*10^3 - 10^3.
+    assert_eq!(grid.job_count(), 100_000_000_000 - (10_000_000 + 10_000_000 - 1_000));
+    // The default limit refuses it with the count named.
+    let e = Grid::parse("huge.yaml", &text).unwrap_err().to_string();
+    assert!(e.contains("100000000000 points, more than the 1000000"), "{e}");
+}
+
+#[test]
+fn exclude_counts_match_a_walk_of_small_products() {
+    let text = "\
+name: small
+parameters:
+  dataset: {values: [mnist, fashion-mnist]}
+  width: {values: [1, 2, 3]}
+  depth: {values: [1, 2]}
+  kernel: {value: 3}
+  seed: {values: [0, 1, 2, 3]}
+  epochs: {value: 1}
+exclude:
+  - {dataset: mnist, width: 2}
+  - {width: 2, seed: 1}
+  - {depth: 2, seed: 3}
+  - {dataset: fashion-mnist, width: 3, depth: 1, seed: 0}
+  - {width: 7}
+  - {seed: 2}
+include:
+  - {dataset: mnist, width: 5, depth: 1, seed: 0}
+";
+    let grid = Grid::parse("small.yaml", text).unwrap();
+    let walked = (0..grid.index_len()).filter(|&i| grid.point(i).is_some()).count() as u64;
+    assert_eq!(grid.job_count(), walked);
+    assert!(walked < 2 * 3 * 2 * 4 + 1);
+}

@@ -48,6 +48,42 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((250u64 << attempt.min(5)).min(5_000))
 }
 
+/// What a worker does about a refused or failed call. Every call goes through
+/// [`classify`], so the answer to one status code is the same everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Transient (network, coordinator restarting or overloaded): try again with backoff.
+    Retry,
+    /// The coordinator no longer counts this lease as ours: drop the job, lease again.
+    LeaseLost,
+    /// Retrying cannot help (a protocol mismatch, a request the coordinator refuses as
+    /// malformed): report and stop this job, or the worker.
+    Fatal,
+}
+
+pub fn classify(status: &tonic::Status) -> Disposition {
+    use tonic::Code;
+    match status.code() {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::ResourceExhausted
+        | Code::Internal
+        | Code::Unknown
+        | Code::Cancelled => Disposition::Retry,
+        // The lease moved on (stale token, re-leased, finished) or the job is gone.
+        Code::FailedPrecondition | Code::NotFound => Disposition::LeaseLost,
+        Code::InvalidArgument
+        | Code::Unauthenticated
+        | Code::PermissionDenied
+        | Code::Unimplemented
+        | Code::AlreadyExists
+        | Code::OutOfRange
+        | Code::DataLoss
+        | Code::Ok => Disposition::Fatal,
+    }
+}
+
 async fn connect(url: &str) -> std::result::Result<WorkerServiceClient<Channel>, String> {
     let endpoint = Channel::from_shared(url.to_string()).map_err(|e| format!("bad coordinator address {url}: {e}"))?;
     let channel = endpoint.connect().await.map_err(|e| format!("cannot reach coordinator at {url}: {e}"))?;
@@ -59,6 +95,8 @@ async fn connect(url: &str) -> std::result::Result<WorkerServiceClient<Channel>,
 pub async fn attach(config: AttachConfig, mut shutdown: watch::Receiver<bool>) -> Result<()> {
     let run_config = config.compute.run_config()?;
     let mut failures = 0;
+    // Kept across reconnects, so the coordinator keeps one record per worker process.
+    let mut worker_id = String::new();
     while !*shutdown.borrow() {
         let mut client = match connect(&config.url).await {
             Ok(c) => c,
@@ -76,12 +114,13 @@ pub async fn attach(config: AttachConfig, mut shutdown: watch::Receiver<bool>) -
                 name: config.name.clone(),
                 threads: run_config.threads as u32,
                 device,
+                previous_worker_id: worker_id.clone(),
             })
             .await;
         let registered = match registered {
             Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-                return Err(Error::InvalidInput(s.message().to_string()));
+            Err(s) if classify(&s) != Disposition::Retry => {
+                return Err(Error::InvalidInput(format!("the coordinator refused this worker: {}", s.message())));
             }
             Err(s) => {
                 tracing::warn!("registration failed: {}; retrying", s.message());
@@ -91,9 +130,11 @@ pub async fn attach(config: AttachConfig, mut shutdown: watch::Receiver<bool>) -
             }
         };
         failures = 0;
+        worker_id = registered.worker_id.clone();
         tracing::info!(worker = %registered.worker_id, "registered with {} as {}", config.url, config.name);
         let session = Session {
             client,
+            shutdown: shutdown.clone(),
             worker_id: registered.worker_id,
             heartbeat: Duration::from_millis(u64::from(registered.heartbeat_interval_ms.max(100))),
             config: config.clone(),
@@ -101,8 +142,11 @@ pub async fn attach(config: AttachConfig, mut shutdown: watch::Receiver<bool>) -
         };
         match session.work(&mut shutdown).await {
             Ok(()) => return Ok(()),
+            Err(e) if classify(&e) == Disposition::Fatal => {
+                return Err(Error::InvalidInput(format!("the coordinator refused a call: {}", e.message())));
+            }
             Err(e) => {
-                tracing::warn!("lost the coordinator: {e}; reconnecting");
+                tracing::warn!("lost the coordinator: {}; reconnecting", e.message());
                 sleep_or_shutdown(backoff(0), &mut shutdown).await;
             }
         }
@@ -110,19 +154,33 @@ pub async fn attach(config: AttachConfig, mut shutdown: watch::Receiver<bool>) -
     Ok(())
 }
 
-async fn sleep_or_shutdown(duration: Duration, shutdown: &mut watch::Receiver<bool>) {
+/// Sleeps, unless shutdown comes first; returns whether the worker is shutting down.
+async fn sleep_or_shutdown(duration: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    if *shutdown.borrow() {
+        return true;
+    }
     tokio::select! {
         _ = tokio::time::sleep(duration) => {}
         _ = shutdown.changed() => {}
     }
+    *shutdown.borrow()
 }
 
 struct Session {
     client: WorkerServiceClient<Channel>,
+    /// Retry loops give up after a few tries once this turns true.
+    shutdown: watch::Receiver<bool>,
     worker_id: String,
     heartbeat: Duration,
     config: AttachConfig,
     run_config: train::RunConfig,
+}
+
+/// Why an upload did not go through.
+enum Upload {
+    LeaseLost(String),
+    /// The coordinator refused the histograms themselves: this job is failing.
+    Refused(String),
 }
 
 /// Why a job ended without results.
@@ -135,6 +193,12 @@ enum Ending {
 }
 
 impl Session {
+    /// During shutdown a retry loop makes a few tries, then lets the lease expire instead
+    /// of keeping the process alive against an unreachable coordinator.
+    fn giving_up(&self, attempt: u32) -> bool {
+        *self.shutdown.borrow() && attempt >= 3
+    }
+
     /// Leases and runs jobs until shutdown; an error means the connection is gone.
     async fn work(mut self, shutdown: &mut watch::Receiver<bool>) -> std::result::Result<(), tonic::Status> {
         loop {
@@ -167,10 +231,22 @@ impl Session {
                 reason,
                 release,
             };
-            if let Err(s) = self.client.fail(request).await
-                && s.code() != tonic::Code::FailedPrecondition
-            {
-                return Err(s);
+            for attempt in 0.. {
+                match self.client.fail(request.clone()).await {
+                    Ok(_) => break,
+                    Err(s) => match classify(&s) {
+                        // Someone else ended it already (expiry): nothing left to report.
+                        Disposition::LeaseLost => break,
+                        Disposition::Fatal => return Err(s),
+                        // A release during shutdown gets a few tries, then the lease
+                        // expires on its own; a failure is retried until it is recorded.
+                        Disposition::Retry if self.giving_up(attempt) => return Ok(()),
+                        Disposition::Retry => {
+                            tracing::warn!(job = %lease.job_id, "reporting the job's end failed: {}; retrying", s.message());
+                            tokio::time::sleep(backoff(attempt)).await;
+                        }
+                    },
+                }
             }
         }
     }
@@ -211,7 +287,7 @@ impl Session {
         };
         let heartbeat = self.spawn_heartbeat(lease, Arc::clone(&stop), Arc::clone(&cancelled), epoch_rx);
         let mut sequence = 0u64;
-        let mut lost: Option<String> = None;
+        let mut lost: Option<Upload> = None;
         let mut shutting_down = false;
         loop {
             tokio::select! {
@@ -239,10 +315,22 @@ impl Session {
         heartbeat.abort();
         let outcome = match tokio::task::spawn_blocking(move || trainer.join()).await {
             Ok(Ok(result)) => result,
-            _ => Err(Error::Stopped("training thread panicked".into())),
+            Ok(Err(panic)) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into());
+                // A panic is a failure of this job, which must use a try: a job that always
+                // panics ends as `failed` instead of being leased forever.
+                return Ending::Failed(format!("training panicked on {}: {what}", self.config.name));
+            }
+            Err(e) => return Ending::Failed(format!("training thread lost: {e}")),
         };
-        if let Some(why) = lost {
-            return Ending::LeaseLost(why);
+        match lost {
+            Some(Upload::LeaseLost(why)) => return Ending::LeaseLost(why),
+            Some(Upload::Refused(why)) => return Ending::Failed(format!("the coordinator refused a histogram: {why}")),
+            None => {}
         }
         match outcome {
             Ok(()) => self.complete(lease, hashes, sequence).await,
@@ -289,18 +377,20 @@ impl Session {
                         return;
                     }
                     Ok(_) => {}
-                    Err(s) if matches!(s.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound) => {
+                    Err(s) if classify(&s) == Disposition::Retry => {
+                        tracing::warn!(job = %job_id, "heartbeat failed: {} (will retry)", s.message());
+                    }
+                    Err(s) => {
                         tracing::warn!(job = %job_id, "heartbeat refused: {}", s.message());
                         stop.store(true, Ordering::Relaxed);
                         return;
                     }
-                    Err(s) => tracing::warn!(job = %job_id, "heartbeat failed: {} (will retry)", s.message()),
                 }
             }
         })
     }
 
-    fn chunks(lease: &pb::Lease, m: &SplitMeasurement, sequence: &mut u64) -> Vec<pb::HistogramChunk> {
+    fn chunks(&self, lease: &pb::Lease, m: &SplitMeasurement, sequence: &mut u64) -> Vec<pb::HistogramChunk> {
         let mut out = Vec::new();
         for layer in &m.layers {
             for (bin, histogram) in &layer.histograms {
@@ -327,6 +417,7 @@ impl Session {
                         histogram: part,
                         piece: piece as u32,
                         pieces: pieces as u32,
+                        worker_id: self.worker_id.clone(),
                     });
                     *sequence += 1;
                 }
@@ -342,23 +433,22 @@ impl Session {
         lease: &pb::Lease,
         m: &SplitMeasurement,
         sequence: &mut u64,
-    ) -> std::result::Result<(), String> {
-        let chunks = Self::chunks(lease, m, sequence);
+    ) -> std::result::Result<(), Upload> {
+        let chunks = self.chunks(lease, m, sequence);
         for attempt in 0.. {
             match self.client.upload_histograms(tokio_stream::iter(chunks.clone())).await {
                 Ok(_) => return Ok(()),
-                Err(s)
-                    if matches!(
-                        s.code(),
-                        tonic::Code::FailedPrecondition | tonic::Code::NotFound | tonic::Code::InvalidArgument
-                    ) =>
-                {
-                    return Err(s.message().to_string());
-                }
-                Err(s) => {
-                    tracing::warn!(job = %lease.job_id, "upload failed: {}; retrying", s.message());
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
+                Err(s) => match classify(&s) {
+                    Disposition::LeaseLost => return Err(Upload::LeaseLost(s.message().to_string())),
+                    Disposition::Fatal => return Err(Upload::Refused(s.message().to_string())),
+                    Disposition::Retry if self.giving_up(attempt) => {
+                        return Err(Upload::LeaseLost(format!("shutting down; upload failed: {}", s.message())));
+                    }
+                    Disposition::Retry => {
+                        tracing::warn!(job = %lease.job_id, "upload failed: {}; retrying", s.message());
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
+                },
             }
         }
         unreachable!("the loop only ends by returning")
@@ -379,13 +469,19 @@ impl Session {
                     tracing::info!(job = %lease.job_id, rows = r.get_ref().rows, "job complete");
                     return Ending::Completed;
                 }
-                Err(s) if matches!(s.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound) => {
-                    return Ending::LeaseLost(s.message().to_string());
-                }
-                Err(s) => {
-                    tracing::warn!(job = %lease.job_id, "complete failed: {}; retrying", s.message());
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
+                Err(s) => match classify(&s) {
+                    Disposition::LeaseLost => return Ending::LeaseLost(s.message().to_string()),
+                    Disposition::Fatal => {
+                        return Ending::Failed(format!("the coordinator refused completion: {}", s.message()));
+                    }
+                    Disposition::Retry if self.giving_up(attempt) => {
+                        return Ending::LeaseLost(format!("shutting down; completion failed: {}", s.message()));
+                    }
+                    Disposition::Retry => {
+                        tracing::warn!(job = %lease.job_id, "complete failed: {}; retrying", s.message());
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
+                },
             }
         }
         unreachable!("the loop only ends by returning")

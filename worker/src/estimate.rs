@@ -150,7 +150,7 @@ pub fn estimate(activations: &Path, labels: &Path, bin_sizes: &[f64]) -> Result<
             other => other.into(),
         })?;
     }
-    Ok(acc.finish().into_iter().map(|(bin, h)| EstimateRow { bin_size: bin.get(), estimate: h.estimate() }).collect())
+    acc.finish().into_iter().map(|(bin, h)| Ok(EstimateRow { bin_size: bin.get(), estimate: h.estimate()? })).collect()
 }
 
 /// The human-readable table of `worker estimate` without `--json`.

@@ -68,7 +68,7 @@ impl Outputs {
         for layer in &m.layers {
             for (bin, histogram) in &layer.histograms {
                 let key = m.key(&layer.layer, *bin);
-                let row = MiRow::new("", "", spec, &key, &histogram.estimate());
+                let row = MiRow::new("", "", spec, &key, &histogram.estimate()?);
                 self.csv.write(&row).map_err(Error::io(self.dir.join("mi.csv")))?;
                 writeln!(self.jsonl, "{}", serde_json::to_string(&row).expect("json"))
                     .map_err(Error::io(self.dir.join("mi.jsonl")))?;

@@ -57,7 +57,7 @@ fn tiny_model_trains_and_epoch_zero_is_at_the_ceiling() {
     // 4 epochs x 2 splits, 3 layers each (conv1, conv2, softmax).
     assert_eq!(measured.len(), 8);
     let zero = measured.iter().find(|m| m.epoch == 0 && m.split == Split::Test).unwrap();
-    let conv1 = zero.layers[0].histograms[0].1.estimate();
+    let conv1 = zero.layers[0].histograms[0].1.estimate().unwrap();
     // All 1,000 test images are distinct and a 28x28x6 tanh layer keeps them apart.
     assert_eq!(conv1.distinct, 1000);
     assert!((conv1.i_xt - 1000f64.log2()).abs() < 1e-12);
@@ -65,7 +65,7 @@ fn tiny_model_trains_and_epoch_zero_is_at_the_ceiling() {
     for m in &measured {
         let softmax = m.layers.last().unwrap();
         assert_eq!(softmax.layer.name, "softmax");
-        let e = softmax.histograms[0].1.estimate();
+        let e = softmax.histograms[0].1.estimate().unwrap();
         assert!(e.i_xt >= 0.0 && e.i_xt <= 1000f64.log2() + 1e-12);
         assert!(e.i_yt >= -1e-12 && e.i_yt <= e.i_xt.min(e.h_y) + 1e-12, "{e:?}");
     }
@@ -121,7 +121,7 @@ fn streamed_histograms_equal_worker_estimate_on_dumped_activations() {
             String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         let streamed_layer = streamed.layers.iter().find(|l| l.layer.name == layer.name).unwrap();
         for (row, (bin, histogram)) in rows.iter().zip(&streamed_layer.histograms) {
-            let e = histogram.estimate();
+            let e = histogram.estimate().unwrap();
             assert_eq!(row["bin_size"].as_f64().unwrap(), bin.get());
             assert_eq!(row["distinct"].as_u64().unwrap(), e.distinct, "{} at {bin}", layer.name);
             for (key, value) in [("h_t", e.h_t), ("i_yt", e.i_yt), ("h_y", e.h_y), ("h_t_given_y", e.h_t_given_y)] {

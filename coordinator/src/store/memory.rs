@@ -68,6 +68,27 @@ impl JobStore for MemoryStore {
             .collect())
     }
 
+    fn scan_page(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        use std::ops::Bound;
+        let data = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        let start = match after {
+            Some(key) => Bound::Excluded((tree, key.to_vec())),
+            None => Bound::Included((tree, prefix.to_vec())),
+        };
+        Ok(data
+            .range((start, Bound::Unbounded))
+            .take_while(|((t, k), _)| *t == tree && k.starts_with(prefix))
+            .take(limit)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
     fn flush(&self) -> Result<()> {
         Ok(())
     }

@@ -16,23 +16,25 @@ use crate::error::Result;
 pub enum Tree {
     /// Format version, fencing counter.
     Meta,
-    /// sweep id -> SweepRecord
+    /// sweep id -> SweepRecord (small: read on the lease path)
     Sweeps,
-    /// sweep id ++ index -> JobRecord (jobs that ever left the implicit pending state)
+    /// sweep id -> grid YAML text
+    Grids,
+    /// JobKey -> Job (jobs that ever left the implicit pending state)
     Jobs,
-    /// job id -> sweep id ++ index
+    /// job id -> JobKey
     JobIndex,
-    /// fencing token -> sweep id ++ index, for every live lease
+    /// fencing token -> JobKey, for every live lease
     Active,
-    /// sweep id ++ index -> (), pending jobs that have a record (expired, released, retried)
+    /// JobKey -> (), pending jobs that have a record (expired, released, retried)
     Requeue,
-    /// histogram key -> PartialRecord, histograms still receiving pieces
+    /// attempt ++ histogram -> PartialRecord, histograms still missing pieces
     Partials,
-    /// job key ++ attempt ++ sequence -> (), chunks already counted
-    Seen,
-    /// histogram key -> StagedRecord, finished histograms of a running attempt
+    /// attempt ++ histogram ++ piece -> piece bytes (one slot per piece index)
+    Pieces,
+    /// attempt ++ histogram -> StagedRecord, finished histograms of a running attempt
     Staged,
-    /// sweep id ++ index ++ epoch ++ split ++ layer ++ bin -> ResultRecord
+    /// JobKey ++ epoch ++ split ++ layer ++ bin -> ResultRecord
     Results,
     /// same key as Results -> raw histogram bytes (only with `measure.keep_histograms`)
     Histograms,
@@ -41,15 +43,16 @@ pub enum Tree {
 }
 
 impl Tree {
-    pub const ALL: [Tree; 12] = [
+    pub const ALL: [Tree; 13] = [
         Tree::Meta,
         Tree::Sweeps,
+        Tree::Grids,
         Tree::Jobs,
         Tree::JobIndex,
         Tree::Active,
         Tree::Requeue,
         Tree::Partials,
-        Tree::Seen,
+        Tree::Pieces,
         Tree::Staged,
         Tree::Results,
         Tree::Histograms,
@@ -60,12 +63,13 @@ impl Tree {
         match self {
             Tree::Meta => "meta",
             Tree::Sweeps => "sweeps",
+            Tree::Grids => "grids",
             Tree::Jobs => "jobs",
             Tree::JobIndex => "job_index",
             Tree::Active => "active",
             Tree::Requeue => "requeue",
             Tree::Partials => "partials",
-            Tree::Seen => "seen",
+            Tree::Pieces => "pieces",
             Tree::Staged => "staged",
             Tree::Results => "results",
             Tree::Histograms => "histograms",
@@ -79,7 +83,7 @@ impl Tree {
 }
 
 /// The store's format; bump on any incompatible change of keys or records.
-pub const FORMAT_VERSION: &str = "1";
+pub const FORMAT_VERSION: &str = "2";
 pub const FORMAT_KEY: &[u8] = b"format_version";
 
 /// Reads and writes inside one transaction: all or nothing.
@@ -100,6 +104,16 @@ pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
     /// Every (key, value) of `tree` whose key starts with `prefix`, in key order. Not part of
     /// any transaction: callers re-check what they act on inside one.
     fn scan(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// At most `limit` entries of [`JobStore::scan`] whose keys come strictly after `after`:
+    /// lets a caller stream a large tree page by page instead of collecting it.
+    fn scan_page(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 
     /// Durable on return: call before acknowledging anything the caller must not lose.
     fn flush(&self) -> Result<()>;

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::MeasureError;
+
 /// One histogram's information quantities, in bits.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
@@ -32,13 +34,19 @@ fn xlog2x(count: u64) -> f64 {
 
 impl Estimate {
     /// From per-pattern label-count vectors.
-    pub fn from_rows<'a>(n_labels: usize, rows: impl Iterator<Item = &'a [u64]>) -> Estimate {
+    pub fn from_rows<'a>(n_labels: usize, rows: impl Iterator<Item = &'a [u64]>) -> Result<Estimate, MeasureError> {
         Estimate::from_weighted_rows(n_labels, rows.map(|row| (row, 1)))
     }
 
     /// From (label-count vector, number of patterns with exactly that vector) pairs, which is
     /// how a finalized histogram is stored (see [`super::CountProfile`]).
-    pub fn from_weighted_rows<'a>(n_labels: usize, rows: impl Iterator<Item = (&'a [u64], u64)>) -> Estimate {
+    ///
+    /// Every count may come from the wire, so the sums are checked: a set of counts whose
+    /// total does not fit in 64 bits is an error, never a wrapped-around number.
+    pub fn from_weighted_rows<'a>(
+        n_labels: usize,
+        rows: impl Iterator<Item = (&'a [u64], u64)>,
+    ) -> Result<Estimate, MeasureError> {
         let mut per_label = vec![0u64; n_labels];
         let mut sum_pattern = 0.0; // sum over patterns of c_t log2 c_t
         let mut sum_joint = 0.0; // sum over patterns and labels of c_ty log2 c_ty
@@ -47,20 +55,21 @@ impl Estimate {
             let weight = patterns as f64;
             let mut total = 0u64;
             let mut joint = 0.0;
-            for (label, &count) in row.iter().enumerate() {
-                per_label[label] += count * patterns;
-                total += count;
+            for (slot, &count) in per_label.iter_mut().zip(row) {
+                *slot =
+                    count.checked_mul(patterns).and_then(|c| slot.checked_add(c)).ok_or(MeasureError::CountOverflow)?;
+                total = total.checked_add(count).ok_or(MeasureError::CountOverflow)?;
                 joint += xlog2x(count);
             }
             if total > 0 {
-                distinct += patterns;
+                distinct = distinct.checked_add(patterns).ok_or(MeasureError::CountOverflow)?;
             }
             sum_pattern += weight * xlog2x(total);
             sum_joint += weight * joint;
         }
-        let n: u64 = per_label.iter().sum();
+        let n = per_label.iter().try_fold(0u64, |acc, &c| acc.checked_add(c)).ok_or(MeasureError::CountOverflow)?;
         if n == 0 {
-            return Estimate { n: 0, distinct: 0, h_t: 0.0, i_xt: 0.0, h_t_given_y: 0.0, i_yt: 0.0, h_y: 0.0 };
+            return Ok(Estimate { n: 0, distinct: 0, h_t: 0.0, i_xt: 0.0, h_t_given_y: 0.0, i_yt: 0.0, h_y: 0.0 });
         }
         let nf = n as f64;
         let log_n = nf.log2();
@@ -72,7 +81,7 @@ impl Estimate {
         // sum_y p(y) H(T|Y=y) with H(T|Y=y) = log2 N_y - (1/N_y) sum_t c_ty log2 c_ty
         let h_t_given_y = ((sum_label - sum_joint) / nf).clamp(0.0, h_t);
         let i_yt = (h_t - h_t_given_y).min(h_y);
-        Estimate { n, distinct, h_t, i_xt: h_t, h_t_given_y, i_yt, h_y }
+        Ok(Estimate { n, distinct, h_t, i_xt: h_t, h_t_given_y, i_yt, h_y })
     }
 }
 
@@ -81,7 +90,7 @@ mod tests {
     use super::*;
 
     fn estimate(rows: &[&[u64]]) -> Estimate {
-        Estimate::from_rows(rows[0].len(), rows.iter().copied())
+        Estimate::from_rows(rows[0].len(), rows.iter().copied()).unwrap()
     }
 
     #[test]
@@ -109,7 +118,7 @@ mod tests {
                 r
             })
             .collect();
-        let e = Estimate::from_rows(10, rows.iter().map(Vec::as_slice));
+        let e = Estimate::from_rows(10, rows.iter().map(Vec::as_slice)).unwrap();
         assert_eq!(e.h_t, 10_000f64.log2());
         assert!((e.h_t - 13.287712379549449).abs() < 1e-12);
         assert!((e.i_yt - e.h_y).abs() < 1e-12);
@@ -123,7 +132,9 @@ mod tests {
     #[test]
     fn weighted_rows_equal_repeated_rows() {
         let plain = estimate(&[&[1, 0], &[1, 0], &[1, 0], &[0, 2]]);
-        let weighted = Estimate::from_weighted_rows(2, [(&[1u64, 0][..], 3), (&[0, 2][..], 1)].into_iter());
+        let weighted = Estimate::from_weighted_rows(2, [(&[1u64, 0][..], 3), (&[0, 2][..], 1)].into_iter()).unwrap();
+        assert!(Estimate::from_weighted_rows(2, [(&[u64::MAX, 0][..], 2)].into_iter()).is_err());
+        assert!(Estimate::from_rows(2, [&[u64::MAX, 1][..]].into_iter()).is_err());
         assert_eq!(plain, weighted);
     }
 }

@@ -71,6 +71,11 @@ impl LayerHistogram {
         self.counts.iter().sum()
     }
 
+    /// [`LayerHistogram::total`], or `None` when counts from the wire overflow 64 bits.
+    pub fn checked_total(&self) -> Option<u64> {
+        self.counts.iter().try_fold(0u64, |acc, &c| acc.checked_add(c))
+    }
+
     pub fn counts_of(&self, hash: u128) -> Option<&[u64]> {
         self.index.get(&hash).map(|&row| self.row(row))
     }
@@ -111,7 +116,7 @@ impl LayerHistogram {
         }
         for (&hash, &row) in &other.index {
             for (mine, theirs) in self.row_mut(hash).iter_mut().zip(other.row(row)) {
-                *mine += theirs;
+                *mine = mine.checked_add(*theirs).ok_or(MeasureError::CountOverflow)?;
             }
         }
         Ok(())
@@ -141,7 +146,7 @@ impl LayerHistogram {
         self.counts.chunks_exact(self.n_labels.max(1))
     }
 
-    pub fn estimate(&self) -> Estimate {
+    pub fn estimate(&self) -> Result<Estimate, MeasureError> {
         Estimate::from_rows(self.n_labels, self.count_rows())
     }
 

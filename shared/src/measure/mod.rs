@@ -35,6 +35,8 @@ pub enum MeasureError {
     LabelMismatch { left: usize, right: usize },
     #[error("corrupt histogram bytes: {0}")]
     Corrupt(String),
+    #[error("counts overflow 64 bits (corrupt or hostile input)")]
+    CountOverflow,
     #[error("code {code} of feature {feature} does not fit in 64 bits")]
     CodeOverflow { feature: usize, code: f64 },
 }

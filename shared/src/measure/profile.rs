@@ -33,7 +33,7 @@ impl CountProfile {
         self.entries.is_empty()
     }
 
-    pub fn estimate(&self) -> Estimate {
+    pub fn estimate(&self) -> Result<Estimate, MeasureError> {
         Estimate::from_weighted_rows(self.n_labels, self.entries.iter().map(|(row, &k)| (row.as_slice(), k)))
     }
 
@@ -90,7 +90,7 @@ mod tests {
         h.add(&[1, 2, 3, 4, 4, 5], &[0, 0, 1, 2, 2, 1]).unwrap();
         let profile = CountProfile::from_histogram(&h);
         assert_eq!(profile.len(), 3, "(1,0,0) x2, (0,1,0) x2, (0,0,2) x1");
-        assert_eq!(profile.estimate(), h.estimate());
+        assert_eq!(profile.estimate().unwrap(), h.estimate().unwrap());
         let back = CountProfile::from_bytes(&profile.to_bytes()).unwrap();
         assert_eq!(back, profile);
         assert!(CountProfile::from_bytes(&profile.to_bytes()[..10]).is_err());

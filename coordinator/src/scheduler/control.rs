@@ -1,0 +1,155 @@
+//! What users do to sweeps: submit a grid, cancel a sweep, retry its failed jobs.
+
+use ibsweep_shared::grid::Grid;
+
+use super::Scheduler;
+use crate::error::{Error, Result};
+use crate::ids::SweepId;
+use crate::lifecycle::{Counts, Job, StateKind};
+use crate::records::*;
+use crate::store::{JobStore, Tree};
+
+/// What [`Scheduler::for_each_job`] applies to each job: (transaction, job key, job) ->
+/// whether it counted.
+type JobVisitor<'a> = dyn FnMut(&mut dyn crate::store::Txn, &[u8], &Job) -> Result<bool> + 'a;
+
+/// Jobs handled per store transaction by cancel and retry.
+const PAGE: usize = 512;
+
+/// The result of a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    pub sweep_id: SweepId,
+    pub jobs: u64,
+    pub created: bool,
+    pub name: String,
+}
+
+impl<S: JobStore> Scheduler<S> {
+    /// Validates and stores a grid. The same content returns the existing sweep. A rejected
+    /// grid writes nothing.
+    pub fn submit(&self, file_name: &str, yaml: &str) -> Result<Submitted> {
+        let grid = Grid::parse_limited(file_name, yaml, self.limits.max_points)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let id = SweepId::for_grid(&grid.canonical());
+        let record = SweepRecord {
+            id,
+            name: grid.name.clone(),
+            file_name: file_name.into(),
+            created_ms: self.now_ms(),
+            index_len: grid.index_len(),
+            cursor: 0,
+            max_attempts: grid.limits.max_attempts,
+            keep_histograms: grid.keep_histograms(),
+            cancelled: false,
+            materialized: 0,
+            counts: Counts { total: grid.job_count(), ..Counts::default() },
+            done_seconds: 0.0,
+        };
+        let mut index = self.lock();
+        let created = self.txn(&mut |txn| {
+            if txn.get(Tree::Sweeps, id.as_bytes())?.is_some() {
+                return Ok(false);
+            }
+            SWEEPS.put(txn, id.as_bytes(), &record)?;
+            txn.insert(GRIDS, id.as_bytes(), yaml.as_bytes())?;
+            Ok(true)
+        })?;
+        if created {
+            index.open.insert((record.created_ms, id));
+        }
+        drop(index);
+        self.flush()?;
+        self.grids.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_insert_with(|| grid.into());
+        Ok(Submitted { sweep_id: id, jobs: record.counts.total, created, name: record.name })
+    }
+
+    /// Cancels every unfinished job: pending ones at once, running ones at their workers'
+    /// next heartbeat. The flag and the lease path are serialized, so no job is granted
+    /// after this returns. Returns how many jobs it cancelled or flagged.
+    pub fn cancel(&self, sweep_id: SweepId) -> Result<u64> {
+        let mut index = self.lock();
+        let (sweep, implicit) = self.txn(&mut |txn| {
+            let mut sweep = self.sweep(txn, sweep_id)?;
+            if sweep.cancelled {
+                return Ok((sweep, None));
+            }
+            // Jobs never materialized are pending implicitly and can no longer be granted.
+            let implicit = sweep.counts.total - sweep.materialized;
+            sweep.counts.apply(StateKind::Pending, StateKind::Cancelled, implicit)?;
+            sweep.cancelled = true;
+            SWEEPS.put(txn, sweep_id.as_bytes(), &sweep)?;
+            Ok((sweep, Some(implicit)))
+        })?;
+        let Some(mut cancelled) = implicit else {
+            return Ok(0);
+        };
+        index.forget_sweep(&sweep);
+        cancelled += self.for_each_job(sweep_id, &mut |txn, key, job| {
+            let next = job.cancel();
+            let mut record = self.sweep(txn, sweep_id)?;
+            record.counts.apply(job.kind(), next.kind(), 1)?;
+            SWEEPS.put(txn, sweep_id.as_bytes(), &record)?;
+            if job.kind() == StateKind::Pending {
+                txn.remove(Tree::Requeue, key)?;
+            }
+            let touched = next != *job;
+            JOBS.put(txn, key, &next)?;
+            Ok(touched)
+        })?;
+        drop(index);
+        self.flush()?;
+        Ok(cancelled)
+    }
+
+    /// Re-queues the failed jobs of a sweep with a fresh set of tries.
+    pub fn retry_failed(&self, sweep_id: SweepId) -> Result<u64> {
+        let mut index = self.lock();
+        let sweep = self.read_sweep(sweep_id)?;
+        if sweep.cancelled {
+            return Err(Error::FailedPrecondition(format!("sweep {sweep_id} is cancelled; submit it again to rerun")));
+        }
+        if sweep.counts.failed == 0 {
+            return Ok(0);
+        }
+        let mut requeued = std::collections::BTreeSet::new();
+        self.for_each_job(sweep_id, &mut |txn, key, job| {
+            let Ok(next) = job.retry() else { return Ok(false) };
+            let mut record = self.sweep(txn, sweep_id)?;
+            record.counts.apply(StateKind::Failed, StateKind::Pending, 1)?;
+            SWEEPS.put(txn, sweep_id.as_bytes(), &record)?;
+            JOBS.put(txn, key, &next)?;
+            txn.insert(Tree::Requeue, key, &[])?;
+            requeued.insert(job.index);
+            Ok(true)
+        })?;
+        for &i in &requeued {
+            index.requeue(&sweep, i);
+        }
+        drop(index);
+        self.flush()?;
+        Ok(requeued.len() as u64)
+    }
+
+    /// Applies `body` to every materialized job of a sweep, a page per transaction; counts
+    /// the calls that returned true. Callers hold the index lock, so no transition of the
+    /// lease path interleaves.
+    fn for_each_job(&self, sweep_id: SweepId, body: &mut JobVisitor<'_>) -> Result<u64> {
+        let mut after: Option<Vec<u8>> = None;
+        let mut count = 0;
+        loop {
+            let page = self.store.scan_page(Tree::Jobs, sweep_id.as_bytes(), after.as_deref(), PAGE)?;
+            let Some((last, _)) = page.last() else { return Ok(count) };
+            after = Some(last.clone());
+            count += self.txn(&mut |txn| {
+                let mut n = 0;
+                for (key, _) in &page {
+                    // Re-read inside the transaction: the page was read outside it.
+                    let Some(job) = JOBS.get(txn, key)? else { continue };
+                    n += u64::from(body(txn, key, &job)?);
+                }
+                Ok(n)
+            })?;
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Histogram pieces in, results out.
+//!
+//! Ingest is exact: the lease is checked before anything is decoded; every piece index of a
+//! histogram has one slot, so a piece resent under any sequence number is counted once; a
+//! histogram is finalized when its last slot fills, by one merge over its pieces (linear in
+//! the bytes received); its counts must sum to the split's N, with labels among the data
+//! set's 10 classes. Completion checks that every expected histogram is there, naming the
+//! first one missing, and publishes all rows in one transaction.
+
+use ibsweep_shared::job::{JobSpec, Split};
+use ibsweep_shared::measure::{BinSize, CountProfile, LayerHistogram};
+use ibsweep_shared::results::{Measurement, MiRow};
+
+use super::Scheduler;
+use crate::error::{Error, Result};
+use crate::ids::{JobId, LeaseToken, WorkerId};
+use crate::lifecycle::{JobState, StateKind};
+use crate::records::*;
+use crate::store::{JobStore, Tree};
+
+/// Both data sets have ten classes.
+pub const CLASSES: usize = 10;
+
+/// Most pieces one histogram may be sent in (a histogram of 10^4 samples is a few hundred
+/// KiB; pieces are at most 1 MiB).
+pub const MAX_PIECES: u32 = 1024;
+
+/// One incoming histogram piece (the domain form of the proto chunk).
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub job_id: JobId,
+    /// The sender; `None` only for callers that cannot say (old tests).
+    pub worker: Option<WorkerId>,
+    pub token: LeaseToken,
+    pub sequence: u64,
+    pub key: Measurement,
+    pub histogram: Vec<u8>,
+    pub piece: u32,
+    pub pieces: u32,
+}
+
+impl Chunk {
+    fn refuse(&self, what: impl std::fmt::Display) -> Error {
+        let k = &self.key;
+        Error::InvalidArgument(format!(
+            "job {}: histogram (epoch {}, {}, layer {} `{}`, bin {}) piece {} of {}: {what}",
+            self.job_id,
+            k.epoch,
+            k.split.as_str(),
+            k.layer,
+            k.layer_name,
+            k.bin_size,
+            self.piece,
+            self.pieces
+        ))
+    }
+}
+
+fn samples(spec: &JobSpec, split: Split) -> u64 {
+    u64::from(match split {
+        Split::Train => spec.train_size,
+        Split::Test => spec.test_size,
+    })
+}
+
+/// Whether `key` names a histogram this job measures.
+fn check_key(spec: &JobSpec, chunk: &Chunk) -> Result<()> {
+    let key = &chunk.key;
+    if !spec.is_measured_epoch(key.epoch) {
+        return Err(chunk.refuse(format_args!("epoch {} is not a measured epoch of this job", key.epoch)));
+    }
+    if !spec.measure.splits.contains(&key.split) {
+        return Err(chunk.refuse(format_args!("split {} is not measured", key.split.as_str())));
+    }
+    let layers = spec.layers().map_err(|e| Error::InvalidArgument(e.0))?;
+    match layers.get((key.layer as usize).wrapping_sub(1)) {
+        Some(l) if l.name == key.layer_name => {}
+        _ => return Err(chunk.refuse("not a layer of this network")),
+    }
+    if !BinSize::new(key.bin_size).is_ok_and(|b| spec.measure.bin_sizes.contains(&b)) {
+        return Err(chunk.refuse("not one of the job's bin sizes"));
+    }
+    Ok(())
+}
+
+/// Every histogram a job must deliver, as staged-key suffixes, in key order.
+fn expected(spec: &JobSpec) -> Result<Vec<(Vec<u8>, String)>> {
+    let layers = spec.layers().map_err(|e| Error::InvalidArgument(e.0))?;
+    let mut out = Vec::new();
+    for epoch in spec.measured_epochs() {
+        for &split in &spec.measure.splits {
+            for layer in &layers {
+                for bin in &spec.measure.bin_sizes {
+                    out.push((
+                        measurement_suffix(epoch, split, layer.index, bin.get()),
+                        format!("epoch {epoch}, {}, layer `{}`, bin {}", split.as_str(), layer.name, bin.get()),
+                    ));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl<S: JobStore> Scheduler<S> {
+    /// Adds one histogram piece; returns false for a piece already counted. Not durable
+    /// until [`Scheduler::flush`].
+    pub fn ingest(&self, chunk: &Chunk) -> Result<bool> {
+        // The lease first: nothing from a caller without one is decoded.
+        let (key, job) = self.txn(&mut |txn| self.locate(txn, chunk.job_id))?;
+        job.check(chunk.worker, chunk.token).map_err(|r| Error::refused(chunk.job_id, r))?;
+        if chunk.pieces == 0 || chunk.pieces > MAX_PIECES || chunk.piece >= chunk.pieces {
+            return Err(chunk.refuse(format_args!("pieces must satisfy piece < pieces <= {MAX_PIECES}")));
+        }
+        let spec = self.spec_of(key)?;
+        check_key(&spec, chunk)?;
+        let n = samples(&spec, chunk.key.split);
+        let histogram = LayerHistogram::from_bytes(&chunk.histogram).map_err(|e| chunk.refuse(e))?;
+        if histogram.n_labels() != CLASSES {
+            return Err(chunk
+                .refuse(format_args!("{} label columns; the data set has {CLASSES} classes", histogram.n_labels())));
+        }
+        let total = histogram.checked_total().ok_or_else(|| chunk.refuse("counts overflow"))?;
+        if total > n {
+            return Err(chunk.refuse(format_args!("counts sum to {total}, more than the split's {n} samples")));
+        }
+        let sweep = self.read_sweep(key.sweep)?;
+        let hist_key = histogram_key(&key.attempt(job.attempts), &chunk.key);
+        let slot = piece_key(&hist_key, chunk.piece);
+        self.txn(&mut |txn| {
+            let (_, job) = self.locate(txn, chunk.job_id)?;
+            job.check(chunk.worker, chunk.token).map_err(|r| Error::refused(chunk.job_id, r))?;
+            if txn.get(Tree::Staged, &hist_key)?.is_some() || txn.get(Tree::Pieces, &slot)?.is_some() {
+                return Ok(false); // this piece index was counted already
+            }
+            let mut partial = PARTIALS.get(txn, &hist_key)?.unwrap_or(PartialRecord {
+                key: chunk.key.clone(),
+                pieces: chunk.pieces,
+                received: 0,
+            });
+            if partial.pieces != chunk.pieces {
+                return Err(chunk.refuse(format_args!("earlier pieces said {} pieces", partial.pieces)));
+            }
+            partial.received += 1;
+            JOBS.put(
+                txn,
+                &key.to_bytes(),
+                &job.piece_received(chunk.token).map_err(|r| Error::refused(chunk.job_id, r))?,
+            )?;
+            if partial.received < partial.pieces {
+                txn.insert(Tree::Pieces, &slot, &chunk.histogram)?;
+                PARTIALS.put(txn, &hist_key, &partial)?;
+                return Ok(true);
+            }
+            // The last piece: one merge over all of them.
+            let mut merged = histogram.clone();
+            for piece in (0..partial.pieces).filter(|&p| p != chunk.piece) {
+                let other_key = piece_key(&hist_key, piece);
+                let bytes = txn.get(Tree::Pieces, &other_key)?.ok_or_else(|| Error::Corrupt {
+                    tree: "pieces",
+                    detail: format!("piece {piece} counted but missing"),
+                })?;
+                let other = LayerHistogram::from_bytes(&bytes)
+                    .map_err(|e| Error::Corrupt { tree: "pieces", detail: e.to_string() })?;
+                merged.merge(&other).map_err(|e| chunk.refuse(e))?;
+                txn.remove(Tree::Pieces, &other_key)?;
+            }
+            txn.remove(Tree::Partials, &hist_key)?;
+            let merged_total = merged.checked_total().ok_or_else(|| chunk.refuse("counts overflow"))?;
+            if merged_total != n {
+                return Err(chunk
+                    .refuse(format_args!("the pieces' counts sum to {merged_total}, but the split has {n} samples")));
+            }
+            let profile = CountProfile::from_histogram(&merged).to_bytes();
+            let estimate = merged.estimate().map_err(|e| chunk.refuse(e))?;
+            let staged = StagedRecord { key: chunk.key.clone(), estimate, profile_len: profile.len() as u64 };
+            let mut blob = profile;
+            if sweep.keep_histograms {
+                blob.extend(merged.to_bytes());
+            }
+            txn.insert(Tree::Staged, &hist_key, &with_blob(&staged, &blob))?;
+            Ok(true)
+        })
+    }
+
+    /// Publishes a finished attempt: every staged histogram becomes a result row, in one
+    /// transaction, durable before this returns. Resent by the same lease after success, it
+    /// answers the same row count again.
+    pub fn complete(
+        &self,
+        worker: WorkerId,
+        job_id: JobId,
+        token: LeaseToken,
+        hashes: (&str, &str),
+        pieces: u64,
+    ) -> Result<u64> {
+        let (key, job) = self.txn(&mut |txn| self.locate(txn, job_id))?;
+        if let JobState::Done { token: done_by, rows, .. } = job.state
+            && done_by == token
+        {
+            return Ok(rows);
+        }
+        job.check(Some(worker), token).map_err(|r| Error::refused(job_id, r))?;
+        let spec = self.spec_of(key)?;
+        let attempt = key.attempt(job.attempts);
+        if let Some((_, value)) = self.store.scan_page(Tree::Partials, &attempt, None, 1)?.first() {
+            let partial = PARTIALS.decode(value)?;
+            let k = &partial.key;
+            return Err(Error::FailedPrecondition(format!(
+                "job {job_id}: histogram (epoch {}, {}, layer `{}`, bin {}) has {} of its {} pieces; resend the rest",
+                k.epoch,
+                k.split.as_str(),
+                k.layer_name,
+                k.bin_size,
+                partial.received,
+                partial.pieces
+            )));
+        }
+        let received = job.pieces_received();
+        if received != pieces {
+            return Err(Error::FailedPrecondition(format!(
+                "job {job_id}: the worker sent {pieces} histogram pieces but {received} arrived; resend the missing ones"
+            )));
+        }
+        let staged = self.store.scan(Tree::Staged, &attempt)?;
+        let expected = expected(&spec)?;
+        let have: Vec<&[u8]> = staged.iter().map(|(k, _)| &k[attempt.len()..]).collect();
+        if let Some((_, missing)) = expected.iter().find(|(suffix, _)| have.binary_search(&suffix.as_slice()).is_err())
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "job {job_id}: histogram ({missing}) never arrived; {} of {} are here",
+                staged.len(),
+                expected.len()
+            )));
+        }
+        let now = self.now_ms();
+        let mut results = Vec::with_capacity(staged.len());
+        for (k, v) in &staged {
+            let (record, blob): (StagedRecord, Vec<u8>) = split_blob(Tree::Staged, v)?;
+            let mut result_key = key.to_bytes();
+            result_key.extend_from_slice(&k[attempt.len()..]);
+            let row = MiRow::new(&key.sweep.to_string(), &job_id.to_string(), &spec, &record.key, &record.estimate);
+            let profile_len = usize::try_from(record.profile_len).unwrap_or(usize::MAX).min(blob.len());
+            let raw = blob.get(profile_len..).filter(|r| !r.is_empty()).map(<[u8]>::to_vec);
+            results.push((k.clone(), result_key, with_blob(&ResultRecord { row }, &blob[..profile_len]), raw));
+        }
+        let rows = results.len() as u64;
+        let mut index = self.lock();
+        let key_bytes = key.to_bytes();
+        let done = self.txn(&mut |txn| {
+            let job = JOBS.get(txn, &key_bytes)?.ok_or(Error::JobNotFound(job_id))?;
+            let deadline = job.lease().map_or(0, |l| l.deadline_ms);
+            let Some(next) = job.complete(worker, token, now, rows, hashes).map_err(|r| Error::refused(job_id, r))?
+            else {
+                return Ok(None);
+            };
+            let mut sweep = self.sweep(txn, key.sweep)?;
+            for (staged_key, result_key, value, raw) in &results {
+                txn.insert(Tree::Results, result_key, value)?;
+                if let Some(raw) = raw {
+                    txn.insert(Tree::Histograms, result_key, raw)?;
+                }
+                txn.remove(Tree::Staged, staged_key)?;
+            }
+            txn.remove(Tree::Active, &token_key(token))?;
+            sweep.counts.apply(StateKind::Running, StateKind::Done, 1)?;
+            if let JobState::Done { seconds, .. } = next.state {
+                sweep.done_seconds += seconds;
+            }
+            JOBS.put(txn, &key_bytes, &next)?;
+            SWEEPS.put(txn, key.sweep.as_bytes(), &sweep)?;
+            if let Some(mut w) = WORKERS.get(txn, worker.as_bytes())? {
+                w.job = None;
+                w.last_seen_ms = now;
+                WORKERS.put(txn, worker.as_bytes(), &w)?;
+            }
+            Ok(Some(deadline))
+        })?;
+        if let Some(deadline) = done {
+            index.deadlines.remove(&(deadline, token, key));
+        }
+        drop(index);
+        self.flush()?;
+        Ok(rows)
+    }
+}

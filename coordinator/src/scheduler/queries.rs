@@ -1,0 +1,169 @@
+//! Read-only views: status, workers, jobs, results and count profiles. Counts come from
+//! the maintained counters, never from a recount; results are read a page at a time.
+
+use ibsweep_shared::grid::canonical_job;
+use ibsweep_shared::measure::CountProfile;
+use ibsweep_shared::results::MiRow;
+
+use super::Scheduler;
+use crate::error::{Error, Result};
+use crate::ids::{JobId, SweepId};
+use crate::lifecycle::{Job, StateKind};
+use crate::records::*;
+use crate::store::{JobStore, Tree};
+
+/// Failed jobs listed per sweep in `status`.
+const FAILURES_SHOWN: usize = 50;
+
+/// What a sweep looks like now.
+#[derive(Debug, Clone)]
+pub struct SweepStatus {
+    pub record: SweepRecord,
+    /// (job id, params, reasons) of failed jobs, at most 50.
+    pub failures: Vec<(JobId, String, Vec<String>)>,
+}
+
+/// A worker as `status` shows it.
+pub type WorkerView = WorkerRecord;
+
+/// One page of result rows and where the next starts.
+#[derive(Debug, Clone)]
+pub struct ResultsPage {
+    pub rows: Vec<MiRow>,
+    /// Pass back as `after` for the next page; `None` when this was the last.
+    pub next: Option<Vec<u8>>,
+}
+
+impl<S: JobStore> Scheduler<S> {
+    /// Progress of one sweep or of all.
+    pub fn status(&self, sweep: Option<SweepId>) -> Result<Vec<SweepStatus>> {
+        let records: Vec<SweepRecord> = match sweep {
+            Some(id) => vec![self.read_sweep(id)?],
+            None => self.store.scan(Tree::Sweeps, &[])?.iter().map(|(_, v)| SWEEPS.decode(v)).collect::<Result<_>>()?,
+        };
+        let mut out = Vec::new();
+        for record in records {
+            let failures = if record.counts.failed > 0 { self.failures(&record)? } else { Vec::new() };
+            out.push(SweepStatus { record, failures });
+        }
+        out.sort_by_key(|s| (s.record.created_ms, s.record.id));
+        Ok(out)
+    }
+
+    fn failures(&self, record: &SweepRecord) -> Result<Vec<(JobId, String, Vec<String>)>> {
+        let mut failures = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        while failures.len() < FAILURES_SHOWN {
+            let page = self.store.scan_page(Tree::Jobs, record.id.as_bytes(), after.as_deref(), 256)?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (key, value) in &page {
+                let job: Job = JOBS.decode(value)?;
+                if job.kind() == StateKind::Failed && failures.len() < FAILURES_SHOWN {
+                    let params = self.spec_of(JobKey::from_bytes(key)?).map(|s| canonical_job(&s)).unwrap_or_default();
+                    failures.push((job.job_id, params, job.history.clone()));
+                }
+            }
+        }
+        Ok(failures)
+    }
+
+    /// Workers heard from within the worker timeout, oldest registration first.
+    pub fn workers(&self) -> Result<Vec<WorkerView>> {
+        let cutoff = self.now_ms().saturating_sub(self.timing.worker_timeout_ms);
+        let mut workers: Vec<WorkerRecord> = self
+            .store
+            .scan(Tree::Workers, &[])?
+            .iter()
+            .map(|(_, v)| WORKERS.decode(v))
+            .filter(|w| w.as_ref().map_or(true, |w| w.last_seen_ms >= cutoff))
+            .collect::<Result<_>>()?;
+        workers.sort_by_key(|w| (w.registered_ms, w.id));
+        Ok(workers)
+    }
+
+    /// The job behind an ID (state, attempts, history).
+    pub fn job(&self, job_id: JobId) -> Result<Job> {
+        self.txn(&mut |txn| self.locate(txn, job_id)).map(|(_, job)| job)
+    }
+
+    /// Up to `limit` result rows of a sweep after `after`, in (job, epoch, split, layer,
+    /// bin) order, filtered by column values as printed in CSV.
+    pub fn results_page(
+        &self,
+        sweep: SweepId,
+        filters: &[(String, String)],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ResultsPage> {
+        if after.is_none() {
+            self.read_sweep(sweep)?;
+        }
+        let page = self.store.scan_page(Tree::Results, sweep.as_bytes(), after, limit)?;
+        let next = (page.len() == limit).then(|| page.last().map(|(k, _)| k.clone())).flatten();
+        let mut rows = Vec::with_capacity(page.len());
+        for (_, v) in &page {
+            let (record, _profile): (ResultRecord, Vec<u8>) = split_blob(Tree::Results, v)?;
+            if matches(&record.row, filters)? {
+                rows.push(record.row);
+            }
+        }
+        Ok(ResultsPage { rows, next })
+    }
+
+    /// Every result row of a sweep (tests and small sweeps; the service streams pages).
+    pub fn results(&self, sweep: SweepId, filters: &[(String, String)]) -> Result<Vec<MiRow>> {
+        let mut rows = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.results_page(sweep, filters, after.as_deref(), 4096)?;
+            rows.extend(page.rows);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(rows),
+            }
+        }
+    }
+
+    /// The stored count profiles of a sweep (the estimator's input), by result row.
+    pub fn profiles(&self, sweep: SweepId) -> Result<Vec<(MiRow, CountProfile)>> {
+        self.store
+            .scan(Tree::Results, sweep.as_bytes())?
+            .iter()
+            .map(|(_, v)| {
+                let (record, blob): (ResultRecord, Vec<u8>) = split_blob(Tree::Results, v)?;
+                let profile = CountProfile::from_bytes(&blob)
+                    .map_err(|e| Error::Corrupt { tree: "results", detail: e.to_string() })?;
+                Ok((record.row, profile))
+            })
+            .collect()
+    }
+}
+
+/// Whether `row` matches every `key=value` filter (values compared as CSV prints them).
+pub fn matches(row: &MiRow, filters: &[(String, String)]) -> Result<bool> {
+    if filters.is_empty() {
+        return Ok(true);
+    }
+    let value = serde_json::to_value(row).expect("rows serialize");
+    for (key, want) in filters {
+        let Some(field) = value.get(key) else {
+            return Err(Error::InvalidArgument(format!(
+                "--where {key}: unknown column; columns are {}",
+                ibsweep_shared::results::CSV_HEADER.replace(',', ", ")
+            )));
+        };
+        let got = match field {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let equal = match (got.parse::<f64>(), want.parse::<f64>()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => &got == want,
+        };
+        if !equal {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,345 @@
+//! The failures reported against the first coordinator, each as a test that must pass on
+//! both stores: exact ingest, leases bound to their worker, restarts and full disks that cost
+//! no attempt, atomic cancellation, one record per worker, exactly-once completion.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ibsweep_coordinator::clock::ManualClock;
+use ibsweep_coordinator::error::{Error, Result};
+use ibsweep_coordinator::ids::{LeaseToken, WorkerId};
+use ibsweep_coordinator::lifecycle::JobState;
+use ibsweep_coordinator::scheduler::{Chunk, Grant, Scheduler, Timing};
+use ibsweep_coordinator::store::{JobStore, MemoryStore, SledStore, Tree, Txn};
+use ibsweep_shared::job::Split;
+use ibsweep_shared::measure::LayerHistogram;
+use ibsweep_shared::results::Measurement;
+
+const GRID: &str = "\
+name: exact
+parameters:
+  dataset: {value: mnist}
+  width: {values: [1, 2]}
+  depth: {value: 1}
+  kernel: {value: 3}
+  epochs: {value: 1}
+measure: {epochs: every, splits: [test], bin_sizes: [0.67]}
+train: {train_size: 20, test_size: 20, batch_size: 10}
+limits: {max_attempts: 1}
+";
+
+const TTL: u64 = 1_000;
+const N: u32 = 20;
+
+fn timing() -> Timing {
+    Timing { lease_ttl_ms: TTL, heartbeat_interval_ms: 100, worker_timeout_ms: 10 * TTL }
+}
+
+fn open<S: JobStore>(store: S, clock: &ManualClock) -> Scheduler<S> {
+    Scheduler::open(store, Arc::new(clock.clone()), timing()).unwrap()
+}
+
+fn register<S: JobStore>(s: &Scheduler<S>, name: &str) -> WorkerId {
+    s.register(name, 1, "cpu", None).unwrap().id
+}
+
+fn histogram(samples: u32, offset: u32, n_labels: usize) -> Vec<u8> {
+    let mut h = LayerHistogram::new(n_labels);
+    let hashes: Vec<u128> = (0..samples).map(|i| u128::from(offset + i)).collect();
+    let labels: Vec<u32> = (0..samples).map(|i| i % n_labels as u32).collect();
+    h.add(&hashes, &labels).unwrap();
+    h.to_bytes()
+}
+
+/// Every piece of a job: epochs 0 and 1, layers conv1 and softmax, each in `pieces`.
+fn chunks(grant: &Grant, worker: WorkerId, pieces: u32) -> Vec<Chunk> {
+    let mut out = Vec::new();
+    for epoch in 0..=1 {
+        for (layer, name) in [(1, "conv1"), (2, "softmax")] {
+            for piece in 0..pieces {
+                out.push(Chunk {
+                    job_id: grant.job_id,
+                    worker: Some(worker),
+                    token: grant.token,
+                    sequence: out.len() as u64,
+                    key: Measurement {
+                        epoch,
+                        split: Split::Test,
+                        layer,
+                        layer_name: name.into(),
+                        bin_size: 0.67,
+                        loss: 1.0,
+                        accuracy: 0.5,
+                    },
+                    histogram: histogram(N / pieces, piece * 1000 + epoch * 100 + layer, 10),
+                    piece,
+                    pieces,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A store whose transactions fail while `full` is set, like a full disk.
+#[derive(Debug, Default)]
+struct FullDisk {
+    inner: MemoryStore,
+    full: AtomicBool,
+}
+
+impl JobStore for FullDisk {
+    fn transaction<R>(&self, body: &mut dyn FnMut(&mut dyn Txn) -> Result<R>) -> Result<R> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(Error::Store("No space left on device".into()));
+        }
+        self.inner.transaction(body)
+    }
+    fn scan(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.scan(tree, prefix)
+    }
+    fn scan_page(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.scan_page(tree, prefix, after, limit)
+    }
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+    fn size_on_disk(&self) -> u64 {
+        0
+    }
+}
+
+macro_rules! exact {
+    ($module:ident, $make:expr) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn a_piece_resent_under_a_new_sequence_number_counts_once() {
+                let clock = ManualClock::new(1_000_000);
+                let s = open($make, &clock);
+                let sweep = s.submit("exact.yaml", GRID).unwrap().sweep_id;
+                let w = register(&s, "w");
+                let g = s.lease(w).unwrap().unwrap();
+                let all = chunks(&g, w, 2);
+                for c in &all {
+                    assert!(s.ingest(c).unwrap());
+                }
+                for (i, c) in all.iter().enumerate() {
+                    let resent = Chunk { sequence: 1_000 + i as u64, ..c.clone() };
+                    assert!(!s.ingest(&resent).unwrap(), "piece {i} resent is a duplicate");
+                }
+                assert_eq!(s.complete(w, g.job_id, g.token, ("a", "b"), all.len() as u64).unwrap(), 4);
+                let rows = s.results(sweep, &[]).unwrap();
+                assert!(rows.iter().all(|r| r.n == u64::from(N) && r.distinct == u64::from(N)), "{rows:?}");
+            }
+
+            #[test]
+            fn a_missing_piece_blocks_completion_and_is_named() {
+                let clock = ManualClock::new(1_000_000);
+                let s = open($make, &clock);
+                s.submit("exact.yaml", GRID).unwrap();
+                let w = register(&s, "w");
+                let g = s.lease(w).unwrap().unwrap();
+                let all = chunks(&g, w, 2);
+                for c in &all[..all.len() - 1] {
+                    s.ingest(c).unwrap();
+                }
+                let err = s.complete(w, g.job_id, g.token, ("", ""), all.len() as u64).unwrap_err().to_string();
+                assert!(err.contains("epoch 1, test, layer `softmax`") && err.contains("1 of its 2 pieces"), "{err}");
+                // The worker says it sent more than arrived.
+                s.ingest(&all[all.len() - 1]).unwrap();
+                let err = s.complete(w, g.job_id, g.token, ("", ""), 99).unwrap_err().to_string();
+                assert!(err.contains("sent 99 histogram pieces but 8 arrived"), "{err}");
+                s.complete(w, g.job_id, g.token, ("", ""), 8).unwrap();
+            }
+
+            #[test]
+            fn counts_must_sum_to_the_split_and_labels_fit_the_classes() {
+                let clock = ManualClock::new(1_000_000);
+                let s = open($make, &clock);
+                s.submit("exact.yaml", GRID).unwrap();
+                let w = register(&s, "w");
+                let g = s.lease(w).unwrap().unwrap();
+                let good = chunks(&g, w, 1).remove(0);
+                let short = Chunk { histogram: histogram(N - 1, 0, 10), ..good.clone() };
+                let err = s.ingest(&short).unwrap_err().to_string();
+                assert!(err.contains("sum to 19, but the split has 20 samples"), "{err}");
+                let more = Chunk { histogram: histogram(N + 1, 0, 10), ..good.clone() };
+                assert!(s.ingest(&more).unwrap_err().to_string().contains("more than the split's 20 samples"));
+                let eleven = Chunk { histogram: histogram(N, 0, 11), ..good.clone() };
+                assert!(s.ingest(&eleven).unwrap_err().to_string().contains("11 label columns"));
+                let mut overflow = LayerHistogram::new(10);
+                overflow.add(&[1], &[0]).unwrap();
+                let mut bytes = overflow.to_bytes();
+                // The single count as the largest varint: far beyond N, refused before merging.
+                bytes.truncate(bytes.len() - 10);
+                bytes.extend([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+                bytes.extend([0u8; 9]);
+                let err = s.ingest(&Chunk { histogram: bytes, ..good.clone() }).unwrap_err();
+                assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+                // Nothing of the refused pieces was kept: the good one is still new.
+                assert!(s.ingest(&good).unwrap());
+            }
+
+            #[test]
+            fn another_workers_lease_is_refused_without_revealing_it() {
+                let clock = ManualClock::new(1_000_000);
+                let s = open($make, &clock);
+                s.submit("exact.yaml", GRID).unwrap();
+                let (a, b) = (register(&s, "a"), register(&s, "b"));
+                let g = s.lease(a).unwrap().unwrap();
+                let live = g.token.0.to_string();
+                let refusals = [
+                    s.heartbeat(b, g.job_id, g.token, 0).unwrap_err(),
+                    s.complete(b, g.job_id, g.token, ("", ""), 0).unwrap_err(),
+                    s.fail(b, g.job_id, g.token, "hostile", false).unwrap_err(),
+                    s.ingest(&chunks(&g, b, 1)[0]).unwrap_err(),
+                ];
+                for err in refusals {
+                    assert!(matches!(err, Error::WrongWorker { .. }), "{err}");
+                    assert!(!err.to_string().contains("token"), "nothing about any token: {err}");
+                }
+                // A guessed token gets a stale-lease error naming only the guess.
+                let guess = LeaseToken(g.token.0 + 1);
+                let err = s.heartbeat(a, g.job_id, guess, 0).unwrap_err().to_string();
+                assert!(err.contains(&guess.to_string()) && !err.contains(&format!("token {live}")), "{err}");
+                // The lease is untouched: a can finish.
+                for c in chunks(&g, a, 1) {
+                    s.ingest(&c).expect("ingest by the holder");
+                }
+                s.complete(a, g.job_id, g.token, ("", ""), 4).expect("complete by the holder");
+            }
+
+            #[test]
+            fn completion_resent_after_success_is_answered_again() {
+                let clock = ManualClock::new(1_000_000);
+                let s = open($make, &clock);
+                let sweep = s.submit("exact.yaml", GRID).unwrap().sweep_id;
+                let w = register(&s, "w");
+                let g = s.lease(w).unwrap().unwrap();
+                for c in chunks(&g, w, 1) {
+                    s.ingest(&c).unwrap();
+                }
+                assert_eq!(s.complete(w, g.job_id, g.token, ("", ""), 4).unwrap(), 4);
+                assert_eq!(s.complete(w, g.job_id, g.token, ("", ""), 4).unwrap(), 4, "the answer was lost");
+                let c = s.status(Some(sweep)).unwrap()[0].record.counts;
+                assert_eq!((c.done, c.running), (1, 0), "done exactly once");
+                assert_eq!(s.results(sweep, &[]).unwrap().len(), 4);
+            }
+
+            #[test]
+            fn cancel_is_atomic_with_leasing_and_counters_never_underflow() {
+                let clock = ManualClock::new(1_000_000);
+                let s = open($make, &clock);
+                let sweep = s.submit("exact.yaml", GRID).unwrap().sweep_id;
+                let (a, b) = (register(&s, "a"), register(&s, "b"));
+                let g = s.lease(a).unwrap().unwrap();
+                assert_eq!(s.cancel(sweep).unwrap(), 2);
+                assert_eq!(s.cancel(sweep).unwrap(), 0, "a second cancel changes nothing");
+                assert!(s.lease(b).unwrap().is_none());
+                let c = s.status(Some(sweep)).unwrap()[0].record.counts;
+                assert_eq!((c.cancelled, c.running, c.pending()), (1, 1, 0));
+                assert!(s.heartbeat(a, g.job_id, g.token, 1).unwrap().cancelled);
+                s.fail(a, g.job_id, g.token, "cancelled", false).unwrap();
+                let c = s.status(Some(sweep)).unwrap()[0].record.counts;
+                assert_eq!((c.cancelled, c.running, c.pending(), c.done), (2, 0, 0, 0));
+                assert!(matches!(s.job(g.job_id).unwrap().state, JobState::Cancelled));
+            }
+
+            #[test]
+            fn one_record_per_worker_and_silent_workers_drop_out() {
+                let clock = ManualClock::new(1_000_000);
+                let s = open($make, &clock);
+                let first = s.register("w", 1, "cpu", None).unwrap();
+                let again = s.register("w", 1, "cpu", Some(first.id)).unwrap();
+                assert_eq!((again.id, again.reused), (first.id, true));
+                assert_eq!(s.workers().unwrap().len(), 1);
+                let long = "x".repeat(1000);
+                assert!(matches!(s.register(&long, 1, "cpu", None), Err(Error::InvalidArgument(_))));
+                clock.advance(timing().worker_timeout_ms + 1);
+                assert!(s.workers().unwrap().is_empty(), "a silent worker drops out of the list");
+                assert_eq!(s.forget_idle_workers().unwrap(), 1);
+            }
+
+            #[test]
+            fn a_failing_job_uses_its_attempts_and_ends_failed() {
+                let clock = ManualClock::new(1_000_000);
+                let s = open($make, &clock);
+                let sweep = s.submit("exact.yaml", GRID).unwrap().sweep_id;
+                let w = register(&s, "w");
+                let g = s.lease(w).unwrap().unwrap();
+                s.fail(w, g.job_id, g.token, "training panicked on w: index out of bounds", false).unwrap();
+                let job = s.job(g.job_id).unwrap();
+                assert!(matches!(job.state, JobState::Failed { .. }), "{job:?}");
+                assert!(job.history[0].contains("panicked"));
+                let reason = "y".repeat(100_000);
+                let g2 = s.lease(w).unwrap().unwrap();
+                s.fail(w, g2.job_id, g2.token, &reason, false).unwrap();
+                assert!(s.job(g2.job_id).unwrap().history[0].len() < 2_000, "reasons are length-limited");
+                assert_eq!(s.status(Some(sweep)).unwrap()[0].record.counts.failed, 2);
+            }
+        }
+    };
+}
+
+exact!(memory, MemoryStore::new());
+exact!(sled, {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("db")).unwrap();
+    std::mem::forget(dir);
+    store
+});
+
+#[test]
+fn a_coordinator_down_for_three_ttls_costs_no_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let clock = ManualClock::new(1_000_000);
+    let (w, g) = {
+        let s = open(SledStore::open(&path).unwrap(), &clock);
+        s.submit("exact.yaml", &GRID.replace("max_attempts: 1", "max_attempts: 2")).unwrap();
+        let (w, other) = (register(&s, "w"), register(&s, "other"));
+        let g = s.lease(w).unwrap().unwrap();
+        s.lease(other).unwrap().unwrap();
+        clock.advance(TTL / 2);
+        s.heartbeat(w, g.job_id, g.token, 0).unwrap();
+        clock.advance(TTL / 2 + 1);
+        assert_eq!(s.expire_leases().unwrap(), 1, "`other` went silent");
+        (w, g)
+    };
+    // Down for three TTLs (a node reboot); the worker went on training meanwhile.
+    clock.advance(3 * TTL);
+    let s = open(SledStore::open(&path).unwrap(), &clock);
+    assert_eq!(s.expire_leases().unwrap(), 0, "live leases get a fresh TTL at start");
+    s.heartbeat(w, g.job_id, g.token, 1).unwrap();
+    assert_eq!(s.job(g.job_id).unwrap().attempts, 1);
+    // The index was rebuilt: the job re-queued before the restart comes back first.
+    let next = register(&s, "next");
+    let again = s.lease(next).unwrap().unwrap();
+    assert_eq!(again.attempt, 2);
+}
+
+#[test]
+fn leases_lapsing_while_the_disk_is_full_use_no_attempt() {
+    let clock = ManualClock::new(1_000_000);
+    let s = open(FullDisk::default(), &clock);
+    s.submit("exact.yaml", GRID).unwrap();
+    let w = register(&s, "w");
+    let g = s.lease(w).unwrap().unwrap();
+    s.store().full.store(true, Ordering::SeqCst);
+    clock.advance(TTL / 2);
+    assert!(matches!(s.heartbeat(w, g.job_id, g.token, 0), Err(Error::Store(_))));
+    s.store().full.store(false, Ordering::SeqCst);
+    clock.advance(TTL);
+    assert_eq!(s.expire_leases().unwrap(), 1);
+    let job = s.job(g.job_id).unwrap();
+    assert_eq!(job.state, JobState::Pending { failures: 0 }, "max_attempts is 1, yet the job is not failed");
+    assert!(job.history[0].contains("could not write"), "{:?}", job.history);
+}
