@@ -2,10 +2,13 @@
 //! results equal `worker run` of the same job spec; a worker killed with SIGKILL and a
 //! coordinator restarted mid-sweep lose nothing.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{attach, client, csv_rows, free_port, status, submit, wait_for};
 
 const GRID: &str = "\
 name: e2e
@@ -21,89 +24,10 @@ train: {train_size: 500, test_size: 500, batch_size: 100}
 limits: {max_attempts: 3}
 ";
 
-/// Kills its process when dropped, so a failing test leaves nothing running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn coordinator_bin() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_worker")).with_file_name("coordinator");
-    assert!(
-        path.exists(),
-        "{} is missing: run the whole workspace's tests (deploy/test.sh) or `cargo build -p ibsweep-coordinator`",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn serve(port: u16, data: &Path) -> Proc {
-    let log = std::fs::File::create(data.with_extension("log")).unwrap();
-    Proc(
-        Command::new(coordinator_bin())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--lease-ttl", "3"])
-            .arg("--data-dir")
-            .arg(data)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn attach(url: &str, name: &str, dir: &Path) -> Proc {
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    Proc(
-        Command::new(env!("CARGO_BIN_EXE_worker"))
-            .args(["--coordinator", url, "--threads", "1", "--name", name])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn client(url: &str, args: &[&str]) -> Output {
-    Command::new(coordinator_bin()).args(["--coordinator", url]).args(args).output().unwrap()
-}
-
-fn status(url: &str, sweep: &str) -> serde_json::Value {
-    let out = client(url, &["status", sweep, "--json"]);
-    if !out.status.success() {
-        return serde_json::Value::Null;
-    }
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["sweeps"][0].clone()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn mi_columns(row: &BTreeMap<String, String>) -> Vec<String> {
     ["epoch", "split", "layer_name", "bin_size", "n", "distinct", "h_t", "i_yt", "h_y", "loss", "accuracy"]
         .iter()
         .map(|k| row[*k].clone())
-        .collect()
-}
-
-fn csv_rows(text: &[u8]) -> Vec<BTreeMap<String, String>> {
-    let mut reader = csv::Reader::from_reader(text);
-    let headers = reader.headers().unwrap().clone();
-    reader
-        .records()
-        .map(|r| headers.iter().zip(r.unwrap().iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect())
         .collect()
 }
 
@@ -113,20 +37,11 @@ fn coordinator_and_two_workers_run_a_grid_that_survives_kills_and_restarts() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let data = dir.path().join("store");
-    let mut coordinator = serve(port, &data);
+    let mut coordinator = common::serve(port, &data, 3);
     let grid = dir.path().join("grid.yaml");
     std::fs::write(&grid, GRID).unwrap();
-    let mut submitted = None;
-    wait_for("the coordinator to accept a submission", Duration::from_secs(20), || {
-        let out = client(&url, &["submit", grid.to_str().unwrap(), "--json"]);
-        if out.status.success() {
-            submitted = Some(String::from_utf8(out.stdout).unwrap());
-        }
-        out.status.success()
-    });
-    let submitted: serde_json::Value = serde_json::from_str(submitted.unwrap().trim()).unwrap();
-    assert_eq!((submitted["jobs"].as_u64(), submitted["created"].as_bool()), (Some(4), Some(true)));
-    let sweep = submitted["sweep_id"].as_str().unwrap().to_string();
+    let (sweep, jobs) = submit(&url, &grid);
+    assert_eq!(jobs, 4);
 
     // A worker killed with SIGKILL mid-job: its lease expires (3 s) and the job runs again.
     let doomed = attach(&url, "doomed", dir.path());
@@ -134,7 +49,7 @@ fn coordinator_and_two_workers_run_a_grid_that_survives_kills_and_restarts() {
     drop(doomed);
     // The coordinator is restarted while that job is orphaned.
     drop(coordinator);
-    coordinator = serve(port, &data);
+    coordinator = common::serve(port, &data, 3);
     let again = client(&url, &["submit", grid.to_str().unwrap(), "--json"]);
     wait_for("the restarted coordinator", Duration::from_secs(20), || status(&url, &sweep).is_object());
     let _ = again;

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The long fault run behind docs/reliability.md: one sweep through 100 random worker
+# SIGKILLs and 20 coordinator kill -9 + restarts (the test suite runs 20 + 5), checked row
+# for row against a fault-free run of the same grid, plus the frozen-worker and
+# coordinator-outage tests. Real binaries, loopback only, bounded in count and time.
+#
+#   deploy/chaos.sh                      # 100 worker kills, 20 coordinator kills
+#   IBSWEEP_CHAOS_WORKER_KILLS=300 deploy/chaos.sh
+#   IBSWEEP_CHAOS_SEED=123 deploy/chaos.sh   # replay a schedule
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+deploy/setup.sh
+export IBSWEEP_CHAOS_WORKER_KILLS="${IBSWEEP_CHAOS_WORKER_KILLS:-100}"
+export IBSWEEP_CHAOS_COORDINATOR_KILLS="${IBSWEEP_CHAOS_COORDINATOR_KILLS:-20}"
+echo "chaos: ${IBSWEEP_CHAOS_WORKER_KILLS} worker kills, ${IBSWEEP_CHAOS_COORDINATOR_KILLS} coordinator kills"
+start=$(date +%s)
+cargo test --release --locked -p ibsweep-worker --test chaos -- --nocapture --test-threads 1 2>&1 \
+    | grep -E "^(chaos|test )|panicked|test result"
+echo "chaos: finished in $(( $(date +%s) - start )) s"
