@@ -13,7 +13,13 @@ deploy/setup.sh
 export IBSWEEP_CHAOS_WORKER_KILLS="${IBSWEEP_CHAOS_WORKER_KILLS:-100}"
 export IBSWEEP_CHAOS_COORDINATOR_KILLS="${IBSWEEP_CHAOS_COORDINATOR_KILLS:-20}"
 echo "chaos: ${IBSWEEP_CHAOS_WORKER_KILLS} worker kills, ${IBSWEEP_CHAOS_COORDINATOR_KILLS} coordinator kills"
+log=target/chaos.log
+mkdir -p target
 start=$(date +%s)
-cargo test --release --locked -p ibsweep-worker --test chaos -- --nocapture --test-threads 1 2>&1 \
-    | grep -E "^(chaos|test )|panicked|test result"
-echo "chaos: finished in $(( $(date +%s) - start )) s"
+if ! cargo test --release --locked -p ibsweep-worker --test chaos -- --nocapture --test-threads 1 >"$log" 2>&1; then
+    tail -n 40 "$log"
+    echo "chaos: FAILED after $(( $(date +%s) - start )) s (full output in $log)"
+    exit 1
+fi
+grep -E "^(chaos|test )|test result" "$log"
+echo "chaos: finished in $(( $(date +%s) - start )) s (full output in $log)"

@@ -23,6 +23,9 @@ pub enum Error {
     WrongWorker { job: JobId },
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A configured limit was reached (workers, connections, ...).
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("protocol version {got} is not supported; this coordinator speaks version {want}: upgrade the worker")]
     ProtocolMismatch { got: u32, want: u32 },
     #[error("store: {0}")]
@@ -68,7 +71,8 @@ impl From<Error> for tonic::Status {
         match e {
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
             Error::SweepNotFound(_) | Error::JobNotFound(_) => tonic::Status::not_found(message),
-            Error::UnknownWorker(_) => tonic::Status::unauthenticated(message),
+            Error::UnknownWorker(_) => tonic::Status::not_found(message),
+            Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
             Error::StaleLease { .. }
             | Error::WrongWorker { .. }
             | Error::FailedPrecondition(_)

@@ -70,3 +70,81 @@ impl fmt::Display for LeaseToken {
         self.0.fmt(f)
     }
 }
+
+/// A lease's secret: 128 random bits issued with the grant and known only to the worker
+/// that holds the lease. Beside the fencing token (which orders leases and is not secret),
+/// it makes a lease impossible to act on for anyone else. Never printed: `Debug` hides it
+/// and no error message contains it.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct LeaseSecret(u128);
+
+impl LeaseSecret {
+    /// A fresh secret from the operating system's CSPRNG (through `rand`'s thread RNG).
+    pub fn random() -> LeaseSecret {
+        LeaseSecret(rand::random())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_bits(bits: u128) -> LeaseSecret {
+        LeaseSecret(bits)
+    }
+
+    /// The 32 hex digits a worker sends back.
+    pub fn expose(&self) -> String {
+        format!("{:032x}", self.0)
+    }
+
+    /// Constant-time comparison, so timing does not reveal how much of a guess was right.
+    pub fn matches(&self, other: &LeaseSecret) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.to_be_bytes().ct_eq(&other.0.to_be_bytes()).into()
+    }
+}
+
+impl fmt::Debug for LeaseSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LeaseSecret(..)")
+    }
+}
+
+impl PartialEq for LeaseSecret {
+    fn eq(&self, other: &Self) -> bool {
+        self.matches(other)
+    }
+}
+
+impl Eq for LeaseSecret {}
+
+impl From<LeaseSecret> for String {
+    fn from(s: LeaseSecret) -> String {
+        s.expose()
+    }
+}
+
+impl TryFrom<String> for LeaseSecret {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self, Error> {
+        s.parse()
+    }
+}
+
+impl FromStr for LeaseSecret {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        if s.len() != 32 {
+            return Err(Error::InvalidArgument("the lease secret must be 32 hex digits".into()));
+        }
+        u128::from_str_radix(s, 16)
+            .map(LeaseSecret)
+            .map_err(|_| Error::InvalidArgument("the lease secret must be 32 hex digits".into()))
+    }
+}
+
+/// What a worker presents with every call about a job: who it is and which lease it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    pub worker: WorkerId,
+    pub token: LeaseToken,
+    pub secret: LeaseSecret,
+}

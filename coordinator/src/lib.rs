@@ -9,12 +9,15 @@
 //! - [`records`]: what the store holds: records, typed keys, typed tables.
 //! - [`scheduler`]: the lifecycle applied to a store: control (submit, cancel, retry),
 //!   leasing, ingest, queries; an in-memory index keeps scans off the hot paths.
+//! - [`security`]: tokens with roles, mutual TLS for workers, server resource limits.
 //! - [`service`]: the gRPC services and `serve`.
-//! - [`cli`]: the `coordinator` command line.
+//! - [`cli`]: the `coordinator` command line, one module per command.
+//! - [`client`]: the client library the commands use (one connection path: TLS, token).
 //! - [`clock`]: injectable time for leases.
 //! - [`error`]: the crate's error type and its mapping to gRPC status codes.
 
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod error;
 pub mod ids;
@@ -22,6 +25,7 @@ pub mod lifecycle;
 pub mod plot;
 pub mod records;
 pub mod scheduler;
+pub mod security;
 pub mod service;
 pub mod store;
 

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{JobId, LeaseToken, WorkerId};
+use crate::ids::{Claim, JobId, LeaseSecret, LeaseToken, WorkerId};
 
 /// Longest failure reason kept, in bytes; longer ones are cut (a worker must always be able
 /// to report, so a long reason is shortened rather than refused).
@@ -20,6 +20,8 @@ pub struct Lease {
     pub worker: WorkerId,
     pub worker_name: String,
     pub token: LeaseToken,
+    /// Known only to the holder; every call about the job must present it.
+    pub secret: LeaseSecret,
     pub granted_ms: u64,
     /// Expiry unless a heartbeat arrives first (wall clock, so it survives a restart).
     pub deadline_ms: u64,
@@ -113,7 +115,8 @@ pub enum Refusal {
     /// The caller's lease is not the live one (re-leased since, expired, or finished).
     #[error("token {token} is not the live lease ({detail})")]
     Stale { token: LeaseToken, detail: String },
-    /// The lease is live but held by another worker.
+    /// The lease is live but held by another worker, or the secret is wrong: one refusal
+    /// for both, so a caller learns nothing about which part of its claim failed.
     #[error("the lease is held by another worker")]
     WrongWorker,
     /// Only a pending job can be granted.
@@ -180,11 +183,15 @@ impl Job {
         }
     }
 
-    /// Checks that `token` (from `worker`, when known) is the live lease.
-    pub fn check(&self, worker: Option<WorkerId>, token: LeaseToken) -> Result<&Lease, Refusal> {
+    /// Checks that `claim` names the live lease: its token, its worker and its secret.
+    pub fn check(&self, claim: &Claim) -> Result<&Lease, Refusal> {
+        let token = claim.token;
         match &self.state {
             JobState::Running { lease, .. } if lease.token == token => {
-                if worker.is_some_and(|w| w != lease.worker) {
+                // Evaluate both before deciding, so timing does not say which one failed.
+                let secret_ok = lease.secret.matches(&claim.secret);
+                let worker_ok = claim.worker == lease.worker;
+                if !(secret_ok & worker_ok) {
                     return Err(Refusal::WrongWorker);
                 }
                 Ok(lease)
@@ -210,14 +217,13 @@ impl Job {
     /// the answer say "stop" even before the job itself was flagged.
     pub fn heartbeat(
         &self,
-        worker: WorkerId,
-        token: LeaseToken,
+        claim: &Claim,
         epoch: u32,
         now: u64,
         ttl: u64,
         sweep_cancelled: bool,
     ) -> Result<(Job, Beat), Refusal> {
-        self.check(Some(worker), token)?;
+        self.check(claim)?;
         let mut next = self.clone();
         let JobState::Running { lease, epoch_reached, cancel_requested, .. } = &mut next.state else {
             unreachable!("check() returned a live lease");
@@ -230,8 +236,8 @@ impl Job {
     }
 
     /// Counts one newly arrived histogram piece of the live attempt.
-    pub fn piece_received(&self, token: LeaseToken) -> Result<Job, Refusal> {
-        self.check(None, token)?;
+    pub fn piece_received(&self, claim: &Claim) -> Result<Job, Refusal> {
+        self.check(claim)?;
         let mut next = self.clone();
         if let JobState::Running { pieces_received, .. } = &mut next.state {
             *pieces_received += 1;
@@ -249,23 +255,16 @@ impl Job {
 
     /// Running -> Done. A resent Complete of the lease that already completed the job is
     /// answered with `Ok(None)` (nothing to do), so completion is exactly-once.
-    pub fn complete(
-        &self,
-        worker: WorkerId,
-        token: LeaseToken,
-        now: u64,
-        rows: u64,
-        hashes: (&str, &str),
-    ) -> Result<Option<Job>, Refusal> {
+    pub fn complete(&self, claim: &Claim, now: u64, rows: u64, hashes: (&str, &str)) -> Result<Option<Job>, Refusal> {
         if let JobState::Done { token: done_by, .. } = self.state
-            && done_by == token
+            && done_by == claim.token
         {
             return Ok(None);
         }
-        let lease = self.check(Some(worker), token)?;
+        let lease = self.check(claim)?;
         let mut next = self.clone();
         next.state = JobState::Done {
-            token,
+            token: claim.token,
             finished_ms: now,
             seconds: now.saturating_sub(lease.granted_ms) as f64 / 1000.0,
             rows,
@@ -277,16 +276,27 @@ impl Job {
 
     /// Ends the live attempt without results: back to pending, or failed when the tries
     /// are used up, or cancelled when cancellation was asked for.
+    /// `claim` is the caller's (a worker's Fail); `None` for the coordinator's own expiry,
+    /// which names the lease by its token.
     pub fn end(
         &self,
-        worker: Option<WorkerId>,
+        claim: Option<&Claim>,
         token: LeaseToken,
         ending: &Ending,
         now: u64,
         max_attempts: u32,
         sweep_cancelled: bool,
     ) -> Result<Job, Refusal> {
-        let lease = self.check(worker, token)?.clone();
+        let lease = match claim {
+            Some(claim) if claim.token == token => self.check(claim)?.clone(),
+            Some(_) => return Err(Refusal::Stale { token, detail: "the claim names another lease".into() }),
+            None => match &self.state {
+                JobState::Running { lease, .. } if lease.token == token => lease.clone(),
+                other => {
+                    return Err(Refusal::Stale { token, detail: format!("the job is {} now", other.kind().as_str()) });
+                }
+            },
+        };
         let JobState::Running { failures, cancel_requested, epoch_reached, .. } = self.state else {
             unreachable!("check() returned a live lease");
         };
@@ -417,11 +427,20 @@ mod tests {
         WorkerId(Uuid::from_u128(n))
     }
 
+    fn claim(w: u128, token: u64) -> Claim {
+        Claim {
+            worker: worker(w),
+            token: LeaseToken(token),
+            secret: LeaseSecret::from_bits(w * 1000 + u128::from(token)),
+        }
+    }
+
     fn lease(w: u128, token: u64, now: u64) -> Lease {
         Lease {
             worker: worker(w),
             worker_name: format!("w{w}"),
             token: LeaseToken(token),
+            secret: claim(w, token).secret,
             granted_ms: now,
             deadline_ms: now + TTL,
         }
@@ -442,16 +461,19 @@ mod tests {
     #[test]
     fn heartbeat_is_fenced_and_bound_to_the_worker() {
         let job = running();
-        let (next, beat) = job.heartbeat(worker(1), LeaseToken(10), 3, 500, TTL, false).unwrap();
+        let (next, beat) = job.heartbeat(&claim(1, 10), 3, 500, TTL, false).unwrap();
         assert_eq!(beat, Beat { cancelled: false, deadline_ms: 1_500 });
         assert!(matches!(next.state, JobState::Running { epoch_reached: 3, .. }));
-        assert!(matches!(job.heartbeat(worker(1), LeaseToken(9), 3, 500, TTL, false), Err(Refusal::Stale { .. })));
-        assert_eq!(job.heartbeat(worker(2), LeaseToken(10), 3, 500, TTL, false), Err(Refusal::WrongWorker));
+        assert!(matches!(job.heartbeat(&claim(1, 9), 3, 500, TTL, false), Err(Refusal::Stale { .. })));
+        assert_eq!(job.heartbeat(&claim(2, 10), 3, 500, TTL, false), Err(Refusal::WrongWorker));
+        // The right worker and token with a wrong secret: the same refusal.
+        let guessed = Claim { secret: LeaseSecret::from_bits(42), ..claim(1, 10) };
+        assert_eq!(job.heartbeat(&guessed, 3, 500, TTL, false), Err(Refusal::WrongWorker));
         // A sweep cancelled meanwhile is reported at once.
-        let (_, beat) = job.heartbeat(worker(1), LeaseToken(10), 3, 500, TTL, true).unwrap();
+        let (_, beat) = job.heartbeat(&claim(1, 10), 3, 500, TTL, true).unwrap();
         assert!(beat.cancelled);
         // A refusal never names the live token.
-        let refusal = job.heartbeat(worker(1), LeaseToken(9), 0, 0, TTL, false).unwrap_err().to_string();
+        let refusal = job.heartbeat(&claim(1, 9), 0, 0, TTL, false).unwrap_err().to_string();
         assert!(!refusal.contains("10"), "{refusal}");
     }
 
@@ -459,7 +481,7 @@ mod tests {
     fn deadlines_never_move_backwards() {
         let job = running().refresh(5_000, TTL);
         assert_eq!(job.lease().unwrap().deadline_ms, 6_000);
-        let (job, beat) = job.heartbeat(worker(1), LeaseToken(10), 0, 100, TTL, false).unwrap();
+        let (job, beat) = job.heartbeat(&claim(1, 10), 0, 100, TTL, false).unwrap();
         assert_eq!(beat.deadline_ms, 6_000);
         assert!(!job.is_expired(6_000) && job.is_expired(6_001));
     }
@@ -467,20 +489,20 @@ mod tests {
     #[test]
     fn complete_is_exactly_once() {
         let job = running();
-        let done = job.complete(worker(1), LeaseToken(10), 2_000, 8, ("a", "b")).unwrap().unwrap();
+        let done = job.complete(&claim(1, 10), 2_000, 8, ("a", "b")).unwrap().unwrap();
         assert!(matches!(done.state, JobState::Done { seconds: 2.0, rows: 8, .. }));
         // The same lease completing again (its answer was lost) is a no-op, not an error.
-        assert_eq!(done.complete(worker(1), LeaseToken(10), 3_000, 8, ("a", "b")), Ok(None));
+        assert_eq!(done.complete(&claim(1, 10), 3_000, 8, ("a", "b")), Ok(None));
         // Any other lease is stale.
-        assert!(matches!(done.complete(worker(2), LeaseToken(11), 3_000, 8, ("a", "b")), Err(Refusal::Stale { .. })));
-        assert_eq!(job.complete(worker(2), LeaseToken(10), 0, 8, ("", "")), Err(Refusal::WrongWorker));
+        assert!(matches!(done.complete(&claim(2, 11), 3_000, 8, ("a", "b")), Err(Refusal::Stale { .. })));
+        assert_eq!(job.complete(&claim(2, 10), 0, 8, ("", "")), Err(Refusal::WrongWorker));
     }
 
     #[test]
     fn failures_use_tries_releases_and_coordinator_outages_do_not() {
         let job = running();
         let failed = Ending::Failed("diverged".into());
-        let pending = job.end(Some(worker(1)), LeaseToken(10), &failed, 0, 2, false).unwrap();
+        let pending = job.end(Some(&claim(1, 10)), LeaseToken(10), &failed, 0, 2, false).unwrap();
         assert_eq!(pending.state, JobState::Pending { failures: 1 });
         assert!(pending.history[0].contains("attempt 1 on w1") && pending.history[0].contains("diverged"));
         let again = pending.grant(lease(2, 11, 0)).unwrap();
@@ -501,12 +523,12 @@ mod tests {
         let pending = Job::new(JobId(Uuid::from_u128(1)), 3);
         assert_eq!(pending.cancel().state, JobState::Cancelled);
         let flagged = running().cancel();
-        let (_, beat) = flagged.heartbeat(worker(1), LeaseToken(10), 0, 0, TTL, false).unwrap();
+        let (_, beat) = flagged.heartbeat(&claim(1, 10), 0, 0, TTL, false).unwrap();
         assert!(beat.cancelled);
         let ended = flagged.end(None, LeaseToken(10), &Ending::Failed("cancelled".into()), 0, 3, false).unwrap();
         assert_eq!(ended.state, JobState::Cancelled);
         // Finished jobs stay finished.
-        let done = running().complete(worker(1), LeaseToken(10), 1, 1, ("", "")).unwrap().unwrap();
+        let done = running().complete(&claim(1, 10), 1, 1, ("", "")).unwrap().unwrap();
         assert_eq!(done.cancel(), done);
     }
 

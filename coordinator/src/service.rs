@@ -17,13 +17,17 @@ use ibsweep_shared::results::Measurement;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::{Stream, StreamExt};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::ids::{JobId, LeaseToken, SweepId, WorkerId};
+use crate::ids::{Claim, JobId, LeaseToken, SweepId, WorkerId};
 use crate::records::WorkerRecord;
 use crate::scheduler::{Chunk, Limits, Scheduler, SweepStatus, Timing};
+use crate::security::{Security, ServeLimits, TlsFiles};
 use crate::store::{JobStore, SledStore};
 
 /// How `coordinator serve` runs.
@@ -33,6 +37,14 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub timing: Timing,
     pub limits: Limits,
+    pub options: ServeOptions,
+}
+
+/// Security and resource limits of the server, apart from the store.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    pub security: Security,
+    pub limits: ServeLimits,
 }
 
 /// Serves both services (plus gRPC health and reflection) on `listener` until `shutdown`
@@ -43,20 +55,21 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let dir = config.data_dir.clone();
-    let (timing, limits) = (config.timing, config.limits);
+    let (timing, limits, options) = (config.timing, config.limits, config.options);
     let scheduler = tokio::task::spawn_blocking(move || {
         let store = SledStore::open(&dir)?;
         Ok::<_, Error>(Scheduler::open(store, Arc::new(SystemClock) as Arc<dyn Clock>, timing)?.with_limits(limits))
     })
     .await
     .map_err(|e| Error::Store(e.to_string()))??;
-    serve_with(listener, Arc::new(scheduler), shutdown).await
+    serve_with(listener, Arc::new(scheduler), options, shutdown).await
 }
 
 /// [`serve`] over any store and clock (tests use memory and a manual clock).
 pub async fn serve_with<S: JobStore>(
     listener: TcpListener,
     scheduler: Arc<Scheduler<S>>,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let expiry = {
@@ -91,18 +104,123 @@ pub async fn serve_with<S: JobStore>(
         .build_v1()
         .map_err(|e| Error::Store(format!("reflection: {e}")))?;
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!("coordinator listening on {addr}");
-    let result = tonic::transport::Server::builder()
+    let limits = options.limits;
+    let (user_gate, worker_gate) = options.security.gates();
+    let mut builder = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(limits.max_streams as usize)
+        .load_shed(true)
+        .max_concurrent_streams(limits.max_streams)
+        .timeout(limits.request_timeout)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .tcp_keepalive(Some(Duration::from_secs(60)));
+    if let Some(tls) = &options.security.tls {
+        builder = builder.tls_config(tls_config(tls)?).map_err(|e| Error::InvalidArgument(format!("TLS: {e}")))?;
+    }
+    let scheme = if options.security.tls.is_some() { "https" } else { "http" };
+    tracing::info!("coordinator listening on {scheme}://{addr}");
+    let sweeps = SweepServiceServer::new(Sweeps(Arc::clone(&scheduler)))
+        .max_decoding_message_size(limits.max_request_bytes)
+        .max_encoding_message_size(limits.max_request_bytes);
+    let workers = WorkerServiceServer::new(Workers(Arc::clone(&scheduler)))
+        .max_decoding_message_size(limits.max_upload_bytes)
+        .max_encoding_message_size(limits.max_upload_bytes);
+    let result = builder
         .add_service(health)
-        .add_service(reflection)
-        .add_service(SweepServiceServer::new(Sweeps(Arc::clone(&scheduler))))
-        .add_service(WorkerServiceServer::new(Workers(Arc::clone(&scheduler))).max_decoding_message_size(64 << 20))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .add_service(InterceptedService::new(reflection, user_gate.clone()))
+        .add_service(InterceptedService::new(sweeps, user_gate))
+        .add_service(InterceptedService::new(workers, worker_gate))
+        .serve_with_incoming_shutdown(limited(listener, limits.max_connections), shutdown)
         .await;
     expiry.abort();
     let s = Arc::clone(&scheduler);
     tokio::task::spawn_blocking(move || s.flush()).await.map_err(|e| Error::Store(e.to_string()))??;
     result.map_err(|e| Error::Store(format!("server: {e}")))
+}
+
+fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path)
+            .map_err(|e| Error::InvalidArgument(format!("cannot read the TLS {what} {}: {e}", path.display())))
+    };
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(&files.cert, "certificate")?, read(&files.key, "key")?));
+    if let Some(ca) = &files.client_ca {
+        // Optional at the TLS layer so people's commands need no certificate; the worker
+        // service's gate requires one.
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca, "client CA")?)).client_auth_optional(true);
+    }
+    Ok(tls)
+}
+
+/// A connection counted against `--max-connections` until it closes.
+struct Limited {
+    stream: tokio::net::TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for Limited {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Limited {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+impl Connected for Limited {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+/// Accepted connections, at most `max` open at once: one more is closed at accept, and
+/// logged, so a flood of idle connections cannot exhaust the coordinator's descriptors.
+fn limited(listener: TcpListener, max: usize) -> impl Stream<Item = std::io::Result<Limited>> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(max));
+    TcpListenerStream::new(listener).filter_map(move |accepted| match accepted {
+        Err(e) => Some(Err(e)),
+        Ok(stream) => match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => Some(Ok(Limited { stream, _permit: permit })),
+            Err(_) => {
+                let peer = stream.peer_addr().map_or_else(|_| "unknown peer".into(), |a| a.to_string());
+                tracing::warn!(peer = %peer, "refused a connection: {max} are open (--max-connections)");
+                None
+            }
+        },
+    })
 }
 
 /// Runs store work off the async runtime.
@@ -296,6 +414,11 @@ impl<S: JobStore> SweepService for Sweeps<S> {
 #[derive(Debug)]
 pub struct Workers<S: JobStore>(Arc<Scheduler<S>>);
 
+/// The worker's claim on a lease, from the fields every job call carries.
+fn claim(worker: &str, token: u64, secret: &str) -> Result<Claim, Status> {
+    Ok(Claim { worker: parse(worker)?, token: LeaseToken(token), secret: parse(secret)? })
+}
+
 fn split_of(s: &str) -> Result<Split, Status> {
     match s {
         "train" => Ok(Split::Train),
@@ -309,8 +432,7 @@ impl TryFrom<pb::HistogramChunk> for Chunk {
     fn try_from(c: pb::HistogramChunk) -> Result<Self, Status> {
         Ok(Chunk {
             job_id: parse(&c.job_id)?,
-            worker: Some(parse(&c.worker_id)?),
-            token: LeaseToken(c.fencing_token),
+            claim: claim(&c.worker_id, c.fencing_token, &c.lease_secret)?,
             sequence: c.sequence,
             key: Measurement {
                 epoch: c.epoch,
@@ -362,6 +484,7 @@ impl<S: JobStore> WorkerService for Workers<S> {
                     job_id: g.job_id.to_string(),
                     sweep_id: g.sweep_id.to_string(),
                     fencing_token: g.token.0,
+                    lease_secret: g.secret.expose(),
                     attempt: g.attempt,
                     spec_json: serde_json::to_string(&g.spec).map_err(|e| Status::internal(e.to_string()))?,
                     deadline_ms: g.deadline_ms,
@@ -377,8 +500,9 @@ impl<S: JobStore> WorkerService for Workers<S> {
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let r = request.into_inner();
-        let (worker, job): (WorkerId, JobId) = (parse(&r.worker_id)?, parse(&r.job_id)?);
-        let beat = blocking(&self.0, move |s| s.heartbeat(worker, job, LeaseToken(r.fencing_token), r.epoch)).await?;
+        let job: JobId = parse(&r.job_id)?;
+        let claim = claim(&r.worker_id, r.fencing_token, &r.lease_secret)?;
+        let beat = blocking(&self.0, move |s| s.heartbeat(&claim, job, r.epoch)).await?;
         Ok(Response::new(pb::HeartbeatResponse { cancelled: beat.cancelled, deadline_ms: beat.deadline_ms }))
     }
 
@@ -403,15 +527,10 @@ impl<S: JobStore> WorkerService for Workers<S> {
 
     async fn complete(&self, request: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
         let r = request.into_inner();
-        let (worker, job): (WorkerId, JobId) = (parse(&r.worker_id)?, parse(&r.job_id)?);
+        let job: JobId = parse(&r.job_id)?;
+        let claim = claim(&r.worker_id, r.fencing_token, &r.lease_secret)?;
         let rows = blocking(&self.0, move |s| {
-            s.complete(
-                worker,
-                job,
-                LeaseToken(r.fencing_token),
-                (&r.train_indices_hash, &r.test_indices_hash),
-                r.chunks,
-            )
+            s.complete(&claim, job, (&r.train_indices_hash, &r.test_indices_hash), r.chunks)
         })
         .await?;
         tracing::info!(job = %job, rows, "job done");
@@ -420,10 +539,11 @@ impl<S: JobStore> WorkerService for Workers<S> {
 
     async fn fail(&self, request: Request<pb::FailRequest>) -> Result<Response<pb::FailResponse>, Status> {
         let r = request.into_inner();
-        let (worker, job): (WorkerId, JobId) = (parse(&r.worker_id)?, parse(&r.job_id)?);
+        let job: JobId = parse(&r.job_id)?;
+        let claim = claim(&r.worker_id, r.fencing_token, &r.lease_secret)?;
         let shown: String = r.reason.chars().take(200).collect();
         tracing::warn!(job = %job, release = r.release, "job ended without results: {shown}");
-        blocking(&self.0, move |s| s.fail(worker, job, LeaseToken(r.fencing_token), &r.reason, r.release)).await?;
+        blocking(&self.0, move |s| s.fail(&claim, job, &r.reason, r.release)).await?;
         Ok(Response::new(pb::FailResponse {}))
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ibsweep_coordinator::clock::ManualClock;
 use ibsweep_coordinator::error::{Error, Result};
-use ibsweep_coordinator::ids::{LeaseToken, WorkerId};
+use ibsweep_coordinator::ids::{Claim, LeaseToken, WorkerId};
 use ibsweep_coordinator::lifecycle::JobState;
 use ibsweep_coordinator::scheduler::{Chunk, Grant, Scheduler, Timing};
 use ibsweep_coordinator::store::{JobStore, MemoryStore, SledStore, Tree, Txn};
@@ -59,8 +59,7 @@ fn chunks(grant: &Grant, worker: WorkerId, pieces: u32) -> Vec<Chunk> {
             for piece in 0..pieces {
                 out.push(Chunk {
                     job_id: grant.job_id,
-                    worker: Some(worker),
-                    token: grant.token,
+                    claim: grant.claim(worker),
                     sequence: out.len() as u64,
                     key: Measurement {
                         epoch,
@@ -135,7 +134,7 @@ macro_rules! exact {
                     let resent = Chunk { sequence: 1_000 + i as u64, ..c.clone() };
                     assert!(!s.ingest(&resent).unwrap(), "piece {i} resent is a duplicate");
                 }
-                assert_eq!(s.complete(w, g.job_id, g.token, ("a", "b"), all.len() as u64).unwrap(), 4);
+                assert_eq!(s.complete(&g.claim(w), g.job_id, ("a", "b"), all.len() as u64).unwrap(), 4);
                 let rows = s.results(sweep, &[]).unwrap();
                 assert!(rows.iter().all(|r| r.n == u64::from(N) && r.distinct == u64::from(N)), "{rows:?}");
             }
@@ -151,13 +150,13 @@ macro_rules! exact {
                 for c in &all[..all.len() - 1] {
                     s.ingest(c).unwrap();
                 }
-                let err = s.complete(w, g.job_id, g.token, ("", ""), all.len() as u64).unwrap_err().to_string();
+                let err = s.complete(&g.claim(w), g.job_id, ("", ""), all.len() as u64).unwrap_err().to_string();
                 assert!(err.contains("epoch 1, test, layer `softmax`") && err.contains("1 of its 2 pieces"), "{err}");
                 // The worker says it sent more than arrived.
                 s.ingest(&all[all.len() - 1]).unwrap();
-                let err = s.complete(w, g.job_id, g.token, ("", ""), 99).unwrap_err().to_string();
+                let err = s.complete(&g.claim(w), g.job_id, ("", ""), 99).unwrap_err().to_string();
                 assert!(err.contains("sent 99 histogram pieces but 8 arrived"), "{err}");
-                s.complete(w, g.job_id, g.token, ("", ""), 8).unwrap();
+                s.complete(&g.claim(w), g.job_id, ("", ""), 8).unwrap();
             }
 
             #[test]
@@ -197,9 +196,9 @@ macro_rules! exact {
                 let g = s.lease(a).unwrap().unwrap();
                 let live = g.token.0.to_string();
                 let refusals = [
-                    s.heartbeat(b, g.job_id, g.token, 0).unwrap_err(),
-                    s.complete(b, g.job_id, g.token, ("", ""), 0).unwrap_err(),
-                    s.fail(b, g.job_id, g.token, "hostile", false).unwrap_err(),
+                    s.heartbeat(&g.claim(b), g.job_id, 0).unwrap_err(),
+                    s.complete(&g.claim(b), g.job_id, ("", ""), 0).unwrap_err(),
+                    s.fail(&g.claim(b), g.job_id, "hostile", false).unwrap_err(),
                     s.ingest(&chunks(&g, b, 1)[0]).unwrap_err(),
                 ];
                 for err in refusals {
@@ -208,13 +207,17 @@ macro_rules! exact {
                 }
                 // A guessed token gets a stale-lease error naming only the guess.
                 let guess = LeaseToken(g.token.0 + 1);
-                let err = s.heartbeat(a, g.job_id, guess, 0).unwrap_err().to_string();
+                let err = s.heartbeat(&Claim { token: guess, ..g.claim(a) }, g.job_id, 0).unwrap_err().to_string();
                 assert!(err.contains(&guess.to_string()) && !err.contains(&format!("token {live}")), "{err}");
+                // The holder's worker ID and token with a guessed secret: the same refusal.
+                let guessed = Claim { secret: "0123456789abcdef0123456789abcdef".parse().unwrap(), ..g.claim(a) };
+                assert!(matches!(s.heartbeat(&guessed, g.job_id, 0), Err(Error::WrongWorker { .. })));
+                assert!(matches!(s.fail(&guessed, g.job_id, "hostile", false), Err(Error::WrongWorker { .. })));
                 // The lease is untouched: a can finish.
                 for c in chunks(&g, a, 1) {
                     s.ingest(&c).expect("ingest by the holder");
                 }
-                s.complete(a, g.job_id, g.token, ("", ""), 4).expect("complete by the holder");
+                s.complete(&g.claim(a), g.job_id, ("", ""), 4).expect("complete by the holder");
             }
 
             #[test]
@@ -227,8 +230,8 @@ macro_rules! exact {
                 for c in chunks(&g, w, 1) {
                     s.ingest(&c).unwrap();
                 }
-                assert_eq!(s.complete(w, g.job_id, g.token, ("", ""), 4).unwrap(), 4);
-                assert_eq!(s.complete(w, g.job_id, g.token, ("", ""), 4).unwrap(), 4, "the answer was lost");
+                assert_eq!(s.complete(&g.claim(w), g.job_id, ("", ""), 4).unwrap(), 4);
+                assert_eq!(s.complete(&g.claim(w), g.job_id, ("", ""), 4).unwrap(), 4, "the answer was lost");
                 let c = s.status(Some(sweep)).unwrap()[0].record.counts;
                 assert_eq!((c.done, c.running), (1, 0), "done exactly once");
                 assert_eq!(s.results(sweep, &[]).unwrap().len(), 4);
@@ -246,8 +249,8 @@ macro_rules! exact {
                 assert!(s.lease(b).unwrap().is_none());
                 let c = s.status(Some(sweep)).unwrap()[0].record.counts;
                 assert_eq!((c.cancelled, c.running, c.pending()), (1, 1, 0));
-                assert!(s.heartbeat(a, g.job_id, g.token, 1).unwrap().cancelled);
-                s.fail(a, g.job_id, g.token, "cancelled", false).unwrap();
+                assert!(s.heartbeat(&g.claim(a), g.job_id, 1).unwrap().cancelled);
+                s.fail(&g.claim(a), g.job_id, "cancelled", false).unwrap();
                 let c = s.status(Some(sweep)).unwrap()[0].record.counts;
                 assert_eq!((c.cancelled, c.running, c.pending(), c.done), (2, 0, 0, 0));
                 assert!(matches!(s.job(g.job_id).unwrap().state, JobState::Cancelled));
@@ -275,13 +278,13 @@ macro_rules! exact {
                 let sweep = s.submit("exact.yaml", GRID).unwrap().sweep_id;
                 let w = register(&s, "w");
                 let g = s.lease(w).unwrap().unwrap();
-                s.fail(w, g.job_id, g.token, "training panicked on w: index out of bounds", false).unwrap();
+                s.fail(&g.claim(w), g.job_id, "training panicked on w: index out of bounds", false).unwrap();
                 let job = s.job(g.job_id).unwrap();
                 assert!(matches!(job.state, JobState::Failed { .. }), "{job:?}");
                 assert!(job.history[0].contains("panicked"));
                 let reason = "y".repeat(100_000);
                 let g2 = s.lease(w).unwrap().unwrap();
-                s.fail(w, g2.job_id, g2.token, &reason, false).unwrap();
+                s.fail(&g2.claim(w), g2.job_id, &reason, false).unwrap();
                 assert!(s.job(g2.job_id).unwrap().history[0].len() < 2_000, "reasons are length-limited");
                 assert_eq!(s.status(Some(sweep)).unwrap()[0].record.counts.failed, 2);
             }
@@ -309,7 +312,7 @@ fn a_coordinator_down_for_three_ttls_costs_no_attempt() {
         let g = s.lease(w).unwrap().unwrap();
         s.lease(other).unwrap().unwrap();
         clock.advance(TTL / 2);
-        s.heartbeat(w, g.job_id, g.token, 0).unwrap();
+        s.heartbeat(&g.claim(w), g.job_id, 0).unwrap();
         clock.advance(TTL / 2 + 1);
         assert_eq!(s.expire_leases().unwrap(), 1, "`other` went silent");
         (w, g)
@@ -318,7 +321,7 @@ fn a_coordinator_down_for_three_ttls_costs_no_attempt() {
     clock.advance(3 * TTL);
     let s = open(SledStore::open(&path).unwrap(), &clock);
     assert_eq!(s.expire_leases().unwrap(), 0, "live leases get a fresh TTL at start");
-    s.heartbeat(w, g.job_id, g.token, 1).unwrap();
+    s.heartbeat(&g.claim(w), g.job_id, 1).unwrap();
     assert_eq!(s.job(g.job_id).unwrap().attempts, 1);
     // The index was rebuilt: the job re-queued before the restart comes back first.
     let next = register(&s, "next");
@@ -335,7 +338,7 @@ fn leases_lapsing_while_the_disk_is_full_use_no_attempt() {
     let g = s.lease(w).unwrap().unwrap();
     s.store().full.store(true, Ordering::SeqCst);
     clock.advance(TTL / 2);
-    assert!(matches!(s.heartbeat(w, g.job_id, g.token, 0), Err(Error::Store(_))));
+    assert!(matches!(s.heartbeat(&g.claim(w), g.job_id, 0), Err(Error::Store(_))));
     s.store().full.store(false, Ordering::SeqCst);
     clock.advance(TTL);
     assert_eq!(s.expire_leases().unwrap(), 1);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ibsweep_coordinator::clock::ManualClock;
 use ibsweep_coordinator::scheduler::{Scheduler, Timing};
-use ibsweep_coordinator::service::serve_with;
+use ibsweep_coordinator::service::{ServeOptions, serve_with};
 use ibsweep_coordinator::store::MemoryStore;
 use ibsweep_proto::PROTOCOL_VERSION;
 use ibsweep_proto::v1::sweep_service_client::SweepServiceClient;
@@ -48,7 +48,7 @@ async fn start() -> Harness {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve_with(listener, scheduler, async {
+    tokio::spawn(serve_with(listener, scheduler, ServeOptions::default(), async {
         let _ = stopped.await;
     }));
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
@@ -97,6 +97,7 @@ async fn heartbeat(
             job_id: l.job_id.clone(),
             fencing_token: l.fencing_token,
             epoch: 0,
+            lease_secret: l.lease_secret.clone(),
         })
         .await
         .map(|r| r.into_inner())
@@ -165,6 +166,7 @@ async fn two_workers_never_share_a_job_and_expiry_requeues() {
             worker_id: wb.clone(),
             job_id: lb.job_id.clone(),
             fencing_token: lb.fencing_token,
+            lease_secret: lb.lease_secret.clone(),
             chunks: 0,
             ..Default::default()
         })
@@ -174,6 +176,7 @@ async fn two_workers_never_share_a_job_and_expiry_requeues() {
     let chunk = pb::HistogramChunk {
         job_id: lb.job_id.clone(),
         worker_id: wb.clone(),
+        lease_secret: lb.lease_secret.clone(),
         fencing_token: lb.fencing_token,
         epoch: 0,
         split: "test".into(),
@@ -206,6 +209,7 @@ async fn cancel_reaches_the_worker_at_its_heartbeat_and_retry_requeues_failures(
         fencing_token: first.fencing_token,
         reason: "boom 1".into(),
         release: false,
+        lease_secret: first.lease_secret.clone(),
     })
     .await
     .unwrap();
@@ -217,6 +221,7 @@ async fn cancel_reaches_the_worker_at_its_heartbeat_and_retry_requeues_failures(
         fencing_token: second.fencing_token,
         reason: "boom 2".into(),
         release: false,
+        lease_secret: second.lease_secret.clone(),
     })
     .await
     .unwrap();

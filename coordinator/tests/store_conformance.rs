@@ -45,7 +45,7 @@ fn register<S: JobStore>(s: &Scheduler<S>, name: &str) -> WorkerId {
 
 /// Every histogram a tiny job (depth 1, epochs 0..=1, test split) must deliver: 2 epochs x
 /// 2 layers (conv1, softmax), each in `pieces` pieces.
-fn chunks(grant: &Grant, pieces: u32) -> Vec<Chunk> {
+fn chunks(grant: &Grant, worker: WorkerId, pieces: u32) -> Vec<Chunk> {
     let mut out = Vec::new();
     let mut sequence = 0;
     for epoch in 0..=1 {
@@ -59,8 +59,7 @@ fn chunks(grant: &Grant, pieces: u32) -> Vec<Chunk> {
                 h.add(&hashes, &labels).unwrap();
                 out.push(Chunk {
                     job_id: grant.job_id,
-                    worker: None,
-                    token: grant.token,
+                    claim: grant.claim(worker),
                     sequence,
                     key: Measurement {
                         epoch,
@@ -83,11 +82,11 @@ fn chunks(grant: &Grant, pieces: u32) -> Vec<Chunk> {
 }
 
 fn finish<S: JobStore>(s: &Scheduler<S>, worker: WorkerId, grant: &Grant) -> u64 {
-    let chunks = chunks(grant, 2);
+    let chunks = chunks(grant, worker, 2);
     for c in &chunks {
         assert!(s.ingest(c).unwrap());
     }
-    s.complete(worker, grant.job_id, grant.token, ("a", "b"), chunks.len() as u64).unwrap()
+    s.complete(&grant.claim(worker), grant.job_id, ("a", "b"), chunks.len() as u64).unwrap()
 }
 
 macro_rules! conformance {
@@ -165,28 +164,28 @@ macro_rules! conformance {
                 assert!(tokens.windows(2).all(|w| w[0] < w[1]), "tokens grow: {tokens:?}");
 
                 // A chunk for an unmeasured layer, a corrupt chunk, and a stale token are refused.
-                let mut bad = chunks(&grants[0], 1)[0].clone();
+                let mut bad = chunks(&grants[0], a, 1)[0].clone();
                 bad.key.layer_name = "conv9".into();
                 assert!(matches!(s.ingest(&bad), Err(Error::InvalidArgument(_))));
-                let mut corrupt = chunks(&grants[0], 1)[0].clone();
+                let mut corrupt = chunks(&grants[0], a, 1)[0].clone();
                 corrupt.histogram.truncate(5);
                 assert!(matches!(s.ingest(&corrupt), Err(Error::InvalidArgument(_))));
-                let mut stale = chunks(&grants[0], 1)[0].clone();
-                stale.token = LeaseToken(grants[0].token.0 + 100);
+                let mut stale = chunks(&grants[0], a, 1)[0].clone();
+                stale.claim.token = LeaseToken(grants[0].token.0 + 100);
                 assert!(matches!(s.ingest(&stale), Err(Error::StaleLease { .. })));
 
                 // Resent chunks count once; completion needs every piece.
-                let all = chunks(&grants[0], 2);
+                let all = chunks(&grants[0], a, 2);
                 for c in &all[..3] {
                     assert!(s.ingest(c).unwrap());
                 }
                 assert!(!s.ingest(&all[0]).unwrap(), "a resent chunk is not counted twice");
-                assert!(matches!(s.complete(a, grants[0].job_id, grants[0].token, ("x", "y"), 8), Err(Error::FailedPrecondition(_))));
+                assert!(matches!(s.complete(&grants[0].claim(a), grants[0].job_id, ("x", "y"), 8), Err(Error::FailedPrecondition(_))));
                 for c in &all[3..] {
                     s.ingest(c).unwrap();
                 }
                 assert!(s.results(sweep, &[]).unwrap().is_empty(), "nothing is visible before completion");
-                let rows = s.complete(a, grants[0].job_id, grants[0].token, ("x", "y"), 8).unwrap();
+                let rows = s.complete(&grants[0].claim(a), grants[0].job_id, ("x", "y"), 8).unwrap();
                 assert_eq!(rows, 4);
                 let results = s.results(sweep, &[]).unwrap();
                 assert_eq!(results.len(), 4);
@@ -195,7 +194,7 @@ macro_rules! conformance {
                 assert_eq!(s.results(sweep, &[("layer_name".into(), "softmax".into())]).unwrap().len(), 2);
                 assert!(s.results(sweep, &[("colour".into(), "red".into())]).is_err());
                 // After completion the token is stale.
-                assert!(matches!(s.heartbeat(a, grants[0].job_id, grants[0].token, 1), Err(Error::StaleLease { .. })));
+                assert!(matches!(s.heartbeat(&grants[0].claim(a), grants[0].job_id, 1), Err(Error::StaleLease { .. })));
                 for (w, g) in workers[1..].iter().zip(&grants[1..]) {
                     finish(&s, *w, g);
                 }
@@ -212,9 +211,9 @@ macro_rules! conformance {
                 let sweep = s.submit("tiny.yaml", GRID).unwrap().sweep_id;
                 let w = register(&s, "w");
                 let first = s.lease(w).unwrap().unwrap();
-                s.ingest(&chunks(&first, 1)[0]).unwrap();
+                s.ingest(&chunks(&first, w, 1)[0]).unwrap();
                 clock.advance(TTL / 2);
-                s.heartbeat(w, first.job_id, first.token, 0).unwrap();
+                s.heartbeat(&first.claim(w), first.job_id, 0).unwrap();
                 clock.advance(TTL / 2 + 1);
                 assert_eq!(s.expire_leases().unwrap(), 0, "the heartbeat extended the lease");
                 clock.advance(TTL);
@@ -225,8 +224,8 @@ macro_rules! conformance {
                 // The first attempt's histograms were discarded, its token is stale.
                 assert!(s.store().scan(Tree::Staged, &[]).unwrap().is_empty());
                 assert!(s.store().scan(Tree::Pieces, &[]).unwrap().is_empty());
-                assert!(matches!(s.heartbeat(w, first.job_id, first.token, 0), Err(Error::StaleLease { .. })));
-                assert!(matches!(s.complete(w, first.job_id, first.token, ("", ""), 0), Err(Error::StaleLease { .. })));
+                assert!(matches!(s.heartbeat(&first.claim(w), first.job_id, 0), Err(Error::StaleLease { .. })));
+                assert!(matches!(s.complete(&first.claim(w), first.job_id, ("", ""), 0), Err(Error::StaleLease { .. })));
                 clock.advance(TTL + 1);
                 assert_eq!(s.expire_leases().unwrap(), 1);
                 let job = s.job(first.job_id).unwrap();
@@ -240,12 +239,12 @@ macro_rules! conformance {
                 let third = s.lease(w).unwrap().unwrap();
                 assert_eq!((third.job_id, third.attempt), (first.job_id, 3));
                 // A released job does not use up an attempt.
-                s.fail(w, third.job_id, third.token, "worker shutting down", true).unwrap();
+                s.fail(&third.claim(w), third.job_id, "worker shutting down", true).unwrap();
                 let job = s.job(first.job_id).unwrap();
                 assert_eq!(job.state, JobState::Pending { failures: 0 });
                 // An explicit failure with a reason.
                 let fourth = s.lease(w).unwrap().unwrap();
-                s.fail(w, fourth.job_id, fourth.token, "training diverged at epoch 1, layer conv1", false).unwrap();
+                s.fail(&fourth.claim(w), fourth.job_id, "training diverged at epoch 1, layer conv1", false).unwrap();
                 assert!(s.job(first.job_id).unwrap().history.last().unwrap().contains("diverged"));
             }
 
@@ -259,8 +258,8 @@ macro_rules! conformance {
                 assert_eq!(s.cancel(sweep).unwrap(), 4);
                 let other = register(&s, "other");
                 assert!(s.lease(other).unwrap().is_none(), "a cancelled sweep hands out nothing");
-                assert!(s.heartbeat(w, running.job_id, running.token, 1).unwrap().cancelled);
-                s.fail(w, running.job_id, running.token, "cancelled", false).unwrap();
+                assert!(s.heartbeat(&running.claim(w), running.job_id, 1).unwrap().cancelled);
+                s.fail(&running.claim(w), running.job_id, "cancelled", false).unwrap();
                 let status = &s.status(Some(sweep)).unwrap()[0];
                 let c = status.record.counts;
                 assert_eq!((c.cancelled, c.pending(), c.running), (4, 0, 0));
@@ -299,7 +298,7 @@ fn sled_keeps_everything_across_reopen_and_checks_its_format() {
     assert!(matches!(s.job(done.job_id).unwrap().state, JobState::Done { .. }));
     // The lease survived: its worker can go on.
     let w = s.workers().unwrap()[0].id;
-    s.heartbeat(w, leased.job_id, leased.token, 1).unwrap();
+    s.heartbeat(&leased.claim(w), leased.job_id, 1).unwrap();
     let c = s.status(Some(sweep)).unwrap()[0].record.counts;
     assert_eq!((c.done, c.running, c.pending()), (1, 1, 2));
     drop(s);

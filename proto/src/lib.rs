@@ -2,9 +2,12 @@
 //! tonic-prost-build with protox (no system `protoc`).
 //!
 //! Bump [`PROTOCOL_VERSION`] with any change a peer of the old version would misread.
+//! [`connect`] is the one way clients (commands and workers) reach a coordinator.
+
+pub mod connect;
 
 /// Sent by workers at registration; the coordinator refuses any other.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Everything in package `ibsweep.v1`.
 pub mod v1 {

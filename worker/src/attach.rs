@@ -13,10 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ibsweep_proto::PROTOCOL_VERSION;
+use ibsweep_proto::connect::{Bearer, ClientConfig};
 use ibsweep_proto::v1::worker_service_client::WorkerServiceClient;
 use ibsweep_proto::v1::{self as pb};
 use ibsweep_shared::job::JobSpec;
 use tokio::sync::{mpsc, watch};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::cli::ComputeArgs;
@@ -29,7 +31,8 @@ const MAX_PIECE_BYTES: usize = 1 << 20;
 /// What the attach loop needs.
 #[derive(Debug, Clone)]
 pub struct AttachConfig {
-    pub url: String,
+    /// Address, token and TLS of the coordinator.
+    pub client: ClientConfig,
     pub name: String,
     pub compute: ComputeArgs,
 }
@@ -84,10 +87,11 @@ pub fn classify(status: &tonic::Status) -> Disposition {
     }
 }
 
-async fn connect(url: &str) -> std::result::Result<WorkerServiceClient<Channel>, String> {
-    let endpoint = Channel::from_shared(url.to_string()).map_err(|e| format!("bad coordinator address {url}: {e}"))?;
-    let channel = endpoint.connect().await.map_err(|e| format!("cannot reach coordinator at {url}: {e}"))?;
-    Ok(WorkerServiceClient::new(channel).max_encoding_message_size(64 << 20))
+type Client = WorkerServiceClient<InterceptedService<Channel, Bearer>>;
+
+async fn connect(config: &ClientConfig) -> std::result::Result<Client, String> {
+    let (channel, bearer) = config.connect().await.map_err(|e| e.to_string())?;
+    Ok(WorkerServiceClient::with_interceptor(channel, bearer).max_encoding_message_size(2 << 20))
 }
 
 /// Runs until `shutdown` turns true. Returns an error only for what retrying cannot fix
@@ -98,10 +102,10 @@ pub async fn attach(config: AttachConfig, mut shutdown: watch::Receiver<bool>) -
     // Kept across reconnects, so the coordinator keeps one record per worker process.
     let mut worker_id = String::new();
     while !*shutdown.borrow() {
-        let mut client = match connect(&config.url).await {
+        let mut client = match connect(&config.client).await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!("{e}; is `coordinator serve` running? retrying in {:?}", backoff(failures));
+                tracing::warn!("{e}; retrying in {:?}", backoff(failures));
                 sleep_or_shutdown(backoff(failures), &mut shutdown).await;
                 failures += 1;
                 continue;
@@ -131,7 +135,7 @@ pub async fn attach(config: AttachConfig, mut shutdown: watch::Receiver<bool>) -
         };
         failures = 0;
         worker_id = registered.worker_id.clone();
-        tracing::info!(worker = %registered.worker_id, "registered with {} as {}", config.url, config.name);
+        tracing::info!(worker = %registered.worker_id, "registered with {} as {}", config.client.url, config.name);
         let session = Session {
             client,
             shutdown: shutdown.clone(),
@@ -167,7 +171,7 @@ async fn sleep_or_shutdown(duration: Duration, shutdown: &mut watch::Receiver<bo
 }
 
 struct Session {
-    client: WorkerServiceClient<Channel>,
+    client: Client,
     /// Retry loops give up after a few tries once this turns true.
     shutdown: watch::Receiver<bool>,
     worker_id: String,
@@ -230,6 +234,7 @@ impl Session {
                 fencing_token: lease.fencing_token,
                 reason,
                 release,
+                lease_secret: lease.lease_secret.clone(),
             };
             for attempt in 0.. {
                 match self.client.fail(request.clone()).await {
@@ -350,6 +355,7 @@ impl Session {
         let mut client = self.client.clone();
         let (worker_id, job_id, token, every) =
             (self.worker_id.clone(), lease.job_id.clone(), lease.fencing_token, self.heartbeat);
+        let secret = lease.lease_secret.clone();
         tokio::spawn(async move {
             loop {
                 let deadline = tokio::time::Instant::now() + every;
@@ -368,6 +374,7 @@ impl Session {
                     job_id: job_id.clone(),
                     fencing_token: token,
                     epoch: current,
+                    lease_secret: secret.clone(),
                 };
                 match client.heartbeat(request).await {
                     Ok(r) if r.get_ref().cancelled => {
@@ -418,6 +425,7 @@ impl Session {
                         piece: piece as u32,
                         pieces: pieces as u32,
                         worker_id: self.worker_id.clone(),
+                        lease_secret: lease.lease_secret.clone(),
                     });
                     *sequence += 1;
                 }
@@ -460,6 +468,7 @@ impl Session {
                 worker_id: self.worker_id.clone(),
                 job_id: lease.job_id.clone(),
                 fencing_token: lease.fencing_token,
+                lease_secret: lease.lease_secret.clone(),
                 train_indices_hash: hashes.0.clone(),
                 test_indices_hash: hashes.1.clone(),
                 chunks,

@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use ibsweep_proto::connect::{ClientConfig, token_from};
+
 use crate::attach::{self, AttachConfig};
 use crate::error::{Error, Result};
 use crate::train::RunConfig;
@@ -32,6 +34,21 @@ pub struct Cli {
     /// This worker's name in `coordinator workers` (default: host name and process ID).
     #[arg(long, env = "IBSWEEP_WORKER_NAME")]
     pub name: Option<String>,
+    /// The worker token (`serve --worker-token`, or its `--token` when there is no worker token).
+    #[arg(long, env = "IBSWEEP_WORKER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Read the worker token from this file instead (keeps it out of `ps` and shell history).
+    #[arg(long, env = "IBSWEEP_WORKER_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the coordinator's certificate, for https:// addresses.
+    #[arg(long, env = "IBSWEEP_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// This worker's certificate (PEM), for a coordinator that requires mutual TLS.
+    #[arg(long, env = "IBSWEEP_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// This worker's private key (PEM).
+    #[arg(long, env = "IBSWEEP_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub compute: ComputeArgs,
     #[command(subcommand)]
@@ -122,11 +139,18 @@ pub struct RunArgs {
 /// Runs the parsed command; `main` maps the error to a message and exit code.
 pub fn run(cli: Cli) -> Result<()> {
     let Some(command) = cli.command else {
-        let config = AttachConfig {
+        let token = token_from(cli.token, cli.token_file.as_deref(), "--token")
+            .map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let client = ClientConfig {
             url: cli.coordinator,
-            name: cli.name.unwrap_or_else(attach::default_name),
-            compute: cli.compute,
+            token,
+            tls_ca: cli.tls_ca,
+            tls_identity: cli.tls_cert.zip(cli.tls_key),
         };
+        // Bad TLS files or a malformed address are the user's to fix, not to retry.
+        client.endpoint().map_err(|e| Error::InvalidInput(e.to_string()))?;
+        client.bearer().map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let config = AttachConfig { client, name: cli.name.unwrap_or_else(attach::default_name), compute: cli.compute };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

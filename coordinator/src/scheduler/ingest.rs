@@ -13,7 +13,7 @@ use ibsweep_shared::results::{Measurement, MiRow};
 
 use super::Scheduler;
 use crate::error::{Error, Result};
-use crate::ids::{JobId, LeaseToken, WorkerId};
+use crate::ids::{Claim, JobId};
 use crate::lifecycle::{JobState, StateKind};
 use crate::records::*;
 use crate::store::{JobStore, Tree};
@@ -29,9 +29,8 @@ pub const MAX_PIECES: u32 = 1024;
 #[derive(Debug, Clone)]
 pub struct Chunk {
     pub job_id: JobId,
-    /// The sender; `None` only for callers that cannot say (old tests).
-    pub worker: Option<WorkerId>,
-    pub token: LeaseToken,
+    /// The sender and the lease it holds.
+    pub claim: Claim,
     pub sequence: u64,
     pub key: Measurement,
     pub histogram: Vec<u8>,
@@ -109,7 +108,7 @@ impl<S: JobStore> Scheduler<S> {
     pub fn ingest(&self, chunk: &Chunk) -> Result<bool> {
         // The lease first: nothing from a caller without one is decoded.
         let (key, job) = self.txn(&mut |txn| self.locate(txn, chunk.job_id))?;
-        job.check(chunk.worker, chunk.token).map_err(|r| Error::refused(chunk.job_id, r))?;
+        job.check(&chunk.claim).map_err(|r| Error::refused(chunk.job_id, r))?;
         if chunk.pieces == 0 || chunk.pieces > MAX_PIECES || chunk.piece >= chunk.pieces {
             return Err(chunk.refuse(format_args!("pieces must satisfy piece < pieces <= {MAX_PIECES}")));
         }
@@ -130,7 +129,7 @@ impl<S: JobStore> Scheduler<S> {
         let slot = piece_key(&hist_key, chunk.piece);
         self.txn(&mut |txn| {
             let (_, job) = self.locate(txn, chunk.job_id)?;
-            job.check(chunk.worker, chunk.token).map_err(|r| Error::refused(chunk.job_id, r))?;
+            job.check(&chunk.claim).map_err(|r| Error::refused(chunk.job_id, r))?;
             if txn.get(Tree::Staged, &hist_key)?.is_some() || txn.get(Tree::Pieces, &slot)?.is_some() {
                 return Ok(false); // this piece index was counted already
             }
@@ -146,7 +145,7 @@ impl<S: JobStore> Scheduler<S> {
             JOBS.put(
                 txn,
                 &key.to_bytes(),
-                &job.piece_received(chunk.token).map_err(|r| Error::refused(chunk.job_id, r))?,
+                &job.piece_received(&chunk.claim).map_err(|r| Error::refused(chunk.job_id, r))?,
             )?;
             if partial.received < partial.pieces {
                 txn.insert(Tree::Pieces, &slot, &chunk.histogram)?;
@@ -187,21 +186,15 @@ impl<S: JobStore> Scheduler<S> {
     /// Publishes a finished attempt: every staged histogram becomes a result row, in one
     /// transaction, durable before this returns. Resent by the same lease after success, it
     /// answers the same row count again.
-    pub fn complete(
-        &self,
-        worker: WorkerId,
-        job_id: JobId,
-        token: LeaseToken,
-        hashes: (&str, &str),
-        pieces: u64,
-    ) -> Result<u64> {
+    pub fn complete(&self, claim: &Claim, job_id: JobId, hashes: (&str, &str), pieces: u64) -> Result<u64> {
+        let (worker, token) = (claim.worker, claim.token);
         let (key, job) = self.txn(&mut |txn| self.locate(txn, job_id))?;
         if let JobState::Done { token: done_by, rows, .. } = job.state
             && done_by == token
         {
             return Ok(rows);
         }
-        job.check(Some(worker), token).map_err(|r| Error::refused(job_id, r))?;
+        job.check(claim).map_err(|r| Error::refused(job_id, r))?;
         let spec = self.spec_of(key)?;
         let attempt = key.attempt(job.attempts);
         if let Some((_, value)) = self.store.scan_page(Tree::Partials, &attempt, None, 1)?.first() {
@@ -251,8 +244,7 @@ impl<S: JobStore> Scheduler<S> {
         let done = self.txn(&mut |txn| {
             let job = JOBS.get(txn, &key_bytes)?.ok_or(Error::JobNotFound(job_id))?;
             let deadline = job.lease().map_or(0, |l| l.deadline_ms);
-            let Some(next) = job.complete(worker, token, now, rows, hashes).map_err(|r| Error::refused(job_id, r))?
-            else {
+            let Some(next) = job.complete(claim, now, rows, hashes).map_err(|r| Error::refused(job_id, r))? else {
                 return Ok(None);
             };
             let mut sweep = self.sweep(txn, key.sweep)?;

@@ -10,7 +10,7 @@ use ibsweep_shared::job::JobSpec;
 
 use super::{Index, Scheduler};
 use crate::error::{Error, Result};
-use crate::ids::{JobId, LeaseToken, SweepId, WorkerId};
+use crate::ids::{Claim, JobId, LeaseSecret, LeaseToken, SweepId, WorkerId};
 use crate::lifecycle::{Beat, Ending, Job, JobState, Lease, StateKind};
 use crate::records::*;
 use crate::store::{JobStore, Tree};
@@ -28,9 +28,17 @@ pub struct Grant {
     pub job_id: JobId,
     pub sweep_id: SweepId,
     pub token: LeaseToken,
+    pub secret: LeaseSecret,
     pub attempt: u32,
     pub spec: JobSpec,
     pub deadline_ms: u64,
+}
+
+impl Grant {
+    /// What the holder presents with every call about this job.
+    pub fn claim(&self, worker: WorkerId) -> Claim {
+        Claim { worker, token: self.token, secret: self.secret }
+    }
 }
 
 /// The answer to a registration.
@@ -62,6 +70,23 @@ impl<S: JobStore> Scheduler<S> {
         }
         let now = self.now_ms();
         let fresh = WorkerId(uuid::Uuid::new_v4());
+        let known = match previous {
+            Some(id) => self.txn(&mut |txn| Ok(txn.get(Tree::Workers, id.as_bytes())?.is_some()))?,
+            None => false,
+        };
+        if !known {
+            // Silent workers are forgotten first, so the cap counts live ones.
+            let mut registered = self.store.scan(Tree::Workers, &[])?.len() as u64;
+            if registered >= self.limits.max_workers {
+                registered -= self.forget_idle_workers()? as u64;
+            }
+            if registered >= self.limits.max_workers {
+                return Err(Error::ResourceExhausted(format!(
+                    "{registered} workers are registered, the most this coordinator accepts (--max-workers); \
+                     stop idle workers or raise the limit"
+                )));
+            }
+        }
         self.txn(&mut |txn| {
             let existing = match previous {
                 Some(id) => WORKERS.get(txn, id.as_bytes())?,
@@ -163,6 +188,7 @@ impl<S: JobStore> Scheduler<S> {
             job_id,
             sweep_id: key.sweep,
             token: lease.token,
+            secret: lease.secret,
             attempt: job.attempts,
             spec: self.spec_of(key)?,
             deadline_ms: lease.deadline_ms,
@@ -173,6 +199,7 @@ impl<S: JobStore> Scheduler<S> {
     fn grant_from(&self, sweep_id: SweepId, requeued: Option<u64>, worker: WorkerId, now: u64) -> Result<Found> {
         let grid = self.grid(sweep_id)?;
         let ttl = self.timing.lease_ttl_ms;
+        let secret = LeaseSecret::random();
         self.txn(&mut |txn| {
             let mut sweep = self.sweep(txn, sweep_id)?;
             if sweep.cancelled {
@@ -221,6 +248,7 @@ impl<S: JobStore> Scheduler<S> {
                 worker,
                 worker_name: worker_record.name.clone(),
                 token,
+                secret,
                 granted_ms: now,
                 deadline_ms: now + ttl,
             };
@@ -236,14 +264,22 @@ impl<S: JobStore> Scheduler<S> {
             worker_record.epoch = 0;
             worker_record.last_seen_ms = now;
             WORKERS.put(txn, worker.as_bytes(), &worker_record)?;
-            let grant =
-                Grant { job_id: next.job_id, sweep_id, token, attempt: next.attempts, spec, deadline_ms: now + ttl };
+            let grant = Grant {
+                job_id: next.job_id,
+                sweep_id,
+                token,
+                secret,
+                attempt: next.attempts,
+                spec,
+                deadline_ms: now + ttl,
+            };
             Ok(Found::Granted(Box::new((grant, key, now + ttl, sweep))))
         })
     }
 
     /// Extends a lease held by `worker`; says whether the job (or its sweep) was cancelled.
-    pub fn heartbeat(&self, worker: WorkerId, job_id: JobId, token: LeaseToken, epoch: u32) -> Result<Beat> {
+    pub fn heartbeat(&self, claim: &Claim, job_id: JobId, epoch: u32) -> Result<Beat> {
+        let (worker, token) = (claim.worker, claim.token);
         let now = self.now_ms();
         let ttl = self.timing.lease_ttl_ms;
         let mut index = self.lock();
@@ -251,9 +287,8 @@ impl<S: JobStore> Scheduler<S> {
             let (key, job) = self.locate(txn, job_id)?;
             let sweep = self.sweep(txn, key.sweep)?;
             let old_deadline = job.lease().map_or(0, |l| l.deadline_ms);
-            let (next, beat) = job
-                .heartbeat(worker, token, epoch, now, ttl, sweep.cancelled)
-                .map_err(|r| Error::refused(job_id, r))?;
+            let (next, beat) =
+                job.heartbeat(claim, epoch, now, ttl, sweep.cancelled).map_err(|r| Error::refused(job_id, r))?;
             JOBS.put(txn, &key.to_bytes(), &next)?;
             let mut w = self.worker(txn, worker)?;
             w.last_seen_ms = now;
@@ -269,11 +304,11 @@ impl<S: JobStore> Scheduler<S> {
 
     /// Ends an attempt without results (the worker's Fail): re-queued, failed or cancelled
     /// as the lifecycle decides; its staged histograms are discarded. Durable on return.
-    pub fn fail(&self, worker: WorkerId, job_id: JobId, token: LeaseToken, reason: &str, release: bool) -> Result<()> {
+    pub fn fail(&self, claim: &Claim, job_id: JobId, reason: &str, release: bool) -> Result<()> {
         let ending = if release { Ending::Released(reason.into()) } else { Ending::Failed(reason.into()) };
         let mut index = self.lock();
         let key = self.txn(&mut |txn| self.locate(txn, job_id))?.0;
-        self.end_attempt(&mut index, key, Some(worker), token, &ending)?;
+        self.end_attempt(&mut index, key, Some(claim), claim.token, &ending)?;
         drop(index);
         self.flush()
     }
@@ -284,7 +319,7 @@ impl<S: JobStore> Scheduler<S> {
         &self,
         index: &mut Index,
         key: JobKey,
-        worker: Option<WorkerId>,
+        claim: Option<&Claim>,
         token: LeaseToken,
         ending: &Ending,
     ) -> Result<StateKind> {
@@ -296,7 +331,7 @@ impl<S: JobStore> Scheduler<S> {
                 .ok_or_else(|| Error::Corrupt { tree: "jobs", detail: format!("no job at {key:?}") })?;
             let mut sweep = self.sweep(txn, key.sweep)?;
             let next = job
-                .end(worker, token, ending, now, sweep.max_attempts, sweep.cancelled)
+                .end(claim, token, ending, now, sweep.max_attempts, sweep.cancelled)
                 .map_err(|r| Error::refused(job.job_id, r))?;
             sweep.counts.apply(StateKind::Running, next.kind(), 1)?;
             txn.remove(Tree::Active, &token_key(token))?;

@@ -62,11 +62,13 @@ impl Default for Timing {
 pub struct Limits {
     /// Most jobs one sweep may have (`serve --max-points`).
     pub max_points: u64,
+    /// Most worker records at once (`serve --max-workers`).
+    pub max_workers: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_points: 1_000_000 }
+        Limits { max_points: 1_000_000, max_workers: 10_000 }
     }
 }
 

@@ -54,12 +54,18 @@ pub fn free_port() -> u16 {
 /// `coordinator serve` on loopback with a short lease TTL; its log goes beside the store,
 /// appended across restarts.
 pub fn serve(port: u16, data: &Path, lease_ttl_s: u32) -> Proc {
+    serve_with(port, data, lease_ttl_s, &[])
+}
+
+/// [`serve`] with more flags (TLS, tokens).
+pub fn serve_with(port: u16, data: &Path, lease_ttl_s: u32, extra: &[&str]) -> Proc {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(data.with_extension("log")).unwrap();
     Proc(
         Command::new(coordinator_bin())
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--lease-ttl", &lease_ttl_s.to_string()])
             .arg("--data-dir")
             .arg(data)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -69,10 +75,16 @@ pub fn serve(port: u16, data: &Path, lease_ttl_s: u32) -> Proc {
 
 /// `worker --coordinator URL` with one libtorch thread; its log is `dir/NAME.log`.
 pub fn attach(url: &str, name: &str, dir: &Path) -> Proc {
+    attach_with(url, name, dir, &[])
+}
+
+/// [`attach`] with more flags (TLS, tokens).
+pub fn attach_with(url: &str, name: &str, dir: &Path, extra: &[&str]) -> Proc {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     Proc(
         Command::new(env!("CARGO_BIN_EXE_worker"))
             .args(["--coordinator", url, "--threads", "1", "--name", name])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

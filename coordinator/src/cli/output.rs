@@ -1,0 +1,248 @@
+//! Everything the commands print, in one place: status text and JSON, result tables and
+//! files, worker lines. Pure functions of the responses, so they are tested without a server.
+
+use std::io::Write;
+
+use ibsweep_proto::v1::{self as pb};
+use ibsweep_shared::results::{CsvWriter, MiRow};
+
+use super::Format;
+
+/// Rows whose workers were silent this long are not shown by `--watch`.
+pub const GONE_MS: u64 = 300_000;
+
+pub fn threads(n: u32) -> String {
+    if n == 1 { "1 thread".into() } else { format!("{n} threads") }
+}
+
+pub fn age(now_ms: u64, then_ms: u64) -> String {
+    let s = now_ms.saturating_sub(then_ms) / 1000;
+    if s < 120 { format!("{s}s ago") } else { format!("{}m ago", s / 60) }
+}
+
+/// ", ETA N s" from the mean duration of finished jobs and the workers busy now; empty
+/// before the first job finishes or once nothing is left.
+pub fn eta(s: &pb::SweepStatus, status: &pb::StatusResponse) -> String {
+    let c = s.counts.unwrap_or_default();
+    if s.mean_job_seconds <= 0.0 || c.pending + c.running == 0 {
+        return String::new();
+    }
+    let busy = status.workers.iter().filter(|w| !w.job_id.is_empty()).count().max(1) as f64;
+    format!(", ETA {:.0} s", s.mean_job_seconds * (c.pending + c.running) as f64 / busy)
+}
+
+/// Human-readable status (the same text `status --watch` repeats).
+pub fn render_status(status: &pb::StatusResponse) -> String {
+    let mut out = String::new();
+    if status.sweeps.is_empty() {
+        out += "no sweeps; submit one with `coordinator submit GRID.yaml`\n";
+    }
+    for s in &status.sweeps {
+        let c = s.counts.unwrap_or_default();
+        let finished = c.done + c.failed + c.cancelled;
+        let eta = eta(s, status);
+        out += &format!(
+            "sweep {} ({}){}: {}/{} finished: {} done, {} running, {} pending, {} failed, {} cancelled{eta}\n",
+            s.sweep_id,
+            s.name,
+            if s.cancelled { " [cancelled]" } else { "" },
+            finished,
+            s.total,
+            c.done,
+            c.running,
+            c.pending,
+            c.failed,
+            c.cancelled,
+        );
+        for f in &s.failures {
+            out += &format!("  failed job {} {}\n", f.job_id, f.params_json);
+            for r in &f.reasons {
+                out += &format!("    {r}\n");
+            }
+        }
+    }
+    if !status.workers.is_empty() {
+        out += "workers:\n";
+        for w in &status.workers {
+            let job =
+                if w.job_id.is_empty() { "idle".to_string() } else { format!("job {} epoch {}", w.job_id, w.epoch) };
+            out += &format!(
+                "  {} ({}): {job}, last seen {}\n",
+                w.name,
+                threads(w.threads),
+                age(status.now_ms, w.last_seen_ms)
+            );
+        }
+    }
+    out
+}
+
+pub fn table(rows: &[MiRow]) -> String {
+    let mut out = format!(
+        "{:<8} {:<13} {:>5} {:>5} {:>6} {:<7} {:<12} {:>4} {:>5} {:<5} {:<8} {:>5} {:>7} {:>9} {:>9} {:>8} {:>6}\n",
+        "job",
+        "dataset",
+        "width",
+        "depth",
+        "kernel",
+        "pooling",
+        "fc",
+        "seed",
+        "epoch",
+        "split",
+        "layer",
+        "bin",
+        "n",
+        "I(X;T)",
+        "I(Y;T)",
+        "loss",
+        "acc"
+    );
+    for r in rows {
+        out += &format!(
+            "{:<8} {:<13} {:>5} {:>5} {:>6} {:<7} {:<12} {:>4} {:>5} {:<5} {:<8} {:>5} {:>7} {:>9.4} {:>9.4} {:>8.4} {:>6.3}\n",
+            &r.job_id[..8.min(r.job_id.len())],
+            r.dataset.as_str(),
+            r.width,
+            r.depth,
+            r.kernel,
+            r.pooling.as_str(),
+            if r.fc.is_empty() { "-" } else { &r.fc },
+            r.seed,
+            r.epoch,
+            r.split.as_str(),
+            r.layer_name,
+            r.bin_size,
+            r.n,
+            r.i_xt,
+            r.i_yt,
+            r.loss,
+            r.accuracy
+        );
+    }
+    out + "(bits)\n"
+}
+
+pub fn write_rows(rows: &[MiRow], format: Format, mut out: Box<dyn Write>) -> anyhow::Result<()> {
+    match format {
+        Format::Table => write!(out, "{}", table(rows))?,
+        Format::Json => {
+            for row in rows {
+                writeln!(out, "{}", serde_json::to_string(row)?)?;
+            }
+        }
+        Format::Csv if rows.is_empty() => writeln!(out, "{}", ibsweep_shared::results::CSV_HEADER)?,
+        Format::Csv => {
+            let mut csv = CsvWriter::new(&mut out);
+            for row in rows {
+                csv.write(row)?;
+            }
+            csv.flush()?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub fn status_json(r: &pb::StatusResponse) -> serde_json::Value {
+    serde_json::json!({
+        "sweeps": r.sweeps.iter().map(|s| {
+            let c = s.counts.unwrap_or_default();
+            serde_json::json!({
+                "sweep_id": s.sweep_id, "name": s.name, "total": s.total, "cancelled": s.cancelled,
+                "pending": c.pending, "running": c.running, "done": c.done, "failed": c.failed, "cancelled_jobs": c.cancelled,
+                "mean_job_seconds": s.mean_job_seconds,
+                "failures": s.failures.iter().map(|f| serde_json::json!({"job_id": f.job_id, "params": f.params_json, "reasons": f.reasons})).collect::<Vec<_>>(),
+            })
+        }).collect::<Vec<_>>(),
+        "workers": r.workers.iter().map(|w| serde_json::json!({"worker_id": w.worker_id, "name": w.name, "job_id": w.job_id, "epoch": w.epoch, "last_seen_ms": w.last_seen_ms})).collect::<Vec<_>>(),
+    })
+}
+
+/// One line of `workers` for a person.
+pub fn worker_line(w: &pb::WorkerInfo, now_ms: u64) -> String {
+    let job = if w.job_id.is_empty() { "idle".into() } else { format!("job {} epoch {}", w.job_id, w.epoch) };
+    format!(
+        "{} {} ({}): {job}, last heartbeat {}",
+        w.worker_id,
+        w.name,
+        threads(w.threads),
+        age(now_ms, w.last_seen_ms)
+    )
+}
+
+/// One JSON line of `workers --json`.
+pub fn worker_json(w: &pb::WorkerInfo) -> serde_json::Value {
+    serde_json::json!({"worker_id": w.worker_id, "name": w.name, "job_id": w.job_id, "epoch": w.epoch, "threads": w.threads, "last_seen_ms": w.last_seen_ms})
+}
+
+/// The plain (no terminal) form of a `--watch` snapshot: one line per sweep with its workers.
+pub fn watch_lines(snapshot: &pb::StatusResponse) -> Vec<String> {
+    let workers: Vec<String> = snapshot
+        .workers
+        .iter()
+        .filter(|w| snapshot.now_ms.saturating_sub(w.last_seen_ms) < GONE_MS)
+        .map(|w| if w.job_id.is_empty() { format!("{} idle", w.name) } else { format!("{} epoch {}", w.name, w.epoch) })
+        .collect();
+    render_status(&pb::StatusResponse { workers: vec![], ..snapshot.clone() })
+        .lines()
+        .filter(|l| l.starts_with("sweep "))
+        .map(|line| format!("{line} | {}", workers.join(", ")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> pb::StatusResponse {
+        pb::StatusResponse {
+            sweeps: vec![pb::SweepStatus {
+                sweep_id: "s1".into(),
+                name: "demo".into(),
+                total: 4,
+                counts: Some(pb::StateCounts { pending: 1, running: 1, done: 2, failed: 0, cancelled: 0 }),
+                mean_job_seconds: 10.0,
+                failures: vec![pb::Failure {
+                    job_id: "j".into(),
+                    params_json: "{}".into(),
+                    reasons: vec!["boom".into()],
+                }],
+                created_ms: 0,
+                cancelled: false,
+            }],
+            workers: vec![pb::WorkerInfo {
+                worker_id: "w".into(),
+                name: "node1".into(),
+                job_id: "abcdef0123".into(),
+                last_seen_ms: 9_000,
+                threads: 1,
+                epoch: 3,
+            }],
+            now_ms: 10_000,
+        }
+    }
+
+    #[test]
+    fn status_text_json_and_watch_lines() {
+        let s = snapshot();
+        let text = render_status(&s);
+        assert!(
+            text.contains(
+                "sweep s1 (demo): 2/4 finished: 2 done, 1 running, 1 pending, 0 failed, 0 cancelled, ETA 20 s"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("    boom") && text.contains("node1 (1 thread): job abcdef0123 epoch 3, last seen 1s ago"),
+            "{text}"
+        );
+        let json = status_json(&s);
+        assert_eq!(json["sweeps"][0]["pending"], 1);
+        assert_eq!(json["workers"][0]["epoch"], 3);
+        assert_eq!(watch_lines(&s), vec![format!("{} | node1 epoch 3", text.lines().next().unwrap())]);
+        assert!(worker_line(&s.workers[0], s.now_ms).contains("job abcdef0123 epoch 3, last heartbeat 1s ago"));
+        assert_eq!(worker_json(&s.workers[0])["name"], "node1");
+        assert!(render_status(&pb::StatusResponse::default()).contains("no sweeps"));
+    }
+}
