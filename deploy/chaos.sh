@@ -13,6 +13,8 @@ deploy/setup.sh
 export IBSWEEP_CHAOS_WORKER_KILLS="${IBSWEEP_CHAOS_WORKER_KILLS:-100}"
 export IBSWEEP_CHAOS_COORDINATOR_KILLS="${IBSWEEP_CHAOS_COORDINATOR_KILLS:-20}"
 echo "chaos: ${IBSWEEP_CHAOS_WORKER_KILLS} worker kills, ${IBSWEEP_CHAOS_COORDINATOR_KILLS} coordinator kills"
+# The test drives the coordinator binary beside its own: build both.
+cargo build --release --locked -p ibsweep-coordinator -p ibsweep-worker
 log=target/chaos.log
 mkdir -p target
 start=$(date +%s)

@@ -2,7 +2,8 @@
 # The demo sweep end to end on this machine: set-up, release build, a coordinator on a free
 # local port with a fresh store, two workers (one libtorch thread each), examples/demo.yaml,
 # live progress, a results summary and plots. Everything it starts is stopped on exit,
-# Ctrl-C included.
+# Ctrl-C included. The coordinator runs with throwaway tokens (a user token for the commands,
+# a worker token for the workers) in $DEMO_OUT, as a real deployment would.
 #   DEMO_OUT   where results and plots go (default: ./demo-output)
 #   DEMO_GRID  another grid to run (default: examples/demo.yaml)
 set -euo pipefail
@@ -18,6 +19,11 @@ BIN=$PWD/target/release
 rm -rf "$OUT" && mkdir -p "$OUT"
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export IBSWEEP_COORDINATOR="http://127.0.0.1:$PORT"
+# Throwaway tokens: `serve` and the commands read IBSWEEP_TOKEN_FILE, `serve` and the workers
+# IBSWEEP_WORKER_TOKEN_FILE.
+(umask 077; python3 -c 'import secrets; print(secrets.token_hex(32))' > "$OUT/user.token")
+(umask 077; python3 -c 'import secrets; print(secrets.token_hex(32))' > "$OUT/worker.token")
+export IBSWEEP_TOKEN_FILE="$OUT/user.token" IBSWEEP_WORKER_TOKEN_FILE="$OUT/worker.token"
 PIDS=()
 cleanup() {
   trap - EXIT INT TERM

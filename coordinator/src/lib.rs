@@ -15,11 +15,14 @@
 //! - [`client`]: the client library the commands use (one connection path: TLS, token).
 //! - [`clock`]: injectable time for leases.
 //! - [`error`]: the crate's error type and its mapping to gRPC status codes.
+//! - `harness`: request fuzzing harness (the fuzz target and a proptest share it).
 
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod error;
+#[doc(hidden)]
+pub mod harness;
 pub mod ids;
 pub mod lifecycle;
 pub mod plot;

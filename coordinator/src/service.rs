@@ -295,6 +295,13 @@ fn status_snapshot<S: JobStore>(s: &Scheduler<S>, sweep: Option<SweepId>) -> Res
 #[derive(Debug)]
 pub struct Sweeps<S: JobStore>(Arc<Scheduler<S>>);
 
+impl<S: JobStore> Sweeps<S> {
+    /// The service over `scheduler` (fuzz targets call its handlers directly).
+    pub fn new(scheduler: Arc<Scheduler<S>>) -> Sweeps<S> {
+        Sweeps(scheduler)
+    }
+}
+
 /// Result rows read from the store per step of a Results stream.
 const RESULTS_PAGE: usize = 2048;
 
@@ -410,9 +417,23 @@ impl<S: JobStore> SweepService for Sweeps<S> {
     }
 }
 
+/// One histogram piece from the wire into the store: what UploadHistograms does with each
+/// message of its stream. True when the piece was new.
+pub fn ingest_one<S: JobStore>(scheduler: &Scheduler<S>, chunk: pb::HistogramChunk) -> Result<bool, Status> {
+    let chunk = Chunk::try_from(chunk)?;
+    scheduler.ingest(&chunk).map_err(Status::from)
+}
+
 /// The worker-facing service.
 #[derive(Debug)]
 pub struct Workers<S: JobStore>(Arc<Scheduler<S>>);
+
+impl<S: JobStore> Workers<S> {
+    /// The service over `scheduler` (fuzz targets call its handlers directly).
+    pub fn new(scheduler: Arc<Scheduler<S>>) -> Workers<S> {
+        Workers(scheduler)
+    }
+}
 
 /// The worker's claim on a lease, from the fields every job call carries.
 fn claim(worker: &str, token: u64, secret: &str) -> Result<Claim, Status> {
@@ -513,8 +534,12 @@ impl<S: JobStore> WorkerService for Workers<S> {
         let mut stream = request.into_inner();
         let (mut accepted, mut duplicates) = (0, 0);
         while let Some(chunk) = stream.next().await {
-            let chunk = Chunk::try_from(chunk?)?;
-            if blocking(&self.0, move |s| s.ingest(&chunk)).await? {
+            let chunk = chunk?;
+            let scheduler = Arc::clone(&self.0);
+            let ingested = tokio::task::spawn_blocking(move || ingest_one(&scheduler, chunk))
+                .await
+                .map_err(|e| Status::internal(format!("store task failed: {e}")))??;
+            if ingested {
                 accepted += 1;
             } else {
                 duplicates += 1;

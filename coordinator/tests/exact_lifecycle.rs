@@ -2,18 +2,18 @@
 //! both stores: exact ingest, leases bound to their worker, restarts and full disks that cost
 //! no attempt, atomic cancellation, one record per worker, exactly-once completion.
 
-use std::sync::Arc;
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use common::{N, TTL, chunks, histogram, open, register, timing};
 use ibsweep_coordinator::clock::ManualClock;
 use ibsweep_coordinator::error::{Error, Result};
-use ibsweep_coordinator::ids::{Claim, LeaseToken, WorkerId};
+use ibsweep_coordinator::ids::{Claim, LeaseToken};
 use ibsweep_coordinator::lifecycle::JobState;
-use ibsweep_coordinator::scheduler::{Chunk, Grant, Scheduler, Timing};
+use ibsweep_coordinator::scheduler::Chunk;
 use ibsweep_coordinator::store::{JobStore, MemoryStore, SledStore, Tree, Txn};
-use ibsweep_shared::job::Split;
 use ibsweep_shared::measure::LayerHistogram;
-use ibsweep_shared::results::Measurement;
 
 const GRID: &str = "\
 name: exact
@@ -27,58 +27,6 @@ measure: {epochs: every, splits: [test], bin_sizes: [0.67]}
 train: {train_size: 20, test_size: 20, batch_size: 10}
 limits: {max_attempts: 1}
 ";
-
-const TTL: u64 = 1_000;
-const N: u32 = 20;
-
-fn timing() -> Timing {
-    Timing { lease_ttl_ms: TTL, heartbeat_interval_ms: 100, worker_timeout_ms: 10 * TTL }
-}
-
-fn open<S: JobStore>(store: S, clock: &ManualClock) -> Scheduler<S> {
-    Scheduler::open(store, Arc::new(clock.clone()), timing()).unwrap()
-}
-
-fn register<S: JobStore>(s: &Scheduler<S>, name: &str) -> WorkerId {
-    s.register(name, 1, "cpu", None).unwrap().id
-}
-
-fn histogram(samples: u32, offset: u32, n_labels: usize) -> Vec<u8> {
-    let mut h = LayerHistogram::new(n_labels);
-    let hashes: Vec<u128> = (0..samples).map(|i| u128::from(offset + i)).collect();
-    let labels: Vec<u32> = (0..samples).map(|i| i % n_labels as u32).collect();
-    h.add(&hashes, &labels).unwrap();
-    h.to_bytes()
-}
-
-/// Every piece of a job: epochs 0 and 1, layers conv1 and softmax, each in `pieces`.
-fn chunks(grant: &Grant, worker: WorkerId, pieces: u32) -> Vec<Chunk> {
-    let mut out = Vec::new();
-    for epoch in 0..=1 {
-        for (layer, name) in [(1, "conv1"), (2, "softmax")] {
-            for piece in 0..pieces {
-                out.push(Chunk {
-                    job_id: grant.job_id,
-                    claim: grant.claim(worker),
-                    sequence: out.len() as u64,
-                    key: Measurement {
-                        epoch,
-                        split: Split::Test,
-                        layer,
-                        layer_name: name.into(),
-                        bin_size: 0.67,
-                        loss: 1.0,
-                        accuracy: 0.5,
-                    },
-                    histogram: histogram(N / pieces, piece * 1000 + epoch * 100 + layer, 10),
-                    piece,
-                    pieces,
-                });
-            }
-        }
-    }
-    out
-}
 
 /// A store whose transactions fail while `full` is set, like a full disk.
 #[derive(Debug, Default)]

@@ -1,17 +1,14 @@
 //! One conformance suite for every `JobStore`: the key-value contract, then the whole job
 //! lifecycle run through the scheduler on each store.
 
-use std::sync::Arc;
+mod common;
 
+use common::{TTL, chunks, finish, open as scheduler, register};
 use ibsweep_coordinator::clock::ManualClock;
 use ibsweep_coordinator::error::Error;
 use ibsweep_coordinator::ids::{LeaseToken, WorkerId};
 use ibsweep_coordinator::lifecycle::JobState;
-use ibsweep_coordinator::scheduler::{Chunk, Grant, Scheduler, Timing};
 use ibsweep_coordinator::store::{JobStore, MemoryStore, SledStore, Tree};
-use ibsweep_shared::job::Split;
-use ibsweep_shared::measure::LayerHistogram;
-use ibsweep_shared::results::Measurement;
 
 const GRID: &str = "\
 name: tiny
@@ -25,69 +22,6 @@ measure: {epochs: every, splits: [test], bin_sizes: [0.67]}
 train: {train_size: 20, test_size: 20, batch_size: 10}
 limits: {max_attempts: 2}
 ";
-
-/// Samples in the test split of GRID's jobs.
-const N: u32 = 20;
-
-const TTL: u64 = 1_000;
-
-fn timing() -> Timing {
-    Timing { lease_ttl_ms: TTL, heartbeat_interval_ms: 100, worker_timeout_ms: 10 * TTL }
-}
-
-fn scheduler<S: JobStore>(store: S, clock: &ManualClock) -> Scheduler<S> {
-    Scheduler::open(store, Arc::new(clock.clone()), timing()).unwrap()
-}
-
-fn register<S: JobStore>(s: &Scheduler<S>, name: &str) -> WorkerId {
-    s.register(name, 1, "cpu", None).unwrap().id
-}
-
-/// Every histogram a tiny job (depth 1, epochs 0..=1, test split) must deliver: 2 epochs x
-/// 2 layers (conv1, softmax), each in `pieces` pieces.
-fn chunks(grant: &Grant, worker: WorkerId, pieces: u32) -> Vec<Chunk> {
-    let mut out = Vec::new();
-    let mut sequence = 0;
-    for epoch in 0..=1 {
-        for (layer, name) in [(1, "conv1"), (2, "softmax")] {
-            for piece in 0..pieces {
-                let mut h = LayerHistogram::new(10);
-                let per_piece = N / pieces;
-                let hashes: Vec<u128> =
-                    (0..per_piece).map(|i| u128::from(piece * 100 + i + epoch * 7 + layer)).collect();
-                let labels: Vec<u32> = (0..per_piece).map(|i| i % 10).collect();
-                h.add(&hashes, &labels).unwrap();
-                out.push(Chunk {
-                    job_id: grant.job_id,
-                    claim: grant.claim(worker),
-                    sequence,
-                    key: Measurement {
-                        epoch,
-                        split: Split::Test,
-                        layer,
-                        layer_name: name.into(),
-                        bin_size: 0.67,
-                        loss: 1.0,
-                        accuracy: 0.5,
-                    },
-                    histogram: h.to_bytes(),
-                    piece,
-                    pieces,
-                });
-                sequence += 1;
-            }
-        }
-    }
-    out
-}
-
-fn finish<S: JobStore>(s: &Scheduler<S>, worker: WorkerId, grant: &Grant) -> u64 {
-    let chunks = chunks(grant, worker, 2);
-    for c in &chunks {
-        assert!(s.ingest(c).unwrap());
-    }
-    s.complete(&grant.claim(worker), grant.job_id, ("a", "b"), chunks.len() as u64).unwrap()
-}
 
 macro_rules! conformance {
     ($module:ident, $make:expr) => {

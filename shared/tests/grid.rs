@@ -162,3 +162,31 @@ include:
     assert_eq!(grid.job_count(), walked);
     assert!(walked < 2 * 3 * 2 * 4 + 1);
 }
+
+mod mutated {
+    use ibsweep_shared::grid::Grid;
+    use proptest::prelude::*;
+
+    const VALID: &str = "name: m\nparameters:\n  dataset: {values: [mnist, fashion-mnist]}\n  width: {values: [1, 2]}\n  depth: {value: 2}\n  kernel: {value: 3}\n  epochs: {value: 3}\nexclude:\n  - {width: 2}\nmeasure: {epochs: every, splits: [test], bin_sizes: [0.67]}\ntrain: {train_size: 100, test_size: 100, batch_size: 10}\n";
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// The short, always-run version of the `grid` fuzz target.
+        #[test]
+        fn mutated_grids_parse_or_fail_cleanly(at in 0usize..VALID.len(), cut in 0usize..20, insert in ".{0,12}") {
+            let mut text = VALID.to_string();
+            let at = (0..=at).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+            let end = (at + cut).min(text.len());
+            let end = (end..=text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
+            text.replace_range(at..end, &insert);
+            if let Ok(grid) = Grid::parse("m.yaml", &text) {
+                for i in 0..grid.index_len().min(16) {
+                    if let Some(point) = grid.point(i) {
+                        point.unwrap().validate().unwrap();
+                    }
+                }
+            }
+        }
+    }
+}

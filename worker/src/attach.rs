@@ -496,3 +496,28 @@ impl Session {
         unreachable!("the loop only ends by returning")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::{Code, Status};
+
+    #[test]
+    fn every_call_classifies_status_codes_the_same_way() {
+        let cases = [
+            (Code::Unavailable, Disposition::Retry),
+            (Code::DeadlineExceeded, Disposition::Retry),
+            (Code::ResourceExhausted, Disposition::Retry),
+            (Code::Internal, Disposition::Retry),
+            (Code::FailedPrecondition, Disposition::LeaseLost),
+            (Code::NotFound, Disposition::LeaseLost),
+            // A refused histogram is this job's failure, not a lost lease (it used to be).
+            (Code::InvalidArgument, Disposition::Fatal),
+            (Code::Unauthenticated, Disposition::Fatal),
+            (Code::PermissionDenied, Disposition::Fatal),
+        ];
+        for (code, want) in cases {
+            assert_eq!(classify(&Status::new(code, "x")), want, "{code:?}");
+        }
+    }
+}

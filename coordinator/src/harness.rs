@@ -1,0 +1,158 @@
+//! The request harness shared by the `requests` fuzz target (`coordinator/fuzz`) and its
+//! short proptest in the normal suite: any bytes as one request message of either service,
+//! decoded with prost and handed to the coordinator's handlers. Empty IDs, token 0 and an
+//! empty secret are replaced by the live ones, so inputs reach ingest, completion and
+//! failure instead of stopping at "not found".
+
+use std::sync::Arc;
+
+use ibsweep_proto::v1::sweep_service_server::SweepService;
+use ibsweep_proto::v1::worker_service_server::WorkerService;
+use ibsweep_proto::v1::{self as pb};
+use prost::Message;
+use tonic::Request;
+
+use crate::clock::ManualClock;
+use crate::scheduler::{Scheduler, Timing};
+use crate::service::{Sweeps, Workers};
+use crate::store::MemoryStore;
+
+const GRID: &str = "name: fuzz\nparameters:\n  dataset: {value: mnist}\n  width: {values: [1, 2]}\n  depth: {value: 1}\n  kernel: {value: 3}\n  epochs: {value: 1}\nmeasure: {epochs: every, splits: [test], bin_sizes: [0.67]}\ntrain: {train_size: 20, test_size: 20, batch_size: 10}\n";
+
+struct Live {
+    sweep: String,
+    worker: String,
+    lease: pb::Lease,
+}
+
+fn fill(value: &mut String, live: &str) {
+    if value.is_empty() {
+        *value = live.to_string();
+    }
+}
+
+/// Puts the live lease into the fields every job call carries, where the input left them empty.
+fn fill_claim(live: &Live, worker: &mut String, job: &mut String, secret: &mut String, token: &mut u64) {
+    fill(worker, &live.worker);
+    fill(job, &live.lease.job_id);
+    fill(secret, &live.lease.lease_secret);
+    if *token == 0 {
+        *token = live.lease.fencing_token;
+    }
+}
+
+/// Decodes `data` (first byte: which message) and hands it to the matching handler over a
+/// fresh in-memory coordinator that holds a sweep and a live lease. Panics only on a bug:
+/// a handler panicking, or the counters going inconsistent.
+pub fn drive(data: &[u8]) {
+    let Some((&kind, body)) = data.split_first() else { return };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let scheduler = Arc::new(
+            Scheduler::open(MemoryStore::new(), Arc::new(ManualClock::new(1_000_000)), Timing::default()).unwrap(),
+        );
+        let (sweeps, workers) = (Sweeps::new(Arc::clone(&scheduler)), Workers::new(Arc::clone(&scheduler)));
+        let sweep = sweeps
+            .submit(Request::new(pb::SubmitRequest { grid_yaml: GRID.into(), file_name: "g.yaml".into() }))
+            .await
+            .unwrap()
+            .into_inner()
+            .sweep_id;
+        let worker = workers
+            .register(Request::new(pb::RegisterRequest {
+                protocol_version: ibsweep_proto::PROTOCOL_VERSION,
+                name: "w".into(),
+                threads: 1,
+                device: "cpu".into(),
+                previous_worker_id: String::new(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .worker_id;
+        let lease = workers
+            .lease(Request::new(pb::LeaseRequest { worker_id: worker.clone() }))
+            .await
+            .unwrap()
+            .into_inner()
+            .lease
+            .unwrap();
+        let live = Live { sweep, worker, lease };
+        match kind % 12 {
+            0 => {
+                if let Ok(m) = pb::SubmitRequest::decode(body) {
+                    let _ = sweeps.submit(Request::new(m)).await;
+                }
+            }
+            1 => {
+                if let Ok(mut m) = pb::StatusRequest::decode(body) {
+                    fill(&mut m.sweep_id, &live.sweep);
+                    let _ = sweeps.status(Request::new(m)).await;
+                }
+            }
+            2 => {
+                if let Ok(mut m) = pb::ResultsRequest::decode(body) {
+                    fill(&mut m.sweep_id, &live.sweep);
+                    let _ = sweeps.results(Request::new(m)).await;
+                }
+            }
+            3 => {
+                if let Ok(mut m) = pb::CancelRequest::decode(body) {
+                    fill(&mut m.sweep_id, &live.sweep);
+                    let _ = sweeps.cancel(Request::new(m)).await;
+                }
+            }
+            4 => {
+                if let Ok(mut m) = pb::RetryRequest::decode(body) {
+                    fill(&mut m.sweep_id, &live.sweep);
+                    let _ = sweeps.retry(Request::new(m)).await;
+                }
+            }
+            5 => {
+                if let Ok(m) = pb::RegisterRequest::decode(body) {
+                    let _ = workers.register(Request::new(m)).await;
+                }
+            }
+            6 => {
+                if let Ok(mut m) = pb::LeaseRequest::decode(body) {
+                    fill(&mut m.worker_id, &live.worker);
+                    let _ = workers.lease(Request::new(m)).await;
+                }
+            }
+            7 => {
+                if let Ok(mut m) = pb::HeartbeatRequest::decode(body) {
+                    fill_claim(&live, &mut m.worker_id, &mut m.job_id, &mut m.lease_secret, &mut m.fencing_token);
+                    let _ = workers.heartbeat(Request::new(m)).await;
+                }
+            }
+            8 => {
+                // Upload is a client stream; its handler converts each chunk and ingests it.
+                if let Ok(mut m) = pb::HistogramChunk::decode(body) {
+                    fill_claim(&live, &mut m.worker_id, &mut m.job_id, &mut m.lease_secret, &mut m.fencing_token);
+                    let _ = crate::service::ingest_one(&scheduler, m);
+                }
+            }
+            9 => {
+                if let Ok(mut m) = pb::CompleteRequest::decode(body) {
+                    fill_claim(&live, &mut m.worker_id, &mut m.job_id, &mut m.lease_secret, &mut m.fencing_token);
+                    let _ = workers.complete(Request::new(m)).await;
+                }
+            }
+            10 => {
+                if let Ok(mut m) = pb::FailRequest::decode(body) {
+                    fill_claim(&live, &mut m.worker_id, &mut m.job_id, &mut m.lease_secret, &mut m.fencing_token);
+                    let _ = workers.fail(Request::new(m)).await;
+                }
+            }
+            _ => {
+                let _ = sweeps.workers(Request::new(pb::WorkersRequest {})).await;
+            }
+        }
+        // Whatever happened, the counters stay consistent.
+        let status = scheduler.status(None).unwrap();
+        for s in status {
+            let c = s.record.counts;
+            assert!(c.running + c.done + c.failed + c.cancelled <= c.total, "{c:?}");
+        }
+    });
+}
