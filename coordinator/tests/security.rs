@@ -312,3 +312,26 @@ async fn limits_refuse_the_excess_and_keep_serving() {
     s.submit(pb::SubmitRequest { grid_yaml: GRID.into(), file_name: "g.yaml".into() }).await.unwrap();
     assert_eq!(s.status(pb::StatusRequest::default()).await.unwrap().into_inner().sweeps.len(), 1);
 }
+
+#[tokio::test]
+async fn a_stuck_request_is_cut_by_the_timeout_while_others_are_served() {
+    let limits = ServeLimits { max_streams: 1, request_timeout: Duration::from_secs(1), ..ServeLimits::default() };
+    let server = start(Security::default(), limits, Limits::default()).await;
+    let config = with_token(&server.url, None);
+    let (channel, bearer) = channel(&config).await;
+    let mut stuck = WorkerServiceClient::with_interceptor(channel.clone(), bearer.clone());
+    // An upload whose stream never ends holds its handler.
+    let (_keep_open, rx) = tokio::sync::mpsc::channel::<pb::HistogramChunk>(1);
+    let upload =
+        tokio::spawn(async move { stuck.upload_histograms(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!upload.is_finished(), "the upload is held open");
+    let _ = (channel, bearer);
+    // The timeout ends the stuck upload.
+    let ended = tokio::time::timeout(Duration::from_secs(10), upload).await.expect("the timeout fired").unwrap();
+    let err = ended.unwrap_err();
+    assert!(matches!(err.code(), Code::Cancelled | Code::DeadlineExceeded), "{err:?}");
+    // Another connection is served meanwhile and after.
+    let mut other = sweeps(&config).await;
+    other.status(pb::StatusRequest::default()).await.unwrap();
+}
