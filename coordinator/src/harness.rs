@@ -19,6 +19,13 @@ use crate::store::MemoryStore;
 
 const GRID: &str = "name: fuzz\nparameters:\n  dataset: {value: mnist}\n  width: {values: [1, 2]}\n  depth: {value: 1}\n  kernel: {value: 3}\n  epochs: {value: 1}\nmeasure: {epochs: every, splits: [test], bin_sizes: [0.67]}\ntrain: {train_size: 20, test_size: 20, batch_size: 10}\n";
 
+/// One runtime for every input: its blocking-thread pool is reused, which is most of the
+/// cost of an input otherwise.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime"))
+}
+
 struct Live {
     sweep: String,
     worker: String,
@@ -46,8 +53,7 @@ fn fill_claim(live: &Live, worker: &mut String, job: &mut String, secret: &mut S
 /// a handler panicking, or the counters going inconsistent.
 pub fn drive(data: &[u8]) {
     let Some((&kind, body)) = data.split_first() else { return };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(async {
+    runtime().block_on(async {
         let scheduler = Arc::new(
             Scheduler::open(MemoryStore::new(), Arc::new(ManualClock::new(1_000_000)), Timing::default()).unwrap(),
         );

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`ids`]: newtype IDs (sweep, job, worker, fencing token).
 //! - [`store`]: the `JobStore` trait and its sled and in-memory implementations.
+//! - [`metrics`]: Prometheus counters and gauges, `/metrics`, gRPC latency by method.
 //! - [`plot`]: information planes and MI paths (plotters).
 //! - [`lifecycle`]: a job's states and transitions, pure (no store, no clock).
 //! - [`records`]: what the store holds: records, typed keys, typed tables.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod harness;
 pub mod ids;
 pub mod lifecycle;
+pub mod metrics;
 pub mod plot;
 pub mod records;
 pub mod scheduler;

@@ -38,6 +38,8 @@ pub struct Config {
     pub timing: Timing,
     pub limits: Limits,
     pub options: ServeOptions,
+    /// Where to serve Prometheus metrics (`/metrics`), if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Security and resource limits of the server, apart from the store.
@@ -56,13 +58,37 @@ pub async fn serve(
 ) -> Result<()> {
     let dir = config.data_dir.clone();
     let (timing, limits, options) = (config.timing, config.limits, config.options);
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::InvalidArgument(format!("cannot listen on {addr} for metrics: {e}")))?,
+        ),
+        None => None,
+    };
     let scheduler = tokio::task::spawn_blocking(move || {
         let store = SledStore::open(&dir)?;
         Ok::<_, Error>(Scheduler::open(store, Arc::new(SystemClock) as Arc<dyn Clock>, timing)?.with_limits(limits))
     })
     .await
     .map_err(|e| Error::Store(e.to_string()))??;
-    serve_with(listener, Arc::new(scheduler), options, shutdown).await
+    let scheduler = Arc::new(scheduler);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let metrics = metrics_listener.map(|l| {
+        let mut stopped = stopped.clone();
+        tokio::spawn(crate::metrics::serve_metrics(l, Arc::clone(&scheduler), scheduler.metrics(), async move {
+            let _ = stopped.changed().await;
+        }))
+    });
+    let result = serve_with(listener, scheduler, options, async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    })
+    .await;
+    if let Some(task) = metrics {
+        let _ = task.await;
+    }
+    result
 }
 
 /// [`serve`] over any store and clock (tests use memory and a manual clock).
@@ -126,6 +152,7 @@ pub async fn serve_with<S: JobStore>(
         .max_decoding_message_size(limits.max_upload_bytes)
         .max_encoding_message_size(limits.max_upload_bytes);
     let result = builder
+        .layer(crate::metrics::RpcTimerLayer(scheduler.metrics()))
         .add_service(health)
         .add_service(InterceptedService::new(reflection, user_gate.clone()))
         .add_service(InterceptedService::new(sweeps, user_gate))

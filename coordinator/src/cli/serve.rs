@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// Largest message the sweep service accepts, in bytes (grids are at most 1 MiB).
     #[arg(long, env = "IBSWEEP_MAX_REQUEST_BYTES", default_value_t = 2 << 20)]
     max_request_bytes: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP: bind it to loopback or a
+    /// cluster-internal address).
+    #[arg(long, env = "IBSWEEP_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Largest message the worker service accepts, in bytes (histogram pieces are at most 1 MiB).
     #[arg(long, env = "IBSWEEP_MAX_UPLOAD_BYTES", default_value_t = 2 << 20)]
     max_upload_bytes: usize,
@@ -108,6 +112,7 @@ pub async fn run(args: ServeArgs, user_token: Option<String>) -> CliResult<()> {
         timing,
         limits: Limits { max_points: args.max_points, max_workers: args.max_workers },
         options: ServeOptions { security, limits },
+        metrics_listen: args.metrics_listen,
     };
     service::serve(listener, config, shutdown).await?;
     Ok(())

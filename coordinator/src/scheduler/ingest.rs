@@ -127,7 +127,8 @@ impl<S: JobStore> Scheduler<S> {
         let sweep = self.read_sweep(key.sweep)?;
         let hist_key = histogram_key(&key.attempt(job.attempts), &chunk.key);
         let slot = piece_key(&hist_key, chunk.piece);
-        self.txn(&mut |txn| {
+        let entries = histogram.distinct() as u64;
+        let new = self.txn(&mut |txn| {
             let (_, job) = self.locate(txn, chunk.job_id)?;
             job.check(&chunk.claim).map_err(|r| Error::refused(chunk.job_id, r))?;
             if txn.get(Tree::Staged, &hist_key)?.is_some() || txn.get(Tree::Pieces, &slot)?.is_some() {
@@ -180,7 +181,12 @@ impl<S: JobStore> Scheduler<S> {
             }
             txn.insert(Tree::Staged, &hist_key, &with_blob(&staged, &blob))?;
             Ok(true)
-        })
+        })?;
+        if new {
+            self.metrics.histogram_bytes.inc_by(chunk.histogram.len() as u64);
+            self.metrics.histogram_entries.inc_by(entries);
+        }
+        Ok(new)
     }
 
     /// Publishes a finished attempt: every staged histogram becomes a result row, in one
@@ -274,6 +280,9 @@ impl<S: JobStore> Scheduler<S> {
         }
         drop(index);
         self.flush()?;
+        if done.is_some() {
+            self.metrics.jobs_completed.inc();
+        }
         Ok(rows)
     }
 }

@@ -153,6 +153,7 @@ impl<S: JobStore> Scheduler<S> {
                     index.deadlines.insert((deadline, grant.token, key));
                     drop(index);
                     self.flush()?;
+                    self.metrics.leases_granted.inc();
                     return Ok(Some(grant));
                 }
                 Found::Nothing(sweep) => match requeued_index {
@@ -310,7 +311,13 @@ impl<S: JobStore> Scheduler<S> {
         let key = self.txn(&mut |txn| self.locate(txn, job_id))?.0;
         self.end_attempt(&mut index, key, Some(claim), claim.token, &ending)?;
         drop(index);
-        self.flush()
+        self.flush()?;
+        if release {
+            self.metrics.leases_released.inc();
+        } else {
+            self.metrics.jobs_failed_attempts.inc();
+        }
+        Ok(())
     }
 
     /// Applies `ending` to the attempt under `token`, moves the index, then drops what the
@@ -406,6 +413,7 @@ impl<S: JobStore> Scheduler<S> {
         drop(index);
         if expired > 0 {
             self.flush()?;
+            self.metrics.leases_expired.inc_by(expired as u64);
         }
         Ok(expired)
     }

@@ -37,6 +37,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::ids::{JobId, LeaseToken, SweepId};
 use crate::lifecycle::Job;
+use crate::metrics::Metrics;
 use crate::records::*;
 use crate::store::{JobStore, Tree, Txn};
 
@@ -117,6 +118,7 @@ pub struct Scheduler<S: JobStore> {
     /// When a store write last failed (0: never). Leases that lapse while the store cannot
     /// write are not held against their workers.
     last_store_error_ms: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 const FENCE_KEY: &[u8] = b"fence";
@@ -133,6 +135,7 @@ impl<S: JobStore> Scheduler<S> {
             index: Mutex::new(Index::default()),
             grids: Mutex::new(HashMap::new()),
             last_store_error_ms: AtomicU64::new(0),
+            metrics: Metrics::new(),
         };
         scheduler.recover()?;
         Ok(scheduler)
@@ -180,6 +183,11 @@ impl<S: JobStore> Scheduler<S> {
             tracing::info!(leases = active.len(), "live leases renewed for {} s after start", ttl / 1000);
         }
         Ok(())
+    }
+
+    /// The counters this scheduler moves (exported by `serve --metrics-listen`).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     pub fn store(&self) -> &S {
