@@ -35,7 +35,10 @@ fn systemd_units_verify() {
         assert!(out.status.success(), "{unit}: {stderr}");
         assert!(!stderr.contains("Unknown") && !stderr.contains("ignoring"), "{unit}: {stderr}");
         for hardening in ["DynamicUser=yes", "ProtectSystem=strict", "StateDirectory", "NoNewPrivileges=yes"] {
-            assert!(text.contains(hardening) || (hardening == "StateDirectory" && unit.contains("worker")), "{unit} lacks {hardening}");
+            assert!(
+                text.contains(hardening) || (hardening == "StateDirectory" && unit.contains("worker")),
+                "{unit} lacks {hardening}"
+            );
         }
     }
 }
@@ -44,9 +47,8 @@ fn systemd_units_verify() {
 fn kubernetes_validate() -> Option<std::path::PathBuf> {
     let found = |name: &str| Command::new(name).arg("--version").output().is_ok_and(|o| o.status.success());
     if !found("kubernetes-validate") {
-        let pip = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "kubernetes-validate==1.37.0"])
-            .output();
+        let pip =
+            Command::new("python3").args(["-m", "pip", "install", "--quiet", "kubernetes-validate==1.37.0"]).output();
         if !pip.is_ok_and(|o| o.status.success()) || !found("kubernetes-validate") {
             return None;
         }
@@ -57,7 +59,9 @@ fn kubernetes_validate() -> Option<std::path::PathBuf> {
 #[test]
 fn kubernetes_manifests_validate_against_the_schemas() {
     let Some(validate) = kubernetes_validate() else {
-        eprintln!("skipped: kubernetes-validate could not be installed (python3 -m pip install kubernetes-validate==1.37.0)");
+        eprintln!(
+            "skipped: kubernetes-validate could not be installed (python3 -m pip install kubernetes-validate==1.37.0)"
+        );
         return;
     };
     let k8s = deploy().join("k8s");
@@ -71,16 +75,26 @@ fn kubernetes_manifests_validate_against_the_schemas() {
     // The kustomization lists every manifest but the alternative Indexed Job.
     for m in &manifests {
         let name = m.file_name().unwrap().to_string_lossy().into_owned();
-        assert_eq!(kustomization.contains(&format!("- {name}")), name != "worker-job.yaml", "{name} in kustomization.yaml");
+        assert_eq!(
+            kustomization.contains(&format!("- {name}")),
+            name != "worker-job.yaml",
+            "{name} in kustomization.yaml"
+        );
     }
     for version in ["1.30.0", "1.37.0"] {
         let out = Command::new(&validate).args(["--strict", "-k", version]).args(&manifests).output().unwrap();
-        assert!(out.status.success(), "{version}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{version}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // The validator is live: an unknown field fails strict validation.
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    let text = std::fs::read_to_string(k8s.join("worker-deployment.yaml")).unwrap().replace("replicas: 2", "replica: 2");
+    let text =
+        std::fs::read_to_string(k8s.join("worker-deployment.yaml")).unwrap().replace("replicas: 2", "replica: 2");
     std::fs::write(&bad, text).unwrap();
     let out = Command::new(&validate).arg("--strict").arg(&bad).output().unwrap();
     assert!(!out.status.success(), "a misspelled field must fail validation");

@@ -148,3 +148,18 @@ pub fn results(url: &str, sweep: &str) -> Vec<BTreeMap<String, String>> {
     rows.sort();
     rows
 }
+
+/// Runs a `deploy/` test script with the directory of this build's binaries; passes when it
+/// prints `PASS_MARKER`, skips (printing why) when it exits 77.
+pub fn run_deploy_script(script: &str, pass_marker: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(script);
+    let bin = coordinator_bin();
+    let out = Command::new("bash").arg(&script).arg(bin.parent().unwrap()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if out.status.code() == Some(77) {
+        eprintln!("{stdout}");
+        return;
+    }
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(pass_marker), "{stdout}");
+}
