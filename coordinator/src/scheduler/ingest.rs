@@ -113,6 +113,7 @@ impl<S: JobStore> Scheduler<S> {
             return Err(chunk.refuse(format_args!("pieces must satisfy piece < pieces <= {MAX_PIECES}")));
         }
         let spec = self.spec_of(key)?;
+        let keep_histograms = spec.measure.keep_histograms;
         check_key(&spec, chunk)?;
         let n = samples(&spec, chunk.key.split);
         let histogram = LayerHistogram::from_bytes(&chunk.histogram).map_err(|e| chunk.refuse(e))?;
@@ -124,7 +125,6 @@ impl<S: JobStore> Scheduler<S> {
         if total > n {
             return Err(chunk.refuse(format_args!("counts sum to {total}, more than the split's {n} samples")));
         }
-        let sweep = self.read_sweep(key.sweep)?;
         let hist_key = histogram_key(&key.attempt(job.attempts), &chunk.key);
         let slot = piece_key(&hist_key, chunk.piece);
         let entries = histogram.distinct() as u64;
@@ -176,7 +176,7 @@ impl<S: JobStore> Scheduler<S> {
             let estimate = merged.estimate().map_err(|e| chunk.refuse(e))?;
             let staged = StagedRecord { key: chunk.key.clone(), estimate, profile_len: profile.len() as u64 };
             let mut blob = profile;
-            if sweep.keep_histograms {
+            if keep_histograms {
                 blob.extend(merged.to_bytes());
             }
             txn.insert(Tree::Staged, &hist_key, &with_blob(&staged, &blob))?;
