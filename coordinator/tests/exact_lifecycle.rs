@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{N, TTL, chunks, histogram, open, register, timing};
+use common::{N, TTL, chunks, histogram, open, register, timing, tiny_grid};
 use ibsweep_coordinator::clock::ManualClock;
 use ibsweep_coordinator::error::{Error, Result};
 use ibsweep_coordinator::ids::{Claim, LeaseToken};
@@ -15,18 +15,9 @@ use ibsweep_coordinator::scheduler::Chunk;
 use ibsweep_coordinator::store::{JobStore, MemoryStore, SledStore, Tree, Txn};
 use ibsweep_shared::measure::LayerHistogram;
 
-const GRID: &str = "\
-name: exact
-parameters:
-  dataset: {value: mnist}
-  width: {values: [1, 2]}
-  depth: {value: 1}
-  kernel: {value: 3}
-  epochs: {value: 1}
-measure: {epochs: every, splits: [test], bin_sizes: [0.67]}
-train: {train_size: 20, test_size: 20, batch_size: 10}
-limits: {max_attempts: 1}
-";
+fn grid() -> String {
+    tiny_grid("exact", 1)
+}
 
 /// A store whose transactions fail while `full` is set, like a full disk.
 #[derive(Debug, Default)]
@@ -71,7 +62,7 @@ macro_rules! exact {
             fn a_piece_resent_under_a_new_sequence_number_counts_once() {
                 let clock = ManualClock::new(1_000_000);
                 let s = open($make, &clock);
-                let sweep = s.submit("exact.yaml", GRID).unwrap().sweep_id;
+                let sweep = s.submit("exact.yaml", &grid()).unwrap().sweep_id;
                 let w = register(&s, "w");
                 let g = s.lease(w).unwrap().unwrap();
                 let all = chunks(&g, w, 2);
@@ -91,7 +82,7 @@ macro_rules! exact {
             fn a_missing_piece_blocks_completion_and_is_named() {
                 let clock = ManualClock::new(1_000_000);
                 let s = open($make, &clock);
-                s.submit("exact.yaml", GRID).unwrap();
+                s.submit("exact.yaml", &grid()).unwrap();
                 let w = register(&s, "w");
                 let g = s.lease(w).unwrap().unwrap();
                 let all = chunks(&g, w, 2);
@@ -111,7 +102,7 @@ macro_rules! exact {
             fn counts_must_sum_to_the_split_and_labels_fit_the_classes() {
                 let clock = ManualClock::new(1_000_000);
                 let s = open($make, &clock);
-                s.submit("exact.yaml", GRID).unwrap();
+                s.submit("exact.yaml", &grid()).unwrap();
                 let w = register(&s, "w");
                 let g = s.lease(w).unwrap().unwrap();
                 let good = chunks(&g, w, 1).remove(0);
@@ -139,7 +130,7 @@ macro_rules! exact {
             fn another_workers_lease_is_refused_without_revealing_it() {
                 let clock = ManualClock::new(1_000_000);
                 let s = open($make, &clock);
-                s.submit("exact.yaml", GRID).unwrap();
+                s.submit("exact.yaml", &grid()).unwrap();
                 let (a, b) = (register(&s, "a"), register(&s, "b"));
                 let g = s.lease(a).unwrap().unwrap();
                 let live = g.token.0.to_string();
@@ -172,7 +163,7 @@ macro_rules! exact {
             fn completion_resent_after_success_is_answered_again() {
                 let clock = ManualClock::new(1_000_000);
                 let s = open($make, &clock);
-                let sweep = s.submit("exact.yaml", GRID).unwrap().sweep_id;
+                let sweep = s.submit("exact.yaml", &grid()).unwrap().sweep_id;
                 let w = register(&s, "w");
                 let g = s.lease(w).unwrap().unwrap();
                 for c in chunks(&g, w, 1) {
@@ -189,7 +180,7 @@ macro_rules! exact {
             fn cancel_is_atomic_with_leasing_and_counters_never_underflow() {
                 let clock = ManualClock::new(1_000_000);
                 let s = open($make, &clock);
-                let sweep = s.submit("exact.yaml", GRID).unwrap().sweep_id;
+                let sweep = s.submit("exact.yaml", &grid()).unwrap().sweep_id;
                 let (a, b) = (register(&s, "a"), register(&s, "b"));
                 let g = s.lease(a).unwrap().unwrap();
                 assert_eq!(s.cancel(sweep).unwrap(), 2);
@@ -223,7 +214,7 @@ macro_rules! exact {
             fn a_failing_job_uses_its_attempts_and_ends_failed() {
                 let clock = ManualClock::new(1_000_000);
                 let s = open($make, &clock);
-                let sweep = s.submit("exact.yaml", GRID).unwrap().sweep_id;
+                let sweep = s.submit("exact.yaml", &grid()).unwrap().sweep_id;
                 let w = register(&s, "w");
                 let g = s.lease(w).unwrap().unwrap();
                 s.fail(&g.claim(w), g.job_id, "training panicked on w: index out of bounds", false).unwrap();
@@ -255,7 +246,7 @@ fn a_coordinator_down_for_three_ttls_costs_no_attempt() {
     let clock = ManualClock::new(1_000_000);
     let (w, g) = {
         let s = open(SledStore::open(&path).unwrap(), &clock);
-        s.submit("exact.yaml", &GRID.replace("max_attempts: 1", "max_attempts: 2")).unwrap();
+        s.submit("exact.yaml", &tiny_grid("exact", 2)).unwrap();
         let (w, other) = (register(&s, "w"), register(&s, "other"));
         let g = s.lease(w).unwrap().unwrap();
         s.lease(other).unwrap().unwrap();
@@ -281,7 +272,7 @@ fn a_coordinator_down_for_three_ttls_costs_no_attempt() {
 fn leases_lapsing_while_the_disk_is_full_use_no_attempt() {
     let clock = ManualClock::new(1_000_000);
     let s = open(FullDisk::default(), &clock);
-    s.submit("exact.yaml", GRID).unwrap();
+    s.submit("exact.yaml", &grid()).unwrap();
     let w = register(&s, "w");
     let g = s.lease(w).unwrap().unwrap();
     s.store().full.store(true, Ordering::SeqCst);

@@ -4,7 +4,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{N, TTL, chunks, register};
+use common::{N, TTL, chunks, register, tiny_grid};
 use ibsweep_coordinator::clock::ManualClock;
 use ibsweep_coordinator::metrics::serve_metrics;
 use ibsweep_coordinator::scheduler::{Scheduler, Timing};
@@ -13,18 +13,6 @@ use ibsweep_coordinator::store::MemoryStore;
 use ibsweep_proto::v1::sweep_service_client::SweepServiceClient;
 use ibsweep_proto::v1::{self as pb};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const GRID: &str = "\
-name: metered
-parameters:
-  dataset: {value: mnist}
-  width: {values: [1, 2]}
-  depth: {value: 1}
-  kernel: {value: 3}
-  epochs: {value: 1}
-measure: {epochs: every, splits: [test], bin_sizes: [0.67]}
-train: {train_size: 20, test_size: 20, batch_size: 10}
-";
 
 async fn scrape(addr: std::net::SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -60,7 +48,7 @@ async fn counters_and_gauges_move_during_a_sweep() {
 
     let mut sweeps = SweepServiceClient::connect(format!("http://{grpc_addr}")).await.unwrap();
     let sweep = sweeps
-        .submit(pb::SubmitRequest { grid_yaml: GRID.into(), file_name: "m.yaml".into() })
+        .submit(pb::SubmitRequest { grid_yaml: tiny_grid("metered", 3), file_name: "m.yaml".into() })
         .await
         .unwrap()
         .into_inner()

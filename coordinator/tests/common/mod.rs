@@ -19,6 +19,14 @@ pub const N: u32 = 20;
 
 pub const TTL: u64 = 1_000;
 
+/// A two-job grid of tiny jobs (depth 1, epochs 0..=1, test split of N samples): every
+/// piece of it is what [`chunks`] makes.
+pub fn tiny_grid(name: &str, max_attempts: u32) -> String {
+    format!(
+        "name: {name}\nparameters:\n  dataset: {{value: mnist}}\n  width: {{values: [1, 2]}}\n  depth: {{value: 1}}\n  kernel: {{value: 3}}\n  epochs: {{value: 1}}\nmeasure: {{epochs: every, splits: [test], bin_sizes: [0.67]}}\ntrain: {{train_size: {N}, test_size: {N}, batch_size: 10}}\nlimits: {{max_attempts: {max_attempts}}}\n"
+    )
+}
+
 pub fn timing() -> Timing {
     Timing { lease_ttl_ms: TTL, heartbeat_interval_ms: 100, worker_timeout_ms: 10 * TTL }
 }
