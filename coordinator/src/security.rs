@@ -181,7 +181,7 @@ impl Interceptor for Gate {
 pub struct ServeLimits {
     /// Open connections at once; more are closed at accept (and logged).
     pub max_connections: usize,
-    /// Concurrent requests (HTTP/2 streams) per connection; more get RESOURCE_EXHAUSTED.
+    /// Concurrent requests (HTTP/2 streams) per connection; more wait for a free stream.
     pub max_streams: u32,
     /// A request handler running longer than this is cancelled (DEADLINE_EXCEEDED).
     pub request_timeout: std::time::Duration,

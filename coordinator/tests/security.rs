@@ -326,7 +326,11 @@ async fn a_stuck_request_is_cut_by_the_timeout_while_others_are_served() {
         tokio::spawn(async move { stuck.upload_histograms(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!upload.is_finished(), "the upload is held open");
-    let _ = (channel, bearer);
+    // --max-streams 1: a second call on the same connection waits for the only stream.
+    let mut same_connection = SweepServiceClient::with_interceptor(channel, bearer);
+    let waiting =
+        tokio::time::timeout(Duration::from_millis(300), same_connection.status(pb::StatusRequest::default())).await;
+    assert!(waiting.is_err(), "the second stream was not held back: {waiting:?}");
     // The timeout ends the stuck upload.
     let ended = tokio::time::timeout(Duration::from_secs(10), upload).await.expect("the timeout fired").unwrap();
     let err = ended.unwrap_err();

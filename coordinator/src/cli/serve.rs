@@ -52,7 +52,7 @@ pub struct ServeArgs {
     /// Open connections at once; more are closed at accept.
     #[arg(long, env = "IBSWEEP_MAX_CONNECTIONS", default_value_t = 4096)]
     max_connections: usize,
-    /// Concurrent requests per connection; more get RESOURCE_EXHAUSTED.
+    /// Concurrent requests (HTTP/2 streams) per connection; more wait for a free stream.
     #[arg(long, env = "IBSWEEP_MAX_STREAMS", default_value_t = 64)]
     max_streams: u32,
     /// Seconds a request may run before it is cancelled.
