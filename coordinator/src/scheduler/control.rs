@@ -9,9 +9,9 @@ use crate::lifecycle::{Counts, Job, StateKind};
 use crate::records::*;
 use crate::store::{JobStore, Tree};
 
-/// What [`Scheduler::for_each_job`] applies to each job: (transaction, job key, job) ->
-/// whether it counted.
-type JobVisitor<'a> = dyn FnMut(&mut dyn crate::store::Txn, &[u8], &Job) -> Result<bool> + 'a;
+/// What [`Scheduler::for_each_job`] applies to each job: (transaction, job key, job, the
+/// sweep's record for the page) -> whether it counted.
+type JobVisitor<'a> = dyn FnMut(&mut dyn crate::store::Txn, &[u8], &Job, &mut SweepRecord) -> Result<bool> + 'a;
 
 /// Jobs handled per store transaction by cancel and retry.
 const PAGE: usize = 512;
@@ -85,17 +85,17 @@ impl<S: JobStore> Scheduler<S> {
             return Ok(0);
         };
         index.forget_sweep(&sweep);
-        cancelled += self.for_each_job(sweep_id, &mut |txn, key, job| {
+        cancelled += self.for_each_job(sweep_id, &mut |txn, key, job, record| {
             let next = job.cancel();
-            let mut record = self.sweep(txn, sweep_id)?;
+            if next == *job {
+                return Ok(false); // finished jobs stay as they are
+            }
             record.counts.apply(job.kind(), next.kind(), 1)?;
-            SWEEPS.put(txn, sweep_id.as_bytes(), &record)?;
             if job.kind() == StateKind::Pending {
                 txn.remove(Tree::Requeue, key)?;
             }
-            let touched = next != *job;
             JOBS.put(txn, key, &next)?;
-            Ok(touched)
+            Ok(true)
         })?;
         drop(index);
         self.flush()?;
@@ -113,11 +113,9 @@ impl<S: JobStore> Scheduler<S> {
             return Ok(0);
         }
         let mut requeued = std::collections::BTreeSet::new();
-        self.for_each_job(sweep_id, &mut |txn, key, job| {
+        self.for_each_job(sweep_id, &mut |txn, key, job, record| {
             let Ok(next) = job.retry() else { return Ok(false) };
-            let mut record = self.sweep(txn, sweep_id)?;
             record.counts.apply(StateKind::Failed, StateKind::Pending, 1)?;
-            SWEEPS.put(txn, sweep_id.as_bytes(), &record)?;
             JOBS.put(txn, key, &next)?;
             txn.insert(Tree::Requeue, key, &[])?;
             requeued.insert(job.index);
@@ -131,9 +129,9 @@ impl<S: JobStore> Scheduler<S> {
         Ok(requeued.len() as u64)
     }
 
-    /// Applies `body` to every materialized job of a sweep, a page per transaction; counts
-    /// the calls that returned true. Callers hold the index lock, so no transition of the
-    /// lease path interleaves.
+    /// Applies `body` to every materialized job of a sweep, a page per transaction (the
+    /// sweep record read and written once per page); counts the calls that returned true.
+    /// Callers hold the index lock, so no transition of the lease path interleaves.
     fn for_each_job(&self, sweep_id: SweepId, body: &mut JobVisitor<'_>) -> Result<u64> {
         let mut after: Option<Vec<u8>> = None;
         let mut count = 0;
@@ -142,11 +140,15 @@ impl<S: JobStore> Scheduler<S> {
             let Some((last, _)) = page.last() else { return Ok(count) };
             after = Some(last.clone());
             count += self.txn(&mut |txn| {
+                let mut record = self.sweep(txn, sweep_id)?;
                 let mut n = 0;
                 for (key, _) in &page {
                     // Re-read inside the transaction: the page was read outside it.
                     let Some(job) = JOBS.get(txn, key)? else { continue };
-                    n += u64::from(body(txn, key, &job)?);
+                    n += u64::from(body(txn, key, &job, &mut record)?);
+                }
+                if n > 0 {
+                    SWEEPS.put(txn, sweep_id.as_bytes(), &record)?;
                 }
                 Ok(n)
             })?;

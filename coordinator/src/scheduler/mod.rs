@@ -31,7 +31,7 @@ use ibsweep_shared::job::JobSpec;
 pub use control::Submitted;
 pub use ingest::Chunk;
 pub use leasing::{Grant, Registration};
-pub use queries::{SweepStatus, WorkerView};
+pub use queries::SweepStatus;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};

@@ -23,9 +23,6 @@ pub struct SweepStatus {
     pub failures: Vec<(JobId, String, Vec<String>)>,
 }
 
-/// A worker as `status` shows it.
-pub type WorkerView = WorkerRecord;
-
 /// One page of result rows and where the next starts.
 #[derive(Debug, Clone)]
 pub struct ResultsPage {
@@ -69,7 +66,7 @@ impl<S: JobStore> Scheduler<S> {
     }
 
     /// Workers heard from within the worker timeout, oldest registration first.
-    pub fn workers(&self) -> Result<Vec<WorkerView>> {
+    pub fn workers(&self) -> Result<Vec<WorkerRecord>> {
         let cutoff = self.now_ms().saturating_sub(self.timing.worker_timeout_ms);
         let mut workers: Vec<WorkerRecord> = self
             .store
