@@ -103,7 +103,7 @@ parameters:
   depth: {value: 2}
   kernel: {value: 3}
   epochs: {value: 3}
-measure: {epochs: all, splits: [test], bin_sizes: [0.67]}
+measure: {epochs: every, splits: [test], bin_sizes: [0.67]}
 train: {train_size: 1000, test_size: 500, batch_size: 100}
 GRID
 # /data is a VOLUME (buildah run mounts a fresh one), so the grid goes to /tmp.
