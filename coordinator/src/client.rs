@@ -89,6 +89,35 @@ impl Client {
         let r = self.inner.workers(pb::WorkersRequest {}).await;
         r.map(|r| r.into_inner()).map_err(|s| self.error(s))
     }
+
+    /// A job's kept checkpoint, written to `out` as it arrives; checked against the
+    /// SHA-256 the coordinator announces before `out` is used.
+    pub async fn checkpoint(&mut self, job: &str, out: &mut dyn std::io::Write) -> ClientResult<pb::CheckpointMeta> {
+        use sha2::Digest;
+        let r = self.inner.checkpoint(pb::ExportCheckpointRequest { job_id: job.to_string() }).await;
+        let mut stream = r.map_err(|s| self.error(s))?.into_inner();
+        let mut meta = None;
+        let mut hasher = sha2::Sha256::new();
+        let mut size = 0u64;
+        while let Some(piece) = stream.message().await.map_err(|s| self.error(s))? {
+            if let Some(info) = piece.info {
+                meta = Some(info);
+            }
+            hasher.update(&piece.data);
+            size += piece.data.len() as u64;
+            out.write_all(&piece.data)?;
+        }
+        let meta = meta.ok_or_else(|| anyhow::anyhow!("the coordinator sent no checkpoint header"))?;
+        let digest = crate::checkpoints::hex_digest(hasher);
+        if size != meta.size || digest != meta.sha256 {
+            anyhow::bail!(
+                "the checkpoint arrived damaged: {size} bytes with sha256 {digest}, expected {} bytes with sha256 {}",
+                meta.size,
+                meta.sha256
+            );
+        }
+        Ok(meta)
+    }
 }
 
 /// A stream of status snapshots.

@@ -23,6 +23,9 @@ pub enum Error {
     WrongWorker { job: JobId },
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Bytes that do not match their checksum (a checkpoint upload or file).
+    #[error("{0}")]
+    DataLoss(String),
     /// A configured limit was reached (workers, connections, ...).
     #[error("{0}")]
     ResourceExhausted(String),
@@ -73,6 +76,7 @@ impl From<Error> for tonic::Status {
             Error::SweepNotFound(_) | Error::JobNotFound(_) => tonic::Status::not_found(message),
             Error::UnknownWorker(_) => tonic::Status::not_found(message),
             Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
+            Error::DataLoss(_) => tonic::Status::data_loss(message),
             Error::StaleLease { .. }
             | Error::WrongWorker { .. }
             | Error::FailedPrecondition(_)

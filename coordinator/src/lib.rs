@@ -8,6 +8,7 @@
 //! - [`plot`]: information planes and MI paths (plotters).
 //! - [`lifecycle`]: a job's states and transitions, pure (no store, no clock).
 //! - [`records`]: what the store holds: records, typed keys, typed tables.
+//! - [`checkpoints`]: checkpoint files beside the store, written durably before use.
 //! - [`scheduler`]: the lifecycle applied to a store: control (submit, cancel, retry),
 //!   leasing, ingest, queries; an in-memory index keeps scans off the hot paths.
 //! - [`security`]: tokens with roles, mutual TLS for workers, server resource limits.
@@ -18,6 +19,7 @@
 //! - [`error`]: the crate's error type and its mapping to gRPC status codes.
 //! - `harness`: request fuzzing harness (the fuzz target and a proptest share it).
 
+pub mod checkpoints;
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -38,6 +38,10 @@ pub enum JobState {
     Running {
         lease: Lease,
         failures: u32,
+        /// The epoch this attempt started after: 0 from scratch, the checkpoint's epoch
+        /// when it resumed.
+        #[serde(default)]
+        start_epoch: u32,
         /// Last finished epoch the worker reported.
         epoch_reached: u32,
         /// `cancel` asked; the worker learns it at its next heartbeat.
@@ -94,6 +98,19 @@ impl JobState {
     }
 }
 
+/// The job's latest complete checkpoint: a file in the coordinator's checkpoint directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRef {
+    /// Last epoch trained into it; measured epochs up to here are committed with it.
+    pub epoch: u32,
+    pub size: u64,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    /// File name inside the checkpoint directory (unique per upload).
+    pub file: String,
+    pub stored_ms: u64,
+}
+
 /// One job that has left the implicit pending state of a lazily expanded sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -106,6 +123,10 @@ pub struct Job {
     pub state: JobState,
     pub train_indices_hash: String,
     pub test_indices_hash: String,
+    /// The checkpoint a new attempt resumes from (kept after Done only with
+    /// `serve --keep-final-checkpoints`).
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointRef>,
 }
 
 /// Why a transition was refused. Nothing here names another lease's token: a refusal tells
@@ -168,6 +189,7 @@ impl Job {
             state: JobState::Pending { failures: 0 },
             train_indices_hash: String::new(),
             test_indices_hash: String::new(),
+            checkpoint: None,
         }
     }
 
@@ -201,16 +223,67 @@ impl Job {
         }
     }
 
-    /// Pending -> Running under `lease`.
+    /// Pending -> Running under `lease`, resuming from the checkpoint if there is one.
     pub fn grant(&self, lease: Lease) -> Result<Job, Refusal> {
         let JobState::Pending { failures } = self.state else {
             return Err(Refusal::NotPending(self.kind()));
         };
         let mut next = self.clone();
         next.attempts += 1;
-        next.state =
-            JobState::Running { lease, failures, epoch_reached: 0, cancel_requested: false, pieces_received: 0 };
+        let start_epoch = self.checkpoint.as_ref().map_or(0, |c| c.epoch);
+        next.state = JobState::Running {
+            lease,
+            failures,
+            start_epoch,
+            epoch_reached: start_epoch,
+            cancel_requested: false,
+            pieces_received: 0,
+        };
         Ok(next)
+    }
+
+    /// The epoch the live attempt started after.
+    pub fn start_epoch(&self) -> u32 {
+        match self.state {
+            JobState::Running { start_epoch, .. } => start_epoch,
+            _ => 0,
+        }
+    }
+
+    /// Records a checkpoint of the live attempt; returns the job and the checkpoint it
+    /// replaces (whose file may go once this is stored). Checkpoints only move forward.
+    pub fn store_checkpoint(
+        &self,
+        claim: &Claim,
+        checkpoint: CheckpointRef,
+    ) -> Result<(Job, Option<CheckpointRef>), Refusal> {
+        self.check(claim)?;
+        if let Some(old) = &self.checkpoint
+            && old.epoch >= checkpoint.epoch
+        {
+            return Err(Refusal::Stale {
+                token: claim.token,
+                detail: format!("a checkpoint at epoch {} is already stored", old.epoch),
+            });
+        }
+        let mut next = self.clone();
+        if let JobState::Running { epoch_reached, .. } = &mut next.state {
+            *epoch_reached = (*epoch_reached).max(checkpoint.epoch);
+        }
+        let old = next.checkpoint.replace(checkpoint);
+        Ok((next, old))
+    }
+
+    /// Forgets the checkpoint (it failed verification): the live attempt, if any, now
+    /// starts from scratch. Returns the job and the dropped checkpoint.
+    pub fn drop_checkpoint(&self) -> (Job, Option<CheckpointRef>) {
+        let mut next = self.clone();
+        let old = next.checkpoint.take();
+        if let JobState::Running { start_epoch, epoch_reached, .. } = &mut next.state {
+            *start_epoch = 0;
+            *epoch_reached = 0;
+        }
+        (next, old)
     }
 
     /// Extends the live lease to `now + ttl` and records progress. `sweep_cancelled` makes
@@ -297,7 +370,7 @@ impl Job {
                 }
             },
         };
-        let JobState::Running { failures, cancel_requested, epoch_reached, .. } = self.state else {
+        let JobState::Running { failures, cancel_requested, epoch_reached, start_epoch, .. } = self.state else {
             unreachable!("check() returned a live lease");
         };
         let (reason, counts) = match ending {
@@ -306,8 +379,10 @@ impl Job {
             Ending::Expired { reason, counts } => (reason.as_str(), *counts),
         };
         let mut next = self.clone();
+        let started =
+            if start_epoch == 0 { "started at epoch 0".to_string() } else { format!("resumed at epoch {start_epoch}") };
         next.history.push(format!(
-            "attempt {} on {} (reached epoch {epoch_reached}): {}{}",
+            "attempt {} on {}: {started}, reached epoch {epoch_reached}: {}{}",
             self.attempts,
             lease.worker_name,
             truncate(reason),

@@ -50,10 +50,13 @@ pub struct Metrics {
     pub jobs_completed: Counter,
     pub histogram_bytes: Counter,
     pub histogram_entries: Counter,
+    pub checkpoints_stored: Counter,
+    pub checkpoints_discarded: Counter,
     rpc_seconds: LatencyFamily,
     jobs: Family<JobLabels, Gauge>,
     workers: Gauge,
     store_bytes: Gauge,
+    checkpoint_bytes: Gauge,
 }
 
 impl Metrics {
@@ -71,6 +74,9 @@ impl Metrics {
         let jobs_completed = counter(&mut registry, "jobs_completed", "Jobs whose results were published");
         let histogram_bytes = counter(&mut registry, "histogram_bytes", "Histogram bytes ingested");
         let histogram_entries = counter(&mut registry, "histogram_entries", "Histogram entries (patterns) ingested");
+        let checkpoints_stored = counter(&mut registry, "checkpoints_stored", "Checkpoints stored");
+        let checkpoints_discarded =
+            counter(&mut registry, "checkpoints_discarded", "Checkpoints discarded because they failed verification");
         let rpc_seconds: LatencyFamily = Family::new_with_constructor(latency_histogram);
         registry.register("rpc_seconds", "gRPC request latency by method", rpc_seconds.clone());
         let jobs = Family::<JobLabels, Gauge>::default();
@@ -79,6 +85,8 @@ impl Metrics {
         registry.register("workers", "Workers heard from within the worker timeout", workers.clone());
         let store_bytes = Gauge::default();
         registry.register("store_bytes", "Approximate size of the store on disk", store_bytes.clone());
+        let checkpoint_bytes = Gauge::default();
+        registry.register("checkpoint_bytes", "Bytes of checkpoint files on disk", checkpoint_bytes.clone());
         Arc::new(Metrics {
             registry,
             leases_granted,
@@ -88,10 +96,13 @@ impl Metrics {
             jobs_completed,
             histogram_bytes,
             histogram_entries,
+            checkpoints_stored,
+            checkpoints_discarded,
             rpc_seconds,
             jobs,
             workers,
             store_bytes,
+            checkpoint_bytes,
         })
     }
 
@@ -117,6 +128,7 @@ impl Metrics {
         }
         self.workers.set(scheduler.workers()?.len() as i64);
         self.store_bytes.set(i64::try_from(scheduler.store().size_on_disk()).unwrap_or(i64::MAX));
+        self.checkpoint_bytes.set(i64::try_from(scheduler.checkpoint_bytes()).unwrap_or(i64::MAX));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .map_err(|e| Error::Store(format!("metrics encoding: {e}")))?;

@@ -22,24 +22,40 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::checkpoints::CheckpointDir;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::ids::{Claim, JobId, LeaseToken, SweepId, WorkerId};
 use crate::records::WorkerRecord;
-use crate::scheduler::{Chunk, Limits, Scheduler, SweepStatus, Timing};
+use crate::scheduler::{CheckpointHeader, Chunk, Limits, Scheduler, SweepStatus, Timing};
 use crate::security::{Security, ServeLimits, TlsFiles};
 use crate::store::{JobStore, SledStore};
 
 /// How `coordinator serve` runs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The sled store's directory.
+    /// The sled store's directory; checkpoints go in its `checkpoints/` subdirectory.
     pub data_dir: PathBuf,
+    pub checkpoints: CheckpointSettings,
     pub timing: Timing,
     pub limits: Limits,
     pub options: ServeOptions,
     /// Where to serve Prometheus metrics (`/metrics`), if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// What happens to checkpoints.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointSettings {
+    /// Keep a finished job's last checkpoint for export.
+    pub keep_final: bool,
+    pub max_bytes: u64,
+}
+
+impl Default for CheckpointSettings {
+    fn default() -> Self {
+        CheckpointSettings { keep_final: false, max_bytes: crate::checkpoints::DEFAULT_MAX_CHECKPOINT_BYTES }
+    }
 }
 
 /// Security and resource limits of the server, apart from the store.
@@ -57,7 +73,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let dir = config.data_dir.clone();
-    let (timing, limits, options) = (config.timing, config.limits, config.options);
+    let (timing, limits, options, kept) = (config.timing, config.limits, config.options, config.checkpoints);
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -68,7 +84,10 @@ pub async fn serve(
     };
     let scheduler = tokio::task::spawn_blocking(move || {
         let store = SledStore::open(&dir)?;
-        Ok::<_, Error>(Scheduler::open(store, Arc::new(SystemClock) as Arc<dyn Clock>, timing)?.with_limits(limits))
+        let checkpoints = CheckpointDir::open(dir.join("checkpoints"), kept.keep_final, kept.max_bytes)?;
+        Scheduler::open(store, Arc::new(SystemClock) as Arc<dyn Clock>, timing)?
+            .with_limits(limits)
+            .with_checkpoints(checkpoints)
     })
     .await
     .map_err(|e| Error::Store(e.to_string()))??;
@@ -296,6 +315,24 @@ fn to_pb_status(s: SweepStatus) -> pb::SweepStatus {
             .collect(),
         created_ms: r.created_ms,
         cancelled: r.cancelled,
+        running: s.running.into_iter().map(to_pb_running).collect(),
+    }
+}
+
+fn to_pb_running(job: crate::lifecycle::Job) -> pb::RunningJob {
+    let (worker, epoch) = match &job.state {
+        crate::lifecycle::JobState::Running { lease, epoch_reached, .. } => (lease.worker_name.clone(), *epoch_reached),
+        _ => (String::new(), 0),
+    };
+    pb::RunningJob {
+        job_id: job.job_id.to_string(),
+        worker,
+        attempt: job.attempts,
+        start_epoch: job.start_epoch(),
+        epoch,
+        checkpoint_epoch: job.checkpoint.as_ref().map(|c| c.epoch),
+        checkpoint_ms: job.checkpoint.as_ref().map_or(0, |c| c.stored_ms),
+        history: job.history,
     }
 }
 
@@ -442,6 +479,21 @@ impl<S: JobStore> SweepService for Sweeps<S> {
         let (workers, now_ms) = blocking(&self.0, |s| Ok((s.workers()?, s.now_ms()))).await?;
         Ok(Response::new(pb::WorkersResponse { workers: workers.into_iter().map(to_pb_worker).collect(), now_ms }))
     }
+
+    type CheckpointStream = BoxStream<pb::ExportCheckpointPiece>;
+
+    async fn checkpoint(
+        &self,
+        request: Request<pb::ExportCheckpointRequest>,
+    ) -> Result<Response<Self::CheckpointStream>, Status> {
+        let job: JobId = parse(&request.into_inner().job_id)?;
+        let (checkpoint, path) = blocking(&self.0, move |s| s.export_checkpoint(job)).await?;
+        let info = pb::CheckpointMeta { epoch: checkpoint.epoch, size: checkpoint.size, sha256: checkpoint.sha256 };
+        Ok(Response::new(stream_file(path, move |first, data| pb::ExportCheckpointPiece {
+            info: first.then(|| info.clone()),
+            data,
+        })))
+    }
 }
 
 /// One histogram piece from the wire into the store: what UploadHistograms does with each
@@ -536,6 +588,8 @@ impl<S: JobStore> WorkerService for Workers<S> {
                     attempt: g.attempt,
                     spec_json: serde_json::to_string(&g.spec).map_err(|e| Status::internal(e.to_string()))?,
                     deadline_ms: g.deadline_ms,
+                    resume: g.resume.map(|c| pb::CheckpointInfo { epoch: c.epoch, size: c.size, sha256: c.sha256 }),
+                    final_checkpoint: self.0.keeps_final_checkpoints() && g.spec.checkpoint_every > 0,
                 })
             }
             None => None,
@@ -598,4 +652,129 @@ impl<S: JobStore> WorkerService for Workers<S> {
         blocking(&self.0, move |s| s.fail(&claim, job, &r.reason, r.release)).await?;
         Ok(Response::new(pb::FailResponse {}))
     }
+
+    async fn upload_checkpoint(
+        &self,
+        request: Request<Streaming<pb::CheckpointPiece>>,
+    ) -> Result<Response<pb::CheckpointResponse>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream.next().await.ok_or_else(|| Status::invalid_argument("empty checkpoint upload"))??;
+        let (Some(c), Some(info)) = (first.claim, first.info) else {
+            return Err(Status::invalid_argument("the first checkpoint piece must carry the claim and the info"));
+        };
+        let header = CheckpointHeader {
+            job_id: parse(&c.job_id)?,
+            claim: claim(&c.worker_id, c.fencing_token, &c.lease_secret)?,
+            epoch: info.epoch,
+            size: info.size,
+            sha256: info.sha256,
+        };
+        // The file is written on one blocking thread; pieces reach it through a channel,
+        // so a slow disk holds back the stream instead of piling pieces up in memory.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let writer = {
+            let scheduler = Arc::clone(&self.0);
+            tokio::task::spawn_blocking(move || {
+                let mut incoming = scheduler.begin_checkpoint(&header)?;
+                while let Some(bytes) = rx.blocking_recv() {
+                    incoming.write(&bytes)?;
+                }
+                scheduler.finish_checkpoint(&header, incoming)
+            })
+        };
+        let mut failed = None;
+        if !first.data.is_empty() {
+            let _ = tx.send(first.data).await;
+        }
+        while let Some(piece) = stream.next().await {
+            match piece {
+                Ok(p) => {
+                    if tx.send(p.data).await.is_err() {
+                        break; // the writer refused; its error is the answer
+                    }
+                }
+                Err(status) => {
+                    failed = Some(status);
+                    break;
+                }
+            }
+        }
+        if let Some(status) = failed {
+            // Never finish a checkpoint whose stream broke: the writer sees the abort.
+            writer.abort();
+            return Err(status);
+        }
+        drop(tx);
+        let committed = writer.await.map_err(|e| Status::internal(format!("checkpoint task failed: {e}")))??;
+        Ok(Response::new(pb::CheckpointResponse { committed }))
+    }
+
+    type DownloadCheckpointStream = BoxStream<pb::CheckpointPiece>;
+
+    async fn download_checkpoint(
+        &self,
+        request: Request<pb::CheckpointRequest>,
+    ) -> Result<Response<Self::DownloadCheckpointStream>, Status> {
+        let r = request.into_inner();
+        let job: JobId = parse(&r.job_id)?;
+        let claim = claim(&r.worker_id, r.fencing_token, &r.lease_secret)?;
+        let (checkpoint, path) = blocking(&self.0, move |s| s.resume_checkpoint(&claim, job)).await?;
+        let info = pb::CheckpointInfo { epoch: checkpoint.epoch, size: checkpoint.size, sha256: checkpoint.sha256 };
+        let stream = stream_file(path, move |first, data| pb::CheckpointPiece {
+            claim: None,
+            info: first.then(|| info.clone()),
+            data,
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn discard_checkpoint(
+        &self,
+        request: Request<pb::DiscardCheckpointRequest>,
+    ) -> Result<Response<pb::DiscardCheckpointResponse>, Status> {
+        let r = request.into_inner();
+        let c = r.claim.ok_or_else(|| Status::invalid_argument("the claim is missing"))?;
+        let job: JobId = parse(&c.job_id)?;
+        let claim = claim(&c.worker_id, c.fencing_token, &c.lease_secret)?;
+        blocking(&self.0, move |s| s.discard_checkpoint(&claim, job, &r.reason)).await?;
+        Ok(Response::new(pb::DiscardCheckpointResponse {}))
+    }
+}
+
+/// Streams a file in 1 MiB pieces read on a blocking thread; `piece(first, bytes)` makes
+/// each message.
+fn stream_file<T: Send + 'static>(path: PathBuf, piece: impl Fn(bool, Vec<u8>) -> T + Send + 'static) -> BoxStream<T> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<T, Status>>(4);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(Status::internal(format!("{}: {e}", path.display()))));
+                return;
+            }
+        };
+        let mut first = true;
+        loop {
+            let mut buf = vec![0u8; 1 << 20];
+            match file.read(&mut buf) {
+                Ok(0) if !first => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(piece(first, buf))).is_err() {
+                        return;
+                    }
+                    first = false;
+                    if n == 0 {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Status::internal(format!("{}: {e}", path.display()))));
+                    return;
+                }
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
 }

@@ -96,6 +96,7 @@ async fn codes(config: &ClientConfig) -> Vec<(&'static str, Code)> {
         ("Cancel", code(s.cancel(pb::CancelRequest { sweep_id: id.clone() }).await.map(|_| ()))),
         ("Retry", code(s.retry(pb::RetryRequest { sweep_id: id.clone(), failed: true }).await.map(|_| ()))),
         ("Workers", code(s.workers(pb::WorkersRequest {}).await.map(|_| ()))),
+        ("Checkpoint", code(s.checkpoint(pb::ExportCheckpointRequest { job_id: id.clone() }).await.map(|_| ()))),
         (
             "Register",
             code(
@@ -133,13 +134,55 @@ async fn codes(config: &ClientConfig) -> Vec<(&'static str, Code)> {
         ),
         (
             "Fail",
-            code(w.fail(pb::FailRequest { worker_id: id.clone(), job_id: id, ..Default::default() }).await.map(|_| ())),
+            code(
+                w.fail(pb::FailRequest { worker_id: id.clone(), job_id: id.clone(), ..Default::default() })
+                    .await
+                    .map(|_| ()),
+            ),
+        ),
+        (
+            "UploadCheckpoint",
+            code(w.upload_checkpoint(tokio_stream::iter(Vec::<pb::CheckpointPiece>::new())).await.map(|_| ())),
+        ),
+        (
+            "DownloadCheckpoint",
+            code(
+                w.download_checkpoint(pb::CheckpointRequest {
+                    worker_id: id.clone(),
+                    job_id: id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+            ),
+        ),
+        (
+            "DiscardCheckpoint",
+            code(
+                w.discard_checkpoint(pb::DiscardCheckpointRequest {
+                    claim: Some(pb::CheckpointRequest { worker_id: id.clone(), job_id: id, ..Default::default() }),
+                    reason: String::new(),
+                })
+                .await
+                .map(|_| ()),
+            ),
         ),
     ]
 }
 
 fn is_worker_rpc(name: &str) -> bool {
-    ["Register", "Lease", "Heartbeat", "UploadHistograms", "Complete", "Fail"].contains(&name)
+    [
+        "Register",
+        "Lease",
+        "Heartbeat",
+        "UploadHistograms",
+        "Complete",
+        "Fail",
+        "UploadCheckpoint",
+        "DownloadCheckpoint",
+        "DiscardCheckpoint",
+    ]
+    .contains(&name)
 }
 
 #[tokio::test]

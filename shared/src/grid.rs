@@ -41,7 +41,17 @@ pub const MAX_EXCLUDES: usize = 1_000;
 pub const DEFAULT_MAX_POINTS: u64 = 1_000_000;
 
 /// Keys of the `train` section, as validation messages start with them.
-const TRAIN_KEYS: &[&str] = &["epochs", "train_size", "test_size", "batch_size", "lr", "activation", "sampling"];
+const TRAIN_KEYS: &[&str] = &[
+    "epochs",
+    "train_size",
+    "test_size",
+    "batch_size",
+    "lr",
+    "activation",
+    "sampling",
+    "checkpoint_every",
+    "checkpoint_minutes",
+];
 
 /// Parameters whose validity depends on each other; their product is checked jointly.
 const JOINT: &[&str] = &["width", "depth", "kernel", "pooling", "fc", "epochs", "train_size", "sampling"];
@@ -75,6 +85,8 @@ struct TrainSection {
     lr: Option<f64>,
     activation: Option<Activation>,
     sampling: Option<Sampling>,
+    checkpoint_every: Option<u32>,
+    checkpoint_minutes: Option<f64>,
 }
 
 /// Per-sweep limits.

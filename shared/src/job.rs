@@ -306,6 +306,30 @@ pub struct JobSpec {
     pub sampling: Sampling,
     #[serde(default)]
     pub measure: MeasureSpec,
+    /// Checkpoint every this many epochs (0: never). With `checkpoint_minutes`, whichever
+    /// comes first. Not part of the science, so left out of the canonical form at its default.
+    #[serde(default = "default_checkpoint_every", skip_serializing_if = "is_default_checkpoint_every")]
+    pub checkpoint_every: u32,
+    /// Checkpoint after this many minutes of training since the last one.
+    #[serde(default = "default_checkpoint_minutes", skip_serializing_if = "is_default_checkpoint_minutes")]
+    pub checkpoint_minutes: f64,
+}
+
+/// A 10,000-epoch job loses at most 50 epochs (or 10 minutes) to a preemption.
+pub const DEFAULT_CHECKPOINT_EVERY: u32 = 50;
+pub const DEFAULT_CHECKPOINT_MINUTES: f64 = 10.0;
+
+fn default_checkpoint_every() -> u32 {
+    DEFAULT_CHECKPOINT_EVERY
+}
+fn is_default_checkpoint_every(v: &u32) -> bool {
+    *v == DEFAULT_CHECKPOINT_EVERY
+}
+fn default_checkpoint_minutes() -> f64 {
+    DEFAULT_CHECKPOINT_MINUTES
+}
+fn is_default_checkpoint_minutes(v: &f64) -> bool {
+    *v == DEFAULT_CHECKPOINT_MINUTES
 }
 
 fn default_pooling() -> Pooling {
@@ -396,6 +420,12 @@ impl JobSpec {
         }
         if self.epochs > bounds::EPOCHS {
             return err(format!("epochs must be at most {}, got {}", bounds::EPOCHS, self.epochs));
+        }
+        if !(self.checkpoint_minutes.is_finite() && self.checkpoint_minutes > 0.0 && self.checkpoint_minutes <= 1e6) {
+            return err(format!(
+                "checkpoint_minutes must be a positive number of minutes (at most 10^6), got {}",
+                self.checkpoint_minutes
+            ));
         }
         if self.batch_size == 0 {
             return err("batch_size must be at least 1".into());
@@ -559,7 +589,20 @@ mod tests {
             test_size: 10_000,
             sampling: Sampling::Random,
             measure: MeasureSpec::default(),
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            checkpoint_minutes: DEFAULT_CHECKPOINT_MINUTES,
         }
+    }
+
+    #[test]
+    fn checkpoint_settings_stay_out_of_the_canonical_form_at_their_defaults() {
+        let json = serde_json::to_value(spec()).unwrap();
+        assert!(json.get("checkpoint_every").is_none() && json.get("checkpoint_minutes").is_none());
+        let custom = JobSpec { checkpoint_every: 2, ..spec() };
+        let back: JobSpec = serde_json::from_value(serde_json::to_value(&custom).unwrap()).unwrap();
+        assert_eq!(back.checkpoint_every, 2);
+        let bad = JobSpec { checkpoint_minutes: 0.0, ..spec() };
+        assert!(bad.validate().unwrap_err().0.starts_with("checkpoint_minutes"));
     }
 
     #[test]

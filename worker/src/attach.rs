@@ -21,12 +21,19 @@ use tokio::sync::{mpsc, watch};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use crate::checkpoint::{self, TrainingState};
 use crate::cli::ComputeArgs;
 use crate::error::{Error, Result};
-use crate::train::{self, Event, JobData, SplitMeasurement};
+use crate::train::{self, Event, JobData, Plan, SplitMeasurement};
 
-/// A histogram larger than this travels in several pieces (gRPC messages stay small).
+/// A histogram larger than this travels in several pieces (gRPC messages stay small);
+/// checkpoints travel in pieces of this size.
 const MAX_PIECE_BYTES: usize = 1 << 20;
+
+/// After SIGTERM a job that checkpoints finishes its epoch, checkpoints and releases; if
+/// that takes longer than this, it stops at once instead (Slurm's `--signal=B:TERM@120`
+/// and the manifests' grace periods leave room for it).
+const DRAIN_LIMIT: Duration = Duration::from_secs(90);
 
 /// What the attach loop needs.
 #[derive(Debug, Clone)]
@@ -187,6 +194,13 @@ enum Upload {
     Refused(String),
 }
 
+/// Why a lease's checkpoint was not restored.
+enum Fetched {
+    LeaseLost(String),
+    /// Missing, corrupt or not this job's: discard it and start from scratch.
+    Unusable(String),
+}
+
 /// Why a job ended without results.
 enum Ending {
     Completed,
@@ -271,17 +285,40 @@ impl Session {
             }
         };
         let hashes = (data.train_hash.clone(), data.test_hash.clone());
+        let resume = match &lease.resume {
+            Some(info) => match self.fetch_checkpoint(lease, info, &spec).await {
+                Ok(state) => {
+                    tracing::info!(job = %lease.job_id, epoch = state.epoch, "resuming from the checkpoint at epoch {}", state.epoch);
+                    Some(state)
+                }
+                Err(Fetched::LeaseLost(why)) => return Ending::LeaseLost(why),
+                Err(Fetched::Unusable(why)) => {
+                    tracing::warn!(job = %lease.job_id, "the checkpoint at epoch {} cannot be used: {why}; starting from scratch", info.epoch);
+                    if let Err(ending) = self.discard_checkpoint(lease, &why).await {
+                        return ending;
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
         let stop = Arc::new(AtomicBool::new(false));
+        let drain = Arc::new(AtomicBool::new(false));
         let cancelled = Arc::new(AtomicBool::new(false));
         // The heartbeat task also reports each finished epoch (at most once a second), so
         // `status --watch` follows progress between regular heartbeats.
-        let (epoch, epoch_rx) = watch::channel(0u32);
+        let (epoch, epoch_rx) = watch::channel(resume.as_ref().map_or(0, |s| s.epoch));
         let (tx, mut rx) = mpsc::channel::<Event>(4);
+        let final_checkpoint = lease.final_checkpoint;
         let trainer = {
-            let (stop, run_config, spec) = (Arc::clone(&stop), self.run_config.clone(), spec.clone());
+            let (stop, drain, run_config, spec) =
+                (Arc::clone(&stop), Arc::clone(&drain), self.run_config.clone(), spec.clone());
             std::thread::Builder::new().name("train".into()).spawn(move || {
                 let should_stop = move || stop.load(Ordering::Relaxed).then(|| "stopped".to_string());
-                train::run_job(&spec, &data, &run_config, &should_stop, &mut |event| {
+                let should_drain = move || drain.load(Ordering::Relaxed);
+                let plan =
+                    Plan { resume: resume.as_ref(), checkpoints: true, final_checkpoint, drain: Some(&should_drain) };
+                train::run_job_with(&spec, &data, &run_config, &plan, &should_stop, &mut |event| {
                     tx.blocking_send(event).map_err(|_| Error::Stopped("upload loop ended".into()))
                 })
             })
@@ -294,13 +331,33 @@ impl Session {
         let mut sequence = 0u64;
         let mut lost: Option<Upload> = None;
         let mut shutting_down = false;
+        let mut drain_deadline: Option<tokio::time::Instant> = None;
         loop {
+            let drain_expired = async {
+                match drain_deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 event = rx.recv() => match event {
                     Some(Event::Measured(m)) if lost.is_none() => {
                         if let Err(why) = self.upload(lease, &m, &mut sequence).await {
                             lost = Some(why);
                             stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    Some(Event::Checkpoint { epoch, bytes }) if lost.is_none() => {
+                        match self.upload_checkpoint(lease, epoch, bytes).await {
+                            Ok(()) => {}
+                            Err(Upload::LeaseLost(why)) => {
+                                lost = Some(Upload::LeaseLost(why));
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                            // A checkpoint is insurance, not the job: training goes on.
+                            Err(Upload::Refused(why)) => {
+                                tracing::warn!(job = %lease.job_id, epoch, "checkpoint not stored: {why}; training continues");
+                            }
                         }
                     }
                     Some(Event::Epoch(metrics)) => {
@@ -312,7 +369,18 @@ impl Session {
                 },
                 _ = shutdown.changed(), if !shutting_down => {
                     shutting_down = true;
-                    tracing::info!("shutting down: stopping after this mini-batch, uploading what was measured");
+                    if spec.checkpoint_every > 0 {
+                        tracing::info!("shutting down: finishing this epoch, then checkpointing and releasing the job (at most {} s)", DRAIN_LIMIT.as_secs());
+                        drain.store(true, Ordering::Relaxed);
+                        drain_deadline = Some(tokio::time::Instant::now() + DRAIN_LIMIT);
+                    } else {
+                        tracing::info!("shutting down: stopping after this mini-batch, uploading what was measured");
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+                _ = drain_expired => {
+                    tracing::warn!("the epoch did not finish within {} s of the shutdown; stopping now", DRAIN_LIMIT.as_secs());
+                    drain_deadline = None;
                     stop.store(true, Ordering::Relaxed);
                 }
             }
@@ -456,6 +524,159 @@ impl Session {
                         tracing::warn!(job = %lease.job_id, "upload failed: {}; retrying", s.message());
                         tokio::time::sleep(backoff(attempt)).await;
                     }
+                },
+            }
+        }
+        unreachable!("the loop only ends by returning")
+    }
+
+    fn checkpoint_claim(&self, lease: &pb::Lease) -> pb::CheckpointRequest {
+        pb::CheckpointRequest {
+            worker_id: self.worker_id.clone(),
+            job_id: lease.job_id.clone(),
+            fencing_token: lease.fencing_token,
+            lease_secret: lease.lease_secret.clone(),
+        }
+    }
+
+    /// Sends a checkpoint in pieces (the first with the claim, epoch, size and SHA-256);
+    /// resends the whole of it until it is acknowledged or refused.
+    async fn upload_checkpoint(
+        &mut self,
+        lease: &pb::Lease,
+        epoch: u32,
+        bytes: Vec<u8>,
+    ) -> std::result::Result<(), Upload> {
+        let info = pb::CheckpointInfo { epoch, size: bytes.len() as u64, sha256: checkpoint::sha256_hex(&bytes) };
+        let started = std::time::Instant::now();
+        let mut pieces: Vec<pb::CheckpointPiece> = bytes
+            .chunks(MAX_PIECE_BYTES)
+            .map(|data| pb::CheckpointPiece { claim: None, info: None, data: data.to_vec() })
+            .collect();
+        if pieces.is_empty() {
+            pieces.push(pb::CheckpointPiece::default());
+        }
+        pieces[0].claim = Some(self.checkpoint_claim(lease));
+        pieces[0].info = Some(info);
+        for attempt in 0.. {
+            match self.client.upload_checkpoint(tokio_stream::iter(pieces.clone())).await {
+                Ok(r) => {
+                    tracing::info!(
+                        job = %lease.job_id,
+                        epoch,
+                        bytes = bytes.len(),
+                        committed = r.get_ref().committed,
+                        seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+                        "checkpoint stored"
+                    );
+                    return Ok(());
+                }
+                Err(s) => match classify(&s) {
+                    Disposition::LeaseLost => return Err(Upload::LeaseLost(s.message().to_string())),
+                    Disposition::Fatal => return Err(Upload::Refused(s.message().to_string())),
+                    Disposition::Retry if attempt >= 5 || self.giving_up(attempt) => {
+                        return Err(Upload::Refused(format!("gave up after {} tries: {}", attempt + 1, s.message())));
+                    }
+                    Disposition::Retry => {
+                        tracing::warn!(job = %lease.job_id, "checkpoint upload failed: {}; retrying", s.message());
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
+                },
+            }
+        }
+        unreachable!("the loop only ends by returning")
+    }
+
+    /// Downloads, verifies and decodes the lease's checkpoint.
+    async fn fetch_checkpoint(
+        &mut self,
+        lease: &pb::Lease,
+        info: &pb::CheckpointInfo,
+        spec: &JobSpec,
+    ) -> std::result::Result<TrainingState, Fetched> {
+        let mut attempt = 0;
+        let bytes = loop {
+            match self.download(lease, info).await {
+                Ok(bytes) => break bytes,
+                Err(s) => match classify(&s) {
+                    Disposition::LeaseLost => return Err(Fetched::LeaseLost(s.message().to_string())),
+                    Disposition::Fatal => return Err(Fetched::Unusable(s.message().to_string())),
+                    Disposition::Retry if self.giving_up(attempt) => {
+                        return Err(Fetched::LeaseLost(format!("shutting down; download failed: {}", s.message())));
+                    }
+                    Disposition::Retry => {
+                        tracing::warn!(job = %lease.job_id, "checkpoint download failed: {}; retrying", s.message());
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt += 1;
+                    }
+                },
+            }
+        };
+        let digest = checkpoint::sha256_hex(&bytes);
+        if bytes.len() as u64 != info.size || digest != info.sha256 {
+            return Err(Fetched::Unusable(format!(
+                "{} bytes with sha256 {digest} arrived, the lease says {} bytes with sha256 {}",
+                bytes.len(),
+                info.size,
+                info.sha256
+            )));
+        }
+        let spec = spec.clone();
+        let epoch = info.epoch;
+        let checked = tokio::task::spawn_blocking(move || -> Result<TrainingState> {
+            let state = checkpoint::decode(&spec, &bytes)?;
+            if state.epoch != epoch {
+                return Err(Error::InvalidInput(format!(
+                    "checkpoint: epoch {} inside, {epoch} announced",
+                    state.epoch
+                )));
+            }
+            checkpoint::check_fits(&spec, &state)?;
+            Ok(state)
+        })
+        .await;
+        match checked {
+            Ok(Ok(state)) => Ok(state),
+            Ok(Err(e)) => Err(Fetched::Unusable(e.to_string())),
+            Err(e) => Err(Fetched::Unusable(format!("checking the checkpoint panicked: {e}"))),
+        }
+    }
+
+    async fn download(
+        &mut self,
+        lease: &pb::Lease,
+        info: &pb::CheckpointInfo,
+    ) -> std::result::Result<Vec<u8>, tonic::Status> {
+        let mut stream = self.client.download_checkpoint(self.checkpoint_claim(lease)).await?.into_inner();
+        let mut bytes = Vec::with_capacity(usize::try_from(info.size).unwrap_or(0).min(1 << 30));
+        while let Some(piece) = stream.message().await? {
+            bytes.extend_from_slice(&piece.data);
+            if bytes.len() as u64 > info.size {
+                return Err(tonic::Status::data_loss("the checkpoint is longer than the lease says"));
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Tells the coordinator the lease's checkpoint is unusable, so the job restarts from
+    /// scratch under the same lease and nothing committed with it is published.
+    async fn discard_checkpoint(&mut self, lease: &pb::Lease, reason: &str) -> std::result::Result<(), Ending> {
+        let request = pb::DiscardCheckpointRequest { claim: Some(self.checkpoint_claim(lease)), reason: reason.into() };
+        for attempt in 0.. {
+            match self.client.discard_checkpoint(request.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(s) => match classify(&s) {
+                    Disposition::LeaseLost => return Err(Ending::LeaseLost(s.message().to_string())),
+                    Disposition::Fatal => {
+                        return Err(Ending::Failed(format!(
+                            "the coordinator refused to discard a checkpoint: {}",
+                            s.message()
+                        )));
+                    }
+                    Disposition::Retry if self.giving_up(attempt) => {
+                        return Err(Ending::LeaseLost(format!("shutting down; discard failed: {}", s.message())));
+                    }
+                    Disposition::Retry => tokio::time::sleep(backoff(attempt)).await,
                 },
             }
         }

@@ -4,13 +4,17 @@
 //! - [`data`]: MNIST / Fashion-MNIST IDX loading and the job's seeded subsets.
 //! - [`model`]: the CNN built from a job spec, exposing every measured layer.
 //! - [`train`]: training and per-epoch measurement of one job (on the caller's thread).
+//! - [`adam`]: Adam with its state in plain tensors, so it can be checkpointed.
+//! - [`checkpoint`]: the training state as a safetensors file, for resume.
 //! - [`run`]: `worker run`, one job locally with outputs on disk.
 //! - [`attach`]: `worker --coordinator URL`, the lease/train/upload loop.
 //! - [`estimate`]: `worker estimate` on npy activations.
 //! - [`cli`]: the command line.
 //! - [`error`]: the crate's error type.
 
+pub mod adam;
 pub mod attach;
+pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod error;

@@ -155,6 +155,8 @@ pub fn run_local(
                 bar.set_message(msg);
                 outputs.epoch(metrics)
             }
+            // A local run never asks for checkpoints.
+            Event::Checkpoint { .. } => Ok(()),
         };
         if let Err(e) = result {
             // Stop training: nothing more can be written.

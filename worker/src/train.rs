@@ -6,7 +6,7 @@
 //! no layer's activations for a whole split are ever held at once.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ibsweep_shared::job::{JobSpec, LayerInfo, Split};
 use ibsweep_shared::measure::{BinSize, LayerAccumulator, LayerHistogram, MeasureError};
@@ -15,9 +15,11 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use tch::nn::{self, OptimizerConfig};
+use tch::nn;
 use tch::{Device, Kind, Tensor};
 
+use crate::adam::Adam;
+use crate::checkpoint::{self, TrainingState};
 use crate::data::{self, CLASSES, Images, Part};
 use crate::error::{Error, Result};
 use crate::model::Network;
@@ -112,6 +114,36 @@ pub enum Event {
     /// Sent after every split measured at an epoch, before that epoch's metrics.
     Measured(SplitMeasurement),
     Epoch(EpochMetrics),
+    /// The training state after `epoch` (after that epoch's metrics), as a safetensors file.
+    Checkpoint {
+        epoch: u32,
+        bytes: Vec<u8>,
+    },
+}
+
+/// Where a run starts and when it checkpoints.
+#[derive(Default)]
+pub struct Plan<'a> {
+    /// Continue after this state's epoch instead of from scratch.
+    pub resume: Option<&'a TrainingState>,
+    /// Emit checkpoints every `spec.checkpoint_every` epochs or `checkpoint_minutes`.
+    pub checkpoints: bool,
+    /// Also emit one after the last epoch (the final weights).
+    pub final_checkpoint: bool,
+    /// Polled at the end of each epoch: when true, checkpoint now and stop
+    /// ([`Error::Stopped`]). How a worker shuts down without losing the epoch in progress.
+    pub drain: Option<&'a dyn Fn() -> bool>,
+}
+
+impl std::fmt::Debug for Plan<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("resume_epoch", &self.resume.map(|r| r.epoch))
+            .field("checkpoints", &self.checkpoints)
+            .field("final_checkpoint", &self.final_checkpoint)
+            .field("drain", &self.drain.is_some())
+            .finish()
+    }
 }
 
 /// How to run: threads for libtorch's intra-op pool and for binning.
@@ -136,12 +168,26 @@ fn batch_stats(logits: &Tensor, y: &Tensor) -> (f64, f64) {
     (loss, correct)
 }
 
-/// Trains `spec` on `data`, sending events as it goes. `stop` is polled between mini-batches;
-/// when it returns a reason, the run ends with [`Error::Stopped`].
+/// Trains `spec` on `data` from scratch without checkpoints (see [`run_job_with`]).
 pub fn run_job(
     spec: &JobSpec,
     data: &JobData,
     config: &RunConfig,
+    stop: &dyn Fn() -> Option<String>,
+    on_event: &mut dyn FnMut(Event) -> Result<()>,
+) -> Result<()> {
+    run_job_with(spec, data, config, &Plan::default(), stop, on_event)
+}
+
+/// Trains `spec` on `data` as `plan` says, sending events as it goes. `stop` is polled
+/// between mini-batches; when it returns a reason, the run ends with [`Error::Stopped`].
+/// A resumed run produces exactly the events the uninterrupted run would have produced
+/// after the checkpoint's epoch (at the same thread count).
+pub fn run_job_with(
+    spec: &JobSpec,
+    data: &JobData,
+    config: &RunConfig,
+    plan: &Plan<'_>,
     stop: &dyn Fn() -> Option<String>,
     on_event: &mut dyn FnMut(Event) -> Result<()>,
 ) -> Result<()> {
@@ -156,14 +202,23 @@ pub fn run_job(
     tch::manual_seed(spec.seed as i64);
     let vs = nn::VarStore::new(config.device);
     let net = Network::new(&vs.root(), spec)?;
-    let mut adam = nn::Adam::default().build(&vs, spec.lr)?;
+    let mut adam = Adam::new(&vs, spec.lr);
     let (train_x, train_y) = to_tensors(&data.train, config.device);
     let (test_x, test_y) = to_tensors(&data.test, config.device);
     let measured = spec.measured_epochs();
     let batch = spec.batch_size as usize;
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    let mut first = 0;
+    if let Some(state) = plan.resume {
+        state.restore(&mut adam)?;
+        rng.set_word_pos(state.rng_word_pos);
+        first = state.epoch + 1;
+    }
+    let checkpointing = plan.checkpoints && spec.checkpoint_every > 0;
+    let interval = Duration::from_secs_f64(spec.checkpoint_minutes * 60.0);
+    let mut last_checkpoint = Instant::now();
 
-    for epoch in 0..=spec.epochs {
+    for epoch in first..=spec.epochs {
         let started = Instant::now();
         let mut metrics = EpochMetrics {
             epoch,
@@ -224,6 +279,20 @@ pub fn run_job(
         }
         metrics.seconds = started.elapsed().as_secs_f64();
         on_event(Event::Epoch(metrics))?;
+        if !checkpointing || epoch == 0 {
+            continue;
+        }
+        let last = epoch == spec.epochs;
+        let draining = !last && plan.drain.is_some_and(|drain| drain());
+        let due = !last && (epoch % spec.checkpoint_every == 0 || last_checkpoint.elapsed() >= interval);
+        if draining || due || (last && plan.final_checkpoint) {
+            let bytes = checkpoint::encode(spec, epoch, &adam, rng.get_word_pos())?;
+            on_event(Event::Checkpoint { epoch, bytes })?;
+            last_checkpoint = Instant::now();
+        }
+        if draining {
+            return Err(Error::Stopped(format!("stopped after a checkpoint at epoch {epoch}")));
+        }
     }
     Ok(())
 }

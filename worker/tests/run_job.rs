@@ -6,10 +6,11 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use ibsweep_shared::job::{JobSpec, Split};
+use ibsweep_worker::checkpoint;
 use ibsweep_worker::data;
 use ibsweep_worker::estimate::write_npy;
 use ibsweep_worker::model::Network;
-use ibsweep_worker::train::{self, Event, JobData, RunConfig, SplitMeasurement};
+use ibsweep_worker::train::{self, Event, JobData, Plan, RunConfig, SplitMeasurement};
 use tch::{Device, Kind, Tensor, nn};
 
 /// libtorch's seed is process-global: tests that build networks take turns.
@@ -38,11 +39,76 @@ fn run(spec: &JobSpec, data: &JobData) -> (Vec<SplitMeasurement>, Vec<train::Epo
         match event {
             Event::Measured(m) => measured.push(m),
             Event::Epoch(e) => epochs.push(e),
+            Event::Checkpoint { .. } => unreachable!("run_job never checkpoints"),
         }
         Ok(())
     })
     .unwrap();
     (measured, epochs)
+}
+
+/// Everything a run reports after `from`, without wall times: losses, accuracies and every
+/// histogram's bytes.
+type Trace = Vec<(u32, String, Vec<Vec<u8>>, [Option<f64>; 4])>;
+
+fn planned(spec: &JobSpec, data: &JobData, plan: &Plan<'_>) -> (Trace, Vec<(u32, Vec<u8>)>) {
+    let _guard = TORCH.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut trace, mut checkpoints) = (Vec::new(), Vec::new());
+    train::run_job_with(spec, data, &config(), plan, &|| None, &mut |event| {
+        match event {
+            Event::Measured(m) => trace.push((
+                m.epoch,
+                format!("{} {} {}", m.split.as_str(), m.loss, m.accuracy),
+                m.layers.iter().flat_map(|l| l.histograms.iter().map(|(_, h)| h.to_bytes())).collect(),
+                [None; 4],
+            )),
+            Event::Epoch(e) => trace.push((
+                e.epoch,
+                "epoch".into(),
+                vec![],
+                [e.train_loss, e.train_accuracy, e.test_loss, e.test_accuracy],
+            )),
+            Event::Checkpoint { epoch, bytes } => checkpoints.push((epoch, bytes)),
+        }
+        Ok(())
+    })
+    .unwrap();
+    (trace, checkpoints)
+}
+
+#[test]
+fn a_resumed_run_continues_exactly_where_its_checkpoint_left_off() {
+    // Conv and fully connected layers, so every kind of weight goes through the checkpoint.
+    let spec = spec(serde_json::json!({"epochs": 4, "fc": [16], "checkpoint_every": 2}));
+    let data = JobData::load(&spec, &data::default_datasets_dir()).unwrap();
+    let full_plan = Plan { checkpoints: true, final_checkpoint: true, ..Plan::default() };
+    let (full, checkpoints) = planned(&spec, &data, &full_plan);
+    let epochs: Vec<u32> = checkpoints.iter().map(|(e, _)| *e).collect();
+    assert_eq!(epochs, [2, 4], "every 2 epochs, plus the final one");
+    let state = checkpoint::decode(&spec, &checkpoints[0].1).unwrap();
+    assert_eq!(state.epoch, 2);
+    let (resumed, again) = planned(
+        &spec,
+        &data,
+        &Plan { resume: Some(&state), checkpoints: true, final_checkpoint: true, ..Plan::default() },
+    );
+    let after: Trace = full.into_iter().filter(|t| t.0 > 2).collect();
+    assert_eq!(resumed, after, "the same losses, accuracies and histograms, bit for bit");
+    // The same final state (the file's metadata order may differ, so compare contents).
+    assert_eq!(again.len(), 1);
+    let (a, b) =
+        (checkpoint::decode(&spec, &again[0].1).unwrap(), checkpoint::decode(&spec, &checkpoints[1].1).unwrap());
+    assert!(a == b && a.epoch == 4, "the final checkpoints differ");
+
+    // A checkpoint of another job, or a damaged one, is refused with the reason.
+    let other = JobSpec { seed: 99, ..spec.clone() };
+    assert!(checkpoint::decode(&other, &checkpoints[0].1).unwrap_err().to_string().contains("another job"));
+    let mut damaged = checkpoints[0].1.clone();
+    damaged.truncate(damaged.len() - 10);
+    assert!(checkpoint::decode(&spec, &damaged).is_err());
+    let wider = JobSpec { fc: vec![17], ..spec.clone() };
+    let err = checkpoint::decode(&wider, &checkpoints[0].1).unwrap_err().to_string();
+    assert!(err.contains("another job"), "{err}");
 }
 
 #[test]

@@ -106,6 +106,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Save a job's checkpoint (safetensors: weights `param/*`, Adam moments, metadata);
+    /// finished jobs keep one only under `serve --keep-final-checkpoints`.
+    Checkpoint {
+        job: String,
+        /// Where to write it (loads with `safetensors.torch.load_file` in PyTorch).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -138,6 +146,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             results::plot(&mut client, &sweep, out, &filters, format).await
         }
         Command::Cancel { sweep } => control::cancel(&mut client, &sweep).await,
+        Command::Checkpoint { job, out } => control::checkpoint(&mut client, &job, &out).await,
         Command::Retry { sweep, failed: _ } => control::retry(&mut client, &sweep).await,
         Command::Workers { json } => control::workers(&mut client, &url, json).await,
     }

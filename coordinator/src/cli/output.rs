@@ -54,6 +54,12 @@ pub fn render_status(status: &pb::StatusResponse) -> String {
             c.failed,
             c.cancelled,
         );
+        for r in &s.running {
+            out += &format!("  {}\n", running_line(r, status.now_ms));
+            for h in &r.history {
+                out += &format!("    {h}\n");
+            }
+        }
         for f in &s.failures {
             out += &format!("  failed job {} {}\n", f.job_id, f.params_json);
             for r in &f.reasons {
@@ -75,6 +81,29 @@ pub fn render_status(status: &pb::StatusResponse) -> String {
         }
     }
     out
+}
+
+/// One running job: who, which attempt, where it started, how far it is, its checkpoint.
+pub fn running_line(r: &pb::RunningJob, now_ms: u64) -> String {
+    let started =
+        if r.start_epoch == 0 { "from scratch".to_string() } else { format!("resumed at epoch {}", r.start_epoch) };
+    let checkpoint = match r.checkpoint_epoch {
+        Some(epoch) => format!("checkpoint at epoch {epoch} ({})", age(now_ms, r.checkpoint_ms)),
+        None => "no checkpoint yet".to_string(),
+    };
+    format!(
+        "running job {} on {}: attempt {} {started}, at epoch {}, {checkpoint}",
+        r.job_id, r.worker, r.attempt, r.epoch
+    )
+}
+
+fn running_json(r: &pb::RunningJob, now_ms: u64) -> serde_json::Value {
+    serde_json::json!({
+        "job_id": r.job_id, "worker": r.worker, "attempt": r.attempt, "start_epoch": r.start_epoch,
+        "epoch": r.epoch, "checkpoint_epoch": r.checkpoint_epoch,
+        "checkpoint_age_s": r.checkpoint_epoch.map(|_| now_ms.saturating_sub(r.checkpoint_ms) / 1000),
+        "history": r.history,
+    })
 }
 
 pub fn table(rows: &[MiRow]) -> String {
@@ -153,6 +182,7 @@ pub fn status_json(r: &pb::StatusResponse) -> serde_json::Value {
                 "pending": c.pending, "running": c.running, "done": c.done, "failed": c.failed, "cancelled_jobs": c.cancelled,
                 "mean_job_seconds": s.mean_job_seconds,
                 "failures": s.failures.iter().map(|f| serde_json::json!({"job_id": f.job_id, "params": f.params_json, "reasons": f.reasons})).collect::<Vec<_>>(),
+                "running_jobs": s.running.iter().map(|j| running_json(j, r.now_ms)).collect::<Vec<_>>(),
             })
         }).collect::<Vec<_>>(),
         "workers": r.workers.iter().map(|w| serde_json::json!({"worker_id": w.worker_id, "name": w.name, "job_id": w.job_id, "epoch": w.epoch, "last_seen_ms": w.last_seen_ms})).collect::<Vec<_>>(),
@@ -210,6 +240,16 @@ mod tests {
                 }],
                 created_ms: 0,
                 cancelled: false,
+                running: vec![pb::RunningJob {
+                    job_id: "abcdef0123".into(),
+                    worker: "node1".into(),
+                    attempt: 2,
+                    start_epoch: 24,
+                    epoch: 30,
+                    checkpoint_epoch: Some(24),
+                    checkpoint_ms: 4_000,
+                    history: vec!["attempt 1 on node0: started at epoch 0, reached epoch 26: lease expired".into()],
+                }],
             }],
             workers: vec![pb::WorkerInfo {
                 worker_id: "w".into(),
@@ -244,5 +284,13 @@ mod tests {
         assert!(worker_line(&s.workers[0], s.now_ms).contains("job abcdef0123 epoch 3, last heartbeat 1s ago"));
         assert_eq!(worker_json(&s.workers[0])["name"], "node1");
         assert!(render_status(&pb::StatusResponse::default()).contains("no sweeps"));
+        assert!(
+            text.contains(
+                "running job abcdef0123 on node1: attempt 2 resumed at epoch 24, at epoch 30, checkpoint at epoch 24 (6s ago)"
+            ) && text.contains("    attempt 1 on node0: started at epoch 0, reached epoch 26"),
+            "{text}"
+        );
+        let running = &json["sweeps"][0]["running_jobs"][0];
+        assert_eq!((running["start_epoch"].as_u64(), running["checkpoint_age_s"].as_u64()), (Some(24), Some(6)));
     }
 }

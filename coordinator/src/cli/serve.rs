@@ -9,7 +9,7 @@ use ibsweep_proto::connect::token_from;
 use super::{CliResult, shutdown_signal};
 use crate::scheduler::{Limits, Timing};
 use crate::security::{Security, ServeLimits, TlsFiles};
-use crate::service::{self, Config, ServeOptions};
+use crate::service::{self, CheckpointSettings, Config, ServeOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -19,6 +19,13 @@ pub struct ServeArgs {
     /// The store's directory (created if missing).
     #[arg(long, env = "IBSWEEP_DATA_DIR", default_value = "./ibsweep-data")]
     data_dir: PathBuf,
+    /// Keep each finished job's last checkpoint (its trained weights) for
+    /// `coordinator checkpoint JOB --out FILE`; by default checkpoints go when a job ends.
+    #[arg(long, env = "IBSWEEP_KEEP_FINAL_CHECKPOINTS")]
+    keep_final_checkpoints: bool,
+    /// Largest checkpoint a worker may upload, in bytes.
+    #[arg(long, env = "IBSWEEP_MAX_CHECKPOINT_BYTES", default_value_t = crate::checkpoints::DEFAULT_MAX_CHECKPOINT_BYTES)]
+    max_checkpoint_bytes: u64,
     /// Seconds without a heartbeat after which a job goes back to pending.
     #[arg(long, env = "IBSWEEP_LEASE_TTL", default_value_t = 60)]
     lease_ttl: u64,
@@ -109,6 +116,10 @@ pub async fn run(args: ServeArgs, user_token: Option<String>) -> CliResult<()> {
     tracing::info!("store at {}", args.data_dir.display());
     let config = Config {
         data_dir: args.data_dir,
+        checkpoints: CheckpointSettings {
+            keep_final: args.keep_final_checkpoints,
+            max_bytes: args.max_checkpoint_bytes,
+        },
         timing,
         limits: Limits { max_points: args.max_points, max_workers: args.max_workers },
         options: ServeOptions { security, limits },

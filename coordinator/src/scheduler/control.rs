@@ -85,10 +85,14 @@ impl<S: JobStore> Scheduler<S> {
             return Ok(0);
         };
         index.forget_sweep(&sweep);
+        let mut retired = Vec::new();
         cancelled += self.for_each_job(sweep_id, &mut |txn, key, job, record| {
-            let next = job.cancel();
+            let mut next = job.cancel();
             if next == *job {
                 return Ok(false); // finished jobs stay as they are
+            }
+            if next.kind() == StateKind::Cancelled && job.checkpoint.is_some() {
+                retired.push((JobKey::from_bytes(key)?, self.retire_checkpoint(&mut next)));
             }
             record.counts.apply(job.kind(), next.kind(), 1)?;
             if job.kind() == StateKind::Pending {
@@ -99,6 +103,12 @@ impl<S: JobStore> Scheduler<S> {
         })?;
         drop(index);
         self.flush()?;
+        // A transaction rerun on conflict may have listed a job twice.
+        retired.sort();
+        retired.dedup();
+        for (key, file) in retired {
+            self.forget_retired(key, file, false)?;
+        }
         Ok(cancelled)
     }
 

@@ -12,6 +12,7 @@ use ibsweep_shared::measure::{BinSize, CountProfile, LayerHistogram};
 use ibsweep_shared::results::{Measurement, MiRow};
 
 use super::Scheduler;
+use super::checkpoints::COMMITTED;
 use crate::error::{Error, Result};
 use crate::ids::{Claim, JobId};
 use crate::lifecycle::{JobState, StateKind};
@@ -83,7 +84,7 @@ fn check_key(spec: &JobSpec, chunk: &Chunk) -> Result<()> {
 }
 
 /// Every histogram a job must deliver, as staged-key suffixes, in key order.
-fn expected(spec: &JobSpec) -> Result<Vec<(Vec<u8>, String)>> {
+pub(super) fn expected(spec: &JobSpec) -> Result<Vec<(Vec<u8>, String)>> {
     let layers = spec.layers().map_err(|e| Error::InvalidArgument(e.0))?;
     let mut out = Vec::new();
     for epoch in spec.measured_epochs() {
@@ -115,6 +116,9 @@ impl<S: JobStore> Scheduler<S> {
         let spec = self.spec_of(key)?;
         let keep_histograms = spec.measure.keep_histograms;
         check_key(&spec, chunk)?;
+        if job.checkpoint.as_ref().is_some_and(|c| chunk.key.epoch <= c.epoch) {
+            return Ok(false); // committed with the checkpoint already
+        }
         let n = samples(&spec, chunk.key.split);
         let histogram = LayerHistogram::from_bytes(&chunk.histogram).map_err(|e| chunk.refuse(e))?;
         if histogram.n_labels() != CLASSES {
@@ -222,9 +226,12 @@ impl<S: JobStore> Scheduler<S> {
                 "job {job_id}: the worker sent {pieces} histogram pieces but {received} arrived; resend the missing ones"
             )));
         }
-        let staged = self.store.scan(Tree::Staged, &attempt)?;
+        // Histograms committed with a checkpoint, then this attempt's.
+        let mut staged = self.store.scan(Tree::Staged, &key.attempt(COMMITTED))?;
+        staged.extend(self.store.scan(Tree::Staged, &attempt)?);
         let expected = expected(&spec)?;
-        let have: Vec<&[u8]> = staged.iter().map(|(k, _)| &k[attempt.len()..]).collect();
+        let mut have: Vec<&[u8]> = staged.iter().map(|(k, _)| &k[attempt.len()..]).collect();
+        have.sort_unstable();
         if let Some((_, missing)) = expected.iter().find(|(suffix, _)| have.binary_search(&suffix.as_slice()).is_err())
         {
             return Err(Error::FailedPrecondition(format!(
@@ -250,9 +257,10 @@ impl<S: JobStore> Scheduler<S> {
         let done = self.txn(&mut |txn| {
             let job = JOBS.get(txn, &key_bytes)?.ok_or(Error::JobNotFound(job_id))?;
             let deadline = job.lease().map_or(0, |l| l.deadline_ms);
-            let Some(next) = job.complete(claim, now, rows, hashes).map_err(|r| Error::refused(job_id, r))? else {
+            let Some(mut next) = job.complete(claim, now, rows, hashes).map_err(|r| Error::refused(job_id, r))? else {
                 return Ok(None);
             };
+            let retired = self.retire_checkpoint(&mut next);
             let mut sweep = self.sweep(txn, key.sweep)?;
             for (staged_key, result_key, value, raw) in &results {
                 txn.insert(Tree::Results, result_key, value)?;
@@ -273,13 +281,16 @@ impl<S: JobStore> Scheduler<S> {
                 w.last_seen_ms = now;
                 WORKERS.put(txn, worker.as_bytes(), &w)?;
             }
-            Ok(Some(deadline))
+            Ok(Some((deadline, retired)))
         })?;
-        if let Some(deadline) = done {
-            index.deadlines.remove(&(deadline, token, key));
+        if let Some((deadline, _)) = &done {
+            index.deadlines.remove(&(*deadline, token, key));
         }
         drop(index);
         self.flush()?;
+        if let Some((_, retired)) = &done {
+            self.forget_retired(key, retired.clone(), true)?;
+        }
         if done.is_some() {
             self.metrics.jobs_completed.inc();
         }

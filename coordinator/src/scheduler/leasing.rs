@@ -11,7 +11,7 @@ use ibsweep_shared::job::JobSpec;
 use super::{Index, Scheduler};
 use crate::error::{Error, Result};
 use crate::ids::{Claim, JobId, LeaseSecret, LeaseToken, SweepId, WorkerId};
-use crate::lifecycle::{Beat, Ending, Job, JobState, Lease, StateKind};
+use crate::lifecycle::{Beat, CheckpointRef, Ending, Job, JobState, Lease, StateKind};
 use crate::records::*;
 use crate::store::{JobStore, Tree};
 
@@ -32,6 +32,8 @@ pub struct Grant {
     pub attempt: u32,
     pub spec: JobSpec,
     pub deadline_ms: u64,
+    /// The checkpoint this attempt resumes from.
+    pub resume: Option<CheckpointRef>,
 }
 
 impl Grant {
@@ -193,6 +195,7 @@ impl<S: JobStore> Scheduler<S> {
             attempt: job.attempts,
             spec: self.spec_of(key)?,
             deadline_ms: lease.deadline_ms,
+            resume: job.checkpoint.clone().filter(|c| c.epoch == job.start_epoch()),
         }))
     }
 
@@ -273,6 +276,7 @@ impl<S: JobStore> Scheduler<S> {
                 attempt: next.attempts,
                 spec,
                 deadline_ms: now + ttl,
+                resume: next.checkpoint.clone(),
             };
             Ok(Found::Granted(Box::new((grant, key, now + ttl, sweep))))
         })
@@ -332,14 +336,15 @@ impl<S: JobStore> Scheduler<S> {
     ) -> Result<StateKind> {
         let now = self.now_ms();
         let key_bytes = key.to_bytes();
-        let (job, next, sweep) = self.txn(&mut |txn| {
+        let (job, next, sweep, retired) = self.txn(&mut |txn| {
             let job = JOBS
                 .get(txn, &key_bytes)?
                 .ok_or_else(|| Error::Corrupt { tree: "jobs", detail: format!("no job at {key:?}") })?;
             let mut sweep = self.sweep(txn, key.sweep)?;
-            let next = job
+            let mut next = job
                 .end(claim, token, ending, now, sweep.max_attempts, sweep.cancelled)
                 .map_err(|r| Error::refused(job.job_id, r))?;
+            let retired = self.retire_checkpoint(&mut next);
             sweep.counts.apply(StateKind::Running, next.kind(), 1)?;
             txn.remove(Tree::Active, &token_key(token))?;
             if next.kind() == StateKind::Pending {
@@ -354,7 +359,7 @@ impl<S: JobStore> Scheduler<S> {
                 w.job = None;
                 WORKERS.put(txn, holder.as_bytes(), &w)?;
             }
-            Ok((job, next, sweep))
+            Ok((job, next, sweep, retired))
         })?;
         let deadline = job.lease().map_or(0, |l| l.deadline_ms);
         index.deadlines.remove(&(deadline, token, key));
@@ -362,8 +367,11 @@ impl<S: JobStore> Scheduler<S> {
             index.requeue(&sweep, key.index);
         }
         // The lease is dead, so no ingest can add to this attempt any more: what is left
-        // under its prefix is garbage.
+        // under its prefix (after its last checkpoint) is garbage.
         self.drop_attempt(key, job.attempts)?;
+        if matches!(next.kind(), StateKind::Failed | StateKind::Cancelled) {
+            self.forget_retired(key, retired, false)?;
+        }
         Ok(next.kind())
     }
 

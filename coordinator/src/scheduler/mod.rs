@@ -16,6 +16,7 @@
 //! together. Ingest only touches per-attempt staging and runs without it; the store's
 //! transactions keep it consistent with a concurrent heartbeat.
 
+mod checkpoints;
 mod control;
 mod ingest;
 mod leasing;
@@ -28,11 +29,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ibsweep_shared::grid::Grid;
 use ibsweep_shared::job::JobSpec;
 
+pub use checkpoints::CheckpointHeader;
 pub use control::Submitted;
 pub use ingest::Chunk;
 pub use leasing::{Grant, Registration};
 pub use queries::SweepStatus;
 
+use crate::checkpoints::CheckpointDir;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::ids::{JobId, LeaseToken, SweepId};
@@ -119,6 +122,8 @@ pub struct Scheduler<S: JobStore> {
     /// write are not held against their workers.
     last_store_error_ms: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Where checkpoints are kept; without it, uploads are refused.
+    checkpoints: Option<CheckpointDir>,
 }
 
 const FENCE_KEY: &[u8] = b"fence";
@@ -136,6 +141,7 @@ impl<S: JobStore> Scheduler<S> {
             grids: Mutex::new(HashMap::new()),
             last_store_error_ms: AtomicU64::new(0),
             metrics: Metrics::new(),
+            checkpoints: None,
         };
         scheduler.recover()?;
         Ok(scheduler)
@@ -144,6 +150,16 @@ impl<S: JobStore> Scheduler<S> {
     pub fn with_limits(mut self, limits: Limits) -> Scheduler<S> {
         self.limits = limits;
         self
+    }
+
+    /// Keeps checkpoints in `dir`, and removes the files no job references any more.
+    pub fn with_checkpoints(mut self, dir: CheckpointDir) -> Result<Scheduler<S>> {
+        self.checkpoints = Some(dir);
+        let removed = self.collect_checkpoints()?;
+        if removed > 0 {
+            tracing::info!("removed {removed} checkpoint files no job references");
+        }
+        Ok(self)
     }
 
     fn recover(&self) -> Result<()> {

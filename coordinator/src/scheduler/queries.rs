@@ -15,12 +15,17 @@ use crate::store::{JobStore, Tree};
 /// Failed jobs listed per sweep in `status`.
 const FAILURES_SHOWN: usize = 50;
 
+/// Running jobs listed per sweep in `status`.
+const RUNNING_SHOWN: usize = 100;
+
 /// What a sweep looks like now.
 #[derive(Debug, Clone)]
 pub struct SweepStatus {
     pub record: SweepRecord,
     /// (job id, params, reasons) of failed jobs, at most 50.
     pub failures: Vec<(JobId, String, Vec<String>)>,
+    /// Jobs under a lease now, at most 100, with their progress and checkpoint.
+    pub running: Vec<Job>,
 }
 
 /// One page of result rows and where the next starts.
@@ -38,12 +43,34 @@ impl<S: JobStore> Scheduler<S> {
             Some(id) => vec![self.read_sweep(id)?],
             None => self.store.scan(Tree::Sweeps, &[])?.iter().map(|(_, v)| SWEEPS.decode(v)).collect::<Result<_>>()?,
         };
+        let mut running = self.running_jobs()?;
         let mut out = Vec::new();
         for record in records {
             let failures = if record.counts.failed > 0 { self.failures(&record)? } else { Vec::new() };
-            out.push(SweepStatus { record, failures });
+            let mine = running.remove(&record.id).unwrap_or_default();
+            out.push(SweepStatus { record, failures, running: mine });
         }
         out.sort_by_key(|s| (s.record.created_ms, s.record.id));
+        Ok(out)
+    }
+
+    /// Live leases' jobs by sweep (the Active tree holds one key per live lease, so this
+    /// reads as many records as there are busy workers).
+    fn running_jobs(&self) -> Result<std::collections::HashMap<SweepId, Vec<Job>>> {
+        let mut out: std::collections::HashMap<SweepId, Vec<Job>> = std::collections::HashMap::new();
+        for (_, key) in self.store.scan(Tree::Active, &[])? {
+            let job_key = JobKey::from_bytes(&key)?;
+            let list = out.entry(job_key.sweep).or_default();
+            if list.len() >= RUNNING_SHOWN {
+                continue;
+            }
+            if let Some(job) = self.txn(&mut |txn| JOBS.get(txn, &key))?.filter(|j| j.kind() == StateKind::Running) {
+                list.push(job);
+            }
+        }
+        for list in out.values_mut() {
+            list.sort_by_key(|j| j.index);
+        }
         Ok(out)
     }
 

@@ -51,8 +51,13 @@ pub fn histogram(samples: u32, offset: u32, n_labels: usize) -> Vec<u8> {
 /// Every piece of a tiny job: epochs 0 and 1 x layers conv1 and softmax, each histogram
 /// of N distinct samples in `pieces` pieces.
 pub fn chunks(grant: &Grant, worker: WorkerId, pieces: u32) -> Vec<Chunk> {
+    chunks_for(grant, worker, pieces, 0..=1)
+}
+
+/// [`chunks`] for the given measured epochs.
+pub fn chunks_for(grant: &Grant, worker: WorkerId, pieces: u32, epochs: std::ops::RangeInclusive<u32>) -> Vec<Chunk> {
     let mut out = Vec::new();
-    for epoch in 0..=1 {
+    for epoch in epochs {
         for (layer, name) in [(1, "conv1"), (2, "softmax")] {
             for piece in 0..pieces {
                 out.push(Chunk {
