@@ -7,7 +7,7 @@
 pub mod connect;
 
 /// Sent by workers at registration; the coordinator refuses any other.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Everything in package `ibsweep.v1`.
 pub mod v1 {
