@@ -148,6 +148,19 @@ fn a_job_killed_three_times_resumes_from_checkpoints_and_equals_an_uninterrupted
     assert!(header["param/conv1.weight"]["shape"] == serde_json::json!([2, 1, 3, 3]), "{header}");
     let files = std::fs::read_dir(store.join("checkpoints")).unwrap().count();
     assert_eq!(files, 1, "only the final checkpoint is kept");
+    // The reference reader (the `safetensors` package PyTorch users load it with).
+    let script = "import sys, safetensors.numpy as st\nt = st.load_file(sys.argv[1])\nprint(sorted(t)[0], t['param/conv1.weight'].shape, t['param/conv1.weight'].dtype)";
+    match std::process::Command::new("python3").args(["-c", script]).arg(&out).output() {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            assert!(text.contains("(2, 1, 3, 3) float32"), "{text}");
+        }
+        Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No module named") => {
+            eprintln!("skipped loading the export with Python: `pip install safetensors numpy` to check it");
+        }
+        Ok(o) => panic!("safetensors could not load the export: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => eprintln!("skipped loading the export with Python: {e}"),
+    }
 }
 
 #[test]
