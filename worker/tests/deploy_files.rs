@@ -99,3 +99,80 @@ fn kubernetes_manifests_validate_against_the_schemas() {
     let out = Command::new(&validate).arg("--strict").arg(&bad).output().unwrap();
     assert!(!out.status.success(), "a misspelled field must fail validation");
 }
+
+/// `kubectl kustomize` (kustomize built in), when this machine has kubectl.
+fn kustomize(dir: &std::path::Path) -> Option<String> {
+    let out = Command::new("kubectl").arg("kustomize").arg(dir).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn the_kustomize_build_is_what_is_validated() {
+    let Some(validate) = kubernetes_validate() else {
+        eprintln!("skipped: kubernetes-validate could not be installed");
+        return;
+    };
+    let k8s = deploy().join("k8s");
+    let Some(built) = kustomize(&k8s) else {
+        eprintln!("skipped: no `kubectl kustomize` here (install kubectl, or Debian's kubernetes-client)");
+        return;
+    };
+    // Every object of the base, with the common labels kustomize adds.
+    for kind in ["StatefulSet", "Service", "Deployment"] {
+        assert!(built.contains(&format!("kind: {kind}\n")), "kustomize output lacks a {kind}:\n{built}");
+    }
+    assert!(built.contains("app.kubernetes.io/part-of: ibsweep"), "{built}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("built.yaml");
+    std::fs::write(&file, &built).unwrap();
+    for version in ["1.30.0", "1.37.0"] {
+        let out = Command::new(&validate).args(["--strict", "-k", version]).arg(&file).output().unwrap();
+        assert!(
+            out.status.success(),
+            "kustomize output, {version}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// podman-compose from PyPI, pinned; installed with pip when missing.
+fn podman_compose() -> Option<&'static str> {
+    let found = || Command::new("podman-compose").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !found() {
+        let pip = Command::new("python3").args(["-m", "pip", "install", "--quiet", "podman-compose==1.6.0"]).output();
+        if !pip.is_ok_and(|o| o.status.success()) || !found() {
+            return None;
+        }
+    }
+    Some("podman-compose")
+}
+
+#[test]
+fn the_compose_file_parses_with_a_named_store_volume_and_scalable_workers() {
+    let Some(compose) = podman_compose() else {
+        eprintln!("skipped: podman-compose could not be installed (python3 -m pip install podman-compose==1.6.0)");
+        return;
+    };
+    // The env file the compose file names, as docs/deploy.md makes it (throwaway values).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::copy(deploy().join("compose.yaml"), &file).unwrap();
+    std::fs::write(dir.path().join("ibsweep.env"), "IBSWEEP_TOKEN=user\nIBSWEEP_WORKER_TOKEN=worker\n").unwrap();
+    let out = Command::new(compose).arg("-f").arg(&file).arg("config").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "coordinator:",
+        "worker:",
+        "ibsweep-store:/data",
+        "env_file:",
+        "stop_grace_period: 120s",
+        "http://coordinator:50051",
+    ] {
+        assert!(config.contains(needle), "compose config lacks {needle}:\n{config}");
+    }
+    // A worker publishes no port and has no container name, so `--scale worker=N` works.
+    let worker = config.split("  worker:").nth(1).unwrap();
+    assert!(!worker.contains("ports:") && !worker.contains("container_name"), "{worker}");
+}

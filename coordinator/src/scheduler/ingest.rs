@@ -103,6 +103,25 @@ pub(super) fn expected(spec: &JobSpec) -> Result<Vec<(Vec<u8>, String)>> {
     Ok(out)
 }
 
+/// A whole histogram as staged: its counts must sum to the split's `n`; the record holds
+/// the estimate, the blob the count profile (then, with `keep_histograms`, the raw bytes).
+fn finalize(chunk: &Chunk, merged: &LayerHistogram, n: u64, keep_histograms: bool) -> Result<Vec<u8>> {
+    let merged_total = merged.checked_total().ok_or_else(|| chunk.refuse("counts overflow"))?;
+    if merged_total != n {
+        return Err(
+            chunk.refuse(format_args!("the pieces' counts sum to {merged_total}, but the split has {n} samples"))
+        );
+    }
+    let profile = CountProfile::from_histogram(merged).to_bytes();
+    let estimate = merged.estimate().map_err(|e| chunk.refuse(e))?;
+    let staged = StagedRecord { key: chunk.key.clone(), estimate, profile_len: profile.len() as u64 };
+    let mut blob = profile;
+    if keep_histograms {
+        blob.extend(merged.to_bytes());
+    }
+    Ok(with_blob(&staged, &blob))
+}
+
 impl<S: JobStore> Scheduler<S> {
     /// Adds one histogram piece; returns false for a piece already counted. Not durable
     /// until [`Scheduler::flush`].
@@ -129,6 +148,7 @@ impl<S: JobStore> Scheduler<S> {
         if total > n {
             return Err(chunk.refuse(format_args!("counts sum to {total}, more than the split's {n} samples")));
         }
+        let single = if chunk.pieces == 1 { Some(finalize(chunk, &histogram, n, keep_histograms)?) } else { None };
         let hist_key = histogram_key(&key.attempt(job.attempts), &chunk.key);
         let slot = piece_key(&hist_key, chunk.piece);
         let entries = histogram.distinct() as u64;
@@ -157,33 +177,28 @@ impl<S: JobStore> Scheduler<S> {
                 PARTIALS.put(txn, &hist_key, &partial)?;
                 return Ok(true);
             }
-            // The last piece: one merge over all of them.
-            let mut merged = histogram.clone();
-            for piece in (0..partial.pieces).filter(|&p| p != chunk.piece) {
-                let other_key = piece_key(&hist_key, piece);
-                let bytes = txn.get(Tree::Pieces, &other_key)?.ok_or_else(|| Error::Corrupt {
-                    tree: "pieces",
-                    detail: format!("piece {piece} counted but missing"),
-                })?;
-                let other = LayerHistogram::from_bytes(&bytes)
-                    .map_err(|e| Error::Corrupt { tree: "pieces", detail: e.to_string() })?;
-                merged.merge(&other).map_err(|e| chunk.refuse(e))?;
-                txn.remove(Tree::Pieces, &other_key)?;
-            }
-            txn.remove(Tree::Partials, &hist_key)?;
-            let merged_total = merged.checked_total().ok_or_else(|| chunk.refuse("counts overflow"))?;
-            if merged_total != n {
-                return Err(chunk
-                    .refuse(format_args!("the pieces' counts sum to {merged_total}, but the split has {n} samples")));
-            }
-            let profile = CountProfile::from_histogram(&merged).to_bytes();
-            let estimate = merged.estimate().map_err(|e| chunk.refuse(e))?;
-            let staged = StagedRecord { key: chunk.key.clone(), estimate, profile_len: profile.len() as u64 };
-            let mut blob = profile;
-            if keep_histograms {
-                blob.extend(merged.to_bytes());
-            }
-            txn.insert(Tree::Staged, &hist_key, &with_blob(&staged, &blob))?;
+            // The last piece: one merge over all of them (a histogram in one piece, the
+            // usual case, was finalized before the transaction).
+            let value = match &single {
+                Some(value) => value.clone(),
+                None => {
+                    let mut merged = histogram.clone();
+                    for piece in (0..partial.pieces).filter(|&p| p != chunk.piece) {
+                        let other_key = piece_key(&hist_key, piece);
+                        let bytes = txn.get(Tree::Pieces, &other_key)?.ok_or_else(|| Error::Corrupt {
+                            tree: "pieces",
+                            detail: format!("piece {piece} counted but missing"),
+                        })?;
+                        let other = LayerHistogram::from_bytes(&bytes)
+                            .map_err(|e| Error::Corrupt { tree: "pieces", detail: e.to_string() })?;
+                        merged.merge(&other).map_err(|e| chunk.refuse(e))?;
+                        txn.remove(Tree::Pieces, &other_key)?;
+                    }
+                    txn.remove(Tree::Partials, &hist_key)?;
+                    finalize(chunk, &merged, n, keep_histograms)?
+                }
+            };
+            txn.insert(Tree::Staged, &hist_key, &value)?;
             Ok(true)
         })?;
         if new {

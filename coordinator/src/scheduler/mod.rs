@@ -17,6 +17,7 @@
 //! transactions keep it consistent with a concurrent heartbeat.
 
 mod checkpoints;
+mod commit;
 mod control;
 mod ingest;
 mod leasing;
@@ -124,6 +125,8 @@ pub struct Scheduler<S: JobStore> {
     metrics: Arc<Metrics>,
     /// Where checkpoints are kept; without it, uploads are refused.
     checkpoints: Option<CheckpointDir>,
+    /// Concurrent transitions share flushes.
+    commit: commit::GroupCommit,
 }
 
 const FENCE_KEY: &[u8] = b"fence";
@@ -142,6 +145,7 @@ impl<S: JobStore> Scheduler<S> {
             last_store_error_ms: AtomicU64::new(0),
             metrics: Metrics::new(),
             checkpoints: None,
+            commit: commit::GroupCommit::default(),
         };
         scheduler.recover()?;
         Ok(scheduler)
@@ -218,9 +222,10 @@ impl<S: JobStore> Scheduler<S> {
         self.clock.now_ms()
     }
 
-    /// Durable on return.
+    /// Durable on return: everything this thread committed before the call is on disk. Callers
+    /// that flush at the same time share one flush ([`commit::GroupCommit`]).
     pub fn flush(&self) -> Result<()> {
-        self.store.flush().inspect_err(|_| self.note_store_error())
+        self.commit.wait_durable(|| self.store.flush()).inspect_err(|_| self.note_store_error())
     }
 
     fn lock(&self) -> MutexGuard<'_, Index> {

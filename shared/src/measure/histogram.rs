@@ -32,7 +32,11 @@ impl Hasher for PatternHasher {
 
 type PatternMap = HashMap<u128, u32, BuildHasherDefault<PatternHasher>>;
 
-const MAGIC: &[u8; 4] = b"IBH1";
+/// The first format: every label's count per pattern (26 bytes per pattern with 10 labels).
+const MAGIC_DENSE: &[u8; 4] = b"IBH1";
+/// The wire format: only the labels a pattern occurs with (19 bytes per pattern at the
+/// ceiling, where each pattern is one sample).
+const MAGIC: &[u8; 4] = b"IBH2";
 
 /// Counts per label of every distinct pattern of one (epoch, split, layer, bin size).
 #[derive(Debug, Clone, Default)]
@@ -150,16 +154,20 @@ impl LayerHistogram {
         Estimate::from_rows(self.n_labels, self.count_rows())
     }
 
-    /// Compact bytes: `IBH1`, label count (u16 LE), pattern count (u64 LE), then per pattern
-    /// in hash order the hash (u128 LE) and one LEB128 varint per label count.
+    /// Compact bytes: `IBH2`, label count (u16 LE), pattern count (u64 LE), then per pattern
+    /// in hash order the hash (u128 LE), the number of labels it occurs with (LEB128), and for
+    /// each of those, in ascending order, the label and its count (LEB128). `IBH1` (every
+    /// label's count, zeros included) is still read.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(14 + self.index.len() * (16 + self.n_labels));
+        let mut out = Vec::with_capacity(14 + self.index.len() * 19);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(self.n_labels as u16).to_le_bytes());
         out.extend_from_slice(&(self.index.len() as u64).to_le_bytes());
         for (hash, counts) in self.entries() {
             out.extend_from_slice(&hash.to_le_bytes());
-            for &c in counts {
+            write_varint(&mut out, counts.iter().filter(|&&c| c > 0).count() as u64);
+            for (label, &c) in counts.iter().enumerate().filter(|(_, c)| **c > 0) {
+                write_varint(&mut out, label as u64);
                 write_varint(&mut out, c);
             }
         }
@@ -169,19 +177,25 @@ impl LayerHistogram {
     pub fn from_bytes(bytes: &[u8]) -> Result<LayerHistogram, MeasureError> {
         let corrupt = |what: &str| MeasureError::Corrupt(what.to_string());
         let mut reader = Reader::new(bytes);
-        if reader.take(4).ok_or_else(|| corrupt("shorter than the header"))? != MAGIC {
-            return Err(corrupt("bad magic, expected IBH1"));
-        }
+        let magic = reader.take(4).ok_or_else(|| corrupt("shorter than the header"))?;
+        let dense = match magic {
+            m if m == MAGIC => false,
+            m if m == MAGIC_DENSE => true,
+            _ => return Err(corrupt("bad magic, expected IBH2 (or IBH1)")),
+        };
         let n_labels = u16::from_le_bytes(reader.array().ok_or_else(|| corrupt("truncated header"))?) as usize;
         let patterns = u64::from_le_bytes(reader.array().ok_or_else(|| corrupt("truncated header"))?);
         if n_labels == 0 {
             return Err(corrupt("zero labels"));
         }
-        // Each pattern needs at least 16 + n_labels bytes: refuse absurd counts before allocating.
-        if patterns > (bytes.len() / (16 + n_labels)) as u64 {
+        // The fewest bytes a pattern can take: refuse absurd counts before allocating.
+        let least = if dense { 16 + n_labels } else { 19 };
+        if patterns > (bytes.len() / least) as u64 {
             return Err(corrupt(&format!("claims {patterns} patterns in {} bytes", bytes.len())));
         }
         let mut histogram = LayerHistogram::new(n_labels);
+        histogram.index.reserve(patterns as usize);
+        histogram.counts.reserve(patterns as usize * n_labels);
         let mut previous: Option<u128> = None;
         for i in 0..patterns {
             let hash =
@@ -190,9 +204,31 @@ impl LayerHistogram {
                 return Err(corrupt(&format!("patterns out of order or repeated at pattern {i}")));
             }
             previous = Some(hash);
+            let bad = |what: &str| corrupt(&format!("{what} at pattern {i}"));
+            if dense {
+                let row = histogram.row_mut(hash);
+                for slot in row.iter_mut() {
+                    *slot = reader.varint().ok_or_else(|| bad("bad count"))?;
+                }
+                continue;
+            }
+            let labels = reader.varint().ok_or_else(|| bad("bad label count"))?;
+            if labels == 0 || labels > n_labels as u64 {
+                return Err(bad(&format!("{labels} labels of {n_labels}")));
+            }
             let row = histogram.row_mut(hash);
-            for slot in row.iter_mut() {
-                *slot = reader.varint().ok_or_else(|| corrupt(&format!("bad count at pattern {i}")))?;
+            let mut next_label = 0u64;
+            for _ in 0..labels {
+                let label = reader.varint().ok_or_else(|| bad("bad label"))?;
+                let count = reader.varint().ok_or_else(|| bad("bad count"))?;
+                if label < next_label || label >= n_labels as u64 {
+                    return Err(bad(&format!("label {label} out of order or out of range")));
+                }
+                if count == 0 {
+                    return Err(bad("a zero count"));
+                }
+                row[label as usize] = count;
+                next_label = label + 1;
             }
         }
         if !reader.is_done() {
@@ -333,6 +369,48 @@ mod tests {
         let mut huge = bytes.clone();
         huge[6..14].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(LayerHistogram::from_bytes(&huge).is_err());
+    }
+
+    #[test]
+    fn the_wire_format_is_sparse_and_the_dense_one_is_still_read() {
+        // At the ceiling every pattern is one sample: 16 + 1 + 1 + 1 bytes.
+        let mut h = LayerHistogram::new(10);
+        let n = 10_000u32;
+        h.add(
+            &(0..n).map(|i| u128::from(i) * 0x9e37_79b9_7f4a_7c15).collect::<Vec<_>>(),
+            &(0..n).map(|i| i % 10).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let bytes = h.to_bytes();
+        assert_eq!(&bytes[..4], b"IBH2");
+        assert_eq!(bytes.len(), 14 + 19 * n as usize);
+        assert_eq!(LayerHistogram::from_bytes(&bytes).unwrap(), h);
+        // IBH1: every label's count.
+        let mut dense = b"IBH1".to_vec();
+        dense.extend_from_slice(&3u16.to_le_bytes());
+        dense.extend_from_slice(&2u64.to_le_bytes());
+        for (hash, counts) in [(4u128, [0u8, 2, 1]), (7, [1, 0, 0])] {
+            dense.extend_from_slice(&hash.to_le_bytes());
+            dense.extend_from_slice(&counts);
+        }
+        let back = LayerHistogram::from_bytes(&dense).unwrap();
+        assert_eq!((back.counts_of(4), back.counts_of(7)), (Some(&[0, 2, 1][..]), Some(&[1, 0, 0][..])));
+        // Sparse entries must name labels in range, ascending, with nonzero counts.
+        let entry = |labels: &[(u8, u8)]| {
+            let mut b = b"IBH2".to_vec();
+            b.extend_from_slice(&3u16.to_le_bytes());
+            b.extend_from_slice(&1u64.to_le_bytes());
+            b.extend_from_slice(&9u128.to_le_bytes());
+            b.push(labels.len() as u8);
+            for &(l, c) in labels {
+                b.extend_from_slice(&[l, c]);
+            }
+            b
+        };
+        assert!(LayerHistogram::from_bytes(&entry(&[(0, 1), (2, 5)])).is_ok());
+        for bad in [&[(2u8, 1u8), (0, 1)][..], &[(3, 1)], &[(1, 0)], &[]] {
+            assert!(LayerHistogram::from_bytes(&entry(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

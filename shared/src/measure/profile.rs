@@ -18,10 +18,13 @@ const MAGIC: &[u8; 4] = b"IBP1";
 
 impl CountProfile {
     pub fn from_histogram(histogram: &LayerHistogram) -> CountProfile {
-        let mut entries = BTreeMap::new();
+        // Count borrowed rows first: one allocation per distinct row, not per pattern (at
+        // the ceiling 10,000 patterns share 10 rows).
+        let mut counts: std::collections::HashMap<&[u64], u64> = std::collections::HashMap::new();
         for row in histogram.count_rows() {
-            *entries.entry(row.to_vec()).or_insert(0) += 1;
+            *counts.entry(row).or_insert(0) += 1;
         }
+        let entries: BTreeMap<Vec<u64>, u64> = counts.into_iter().map(|(row, k)| (row.to_vec(), k)).collect();
         CountProfile { n_labels: histogram.n_labels(), entries }
     }
 

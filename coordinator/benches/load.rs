@@ -1,0 +1,620 @@
+//! The load generator (issue #13): a real `coordinator serve` (sled store, loopback) and N
+//! simulated workers, each a gRPC client on its own connection doing what a worker does.
+//!
+//! Workloads, each at N = 1, 10, 100, 1,000 workers for a fixed time:
+//! - `paper`: what workers do in a real sweep: lease, train (simulated: a sleep of
+//!   IBSWEEP_LOAD_JOB_SECONDS, default 5, with a heartbeat every second), upload the job's
+//!   histograms (10,000 entries per layer, 8 layers, 2 splits), complete. The latency a
+//!   worker sees with 1,000 of them attached;
+//! - `jobs`: the same without the training time: histogram ingest at saturation;
+//! - `noop`: the same with the smallest job there is (2 histograms of one entry);
+//! - `lease-fail`: Lease then Fail, the protocol the anchors were measured with.
+//!
+//! Then the restart: a 10^6-point sweep with 10^5 jobs finished, the coordinator killed
+//! (`kill -9`) and started again: time until the first lease is served.
+//!
+//!   cargo bench -p ibsweep-coordinator --bench load
+//!   IBSWEEP_LOAD_WORKERS=1,10,100,1000 IBSWEEP_LOAD_SECONDS=10 IBSWEEP_LOAD_FINISHED=100000 \
+//!   IBSWEEP_LOAD_WORKLOADS=jobs,noop,lease-fail IBSWEEP_LOAD_PLOT=docs/load.png cargo bench ...
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ibsweep_proto::PROTOCOL_VERSION;
+use ibsweep_proto::v1::sweep_service_client::SweepServiceClient;
+use ibsweep_proto::v1::worker_service_client::WorkerServiceClient;
+use ibsweep_proto::v1::{self as pb};
+use ibsweep_shared::measure::LayerHistogram;
+use prost::Message;
+use tonic::transport::Channel;
+
+/// Anchors: no-op tasks per second on this machine kind, each at its best documented
+/// settings (issue #13).
+const ANCHORS: [(&str, f64); 5] = [
+    ("Optuna 5.0 GridSampler", 22.0),
+    ("Slurm 22.05 arrays (Epilog tuned)", 42.0),
+    ("Ray Tune 2.60 (reuse_actors)", 44.0),
+    ("Slurm 22.05 submissions", 185.0),
+    ("HyperQueue 0.27", 230.0),
+];
+
+const LAYERS: usize = 8;
+const ENTRIES: u32 = 10_000;
+
+fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name).unwrap_or_else(|_| default.into()).split(',').map(|s| s.trim().to_string()).collect()
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The coordinator under test, killed when dropped.
+struct Coordinator {
+    child: Child,
+    url: String,
+}
+
+impl Coordinator {
+    fn start(data: &Path, port: u16) -> Coordinator {
+        let child = Command::new(env!("CARGO_BIN_EXE_coordinator"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--lease-ttl", "120"])
+            .args(["--max-workers", "100000", "--max-points", "2000000", "--worker-timeout", "3600"])
+            .arg("--data-dir")
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start coordinator");
+        Coordinator { child, url: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// Peak resident memory (VmHWM) in MB.
+    fn peak_rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() { dir_size(&e.path()) } else { meta.len() }
+        })
+        .sum()
+}
+
+async fn channel(url: &str) -> Channel {
+    for _ in 0..600 {
+        if let Ok(c) = Channel::from_shared(url.to_string()).unwrap().connect().await {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the coordinator at {url} did not come up");
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Workload {
+    Paper,
+    Jobs,
+    Noop,
+    LeaseFail,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Paper => "paper",
+            Workload::Jobs => "jobs",
+            Workload::Noop => "noop",
+            Workload::LeaseFail => "lease-fail",
+        }
+    }
+
+    fn grid(self, name: &str) -> String {
+        match self {
+            // 8 layers (7 convs + softmax), one measured epoch, both splits of 10,000.
+            Workload::Paper | Workload::Jobs => format!(
+                "name: {name}\nparameters:\n  dataset: {{value: mnist}}\n  width: {{value: 1}}\n  depth: {{value: 7}}\n  kernel: {{value: 3}}\n  seed: {{values: [{}]}}\n  epochs: {{value: 1}}\nmeasure: {{epochs: [1], splits: [train, test], bin_sizes: [0.67]}}\ntrain: {{train_size: {ENTRIES}, test_size: {ENTRIES}}}\nlimits: {{max_attempts: 1}}\n",
+                seeds(10_000)
+            ),
+            // A 10^6-point sweep of the smallest jobs.
+            Workload::Noop | Workload::LeaseFail => format!(
+                "name: {name}\nparameters:\n  dataset: {{value: mnist}}\n  width: {{value: 1}}\n  depth: {{value: 1}}\n  kernel: {{value: 3}}\n  seed: {{values: [{}]}}\n  lr: {{values: [{}]}}\n  epochs: {{value: 1}}\nmeasure: {{epochs: [0], splits: [test], bin_sizes: [0.67]}}\ntrain: {{train_size: 10, test_size: 1, batch_size: 1}}\nlimits: {{max_attempts: 1}}\n",
+                seeds(1000),
+                (1..=1000).map(|i| format!("{}", f64::from(i) * 1e-6)).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+}
+
+fn seeds(n: u32) -> String {
+    (0..n).map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// The histogram bytes a job delivers per layer: `entries` patterns of one sample each.
+fn histogram(entries: u32) -> Vec<u8> {
+    let mut h = LayerHistogram::new(10);
+    let hashes: Vec<u128> =
+        (0..entries).map(|i| u128::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)).collect();
+    let labels: Vec<u32> = (0..entries).map(|i| i % 10).collect();
+    h.add(&hashes, &labels).unwrap();
+    h.to_bytes()
+}
+
+#[derive(Default)]
+struct Latencies {
+    lease: Vec<Duration>,
+    heartbeat: Vec<Duration>,
+    upload: Vec<Duration>,
+    complete: Vec<Duration>,
+}
+
+impl Latencies {
+    fn extend(&mut self, other: Latencies) {
+        self.lease.extend(other.lease);
+        self.heartbeat.extend(other.heartbeat);
+        self.upload.extend(other.upload);
+        self.complete.extend(other.complete);
+    }
+}
+
+fn quantiles(v: &mut [Duration]) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)].as_secs_f64() * 1e3;
+    format!("{:.1}/{:.1}/{:.1}", at(0.5), at(0.99), v[v.len() - 1].as_secs_f64() * 1e3)
+}
+
+#[derive(Default)]
+struct Totals {
+    grants: AtomicU64,
+    completions: AtomicU64,
+    entries: AtomicU64,
+    wire_bytes: AtomicU64,
+}
+
+/// One simulated worker until `stop`: returns its latencies.
+async fn worker(
+    url: String,
+    workload: Workload,
+    layers: Arc<Vec<Vec<u8>>>,
+    totals: Arc<Totals>,
+    stop: Arc<AtomicBool>,
+    job_time: Duration,
+) -> Latencies {
+    let mut client = WorkerServiceClient::new(channel(&url).await).max_decoding_message_size(8 << 20);
+    let worker_id = client
+        .register(pb::RegisterRequest {
+            protocol_version: PROTOCOL_VERSION,
+            name: "load".into(),
+            threads: 1,
+            device: "cpu".into(),
+            previous_worker_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id;
+    let mut lat = Latencies::default();
+    while !stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        let lease = client.lease(pb::LeaseRequest { worker_id: worker_id.clone() }).await.unwrap().into_inner();
+        lat.lease.push(t.elapsed());
+        let Some(lease) = lease.lease else { break };
+        totals.grants.fetch_add(1, Ordering::Relaxed);
+        if workload == Workload::LeaseFail {
+            client
+                .fail(pb::FailRequest {
+                    worker_id: worker_id.clone(),
+                    job_id: lease.job_id.clone(),
+                    fencing_token: lease.fencing_token,
+                    reason: "load test".into(),
+                    release: false,
+                    lease_secret: lease.lease_secret.clone(),
+                })
+                .await
+                .unwrap();
+            continue;
+        }
+        let t = Instant::now();
+        client
+            .heartbeat(pb::HeartbeatRequest {
+                worker_id: worker_id.clone(),
+                job_id: lease.job_id.clone(),
+                fencing_token: lease.fencing_token,
+                epoch: 0,
+                lease_secret: lease.lease_secret.clone(),
+            })
+            .await
+            .unwrap();
+        lat.heartbeat.push(t.elapsed());
+        if workload == Workload::Paper {
+            // Training: a heartbeat every second, as the worker's heartbeat task sends them.
+            let until = Instant::now() + job_time;
+            while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_secs(1).min(until - Instant::now())).await;
+                let t = Instant::now();
+                client
+                    .heartbeat(pb::HeartbeatRequest {
+                        worker_id: worker_id.clone(),
+                        job_id: lease.job_id.clone(),
+                        fencing_token: lease.fencing_token,
+                        epoch: 1,
+                        lease_secret: lease.lease_secret.clone(),
+                    })
+                    .await
+                    .unwrap();
+                lat.heartbeat.push(t.elapsed());
+            }
+        }
+        let (epoch, splits, names, entries): (u32, &[&str], Vec<String>, u32) = match workload {
+            Workload::Paper | Workload::Jobs => {
+                let mut names: Vec<String> = (1..LAYERS).map(|i| format!("conv{i}")).collect();
+                names.push("softmax".into());
+                (1, &["train", "test"], names, ENTRIES)
+            }
+            _ => (0, &["test"], vec!["conv1".into(), "softmax".into()], 1),
+        };
+        let mut sequence = 0;
+        for split in splits {
+            let chunks: Vec<pb::HistogramChunk> = names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    sequence += 1;
+                    pb::HistogramChunk {
+                        job_id: lease.job_id.clone(),
+                        fencing_token: lease.fencing_token,
+                        sequence: sequence - 1,
+                        epoch,
+                        split: (*split).into(),
+                        layer: i as u32 + 1,
+                        layer_name: name.clone(),
+                        bin_size: 0.67,
+                        loss: 1.0,
+                        accuracy: 0.5,
+                        histogram: layers[i].clone(),
+                        piece: 0,
+                        pieces: 1,
+                        worker_id: worker_id.clone(),
+                        lease_secret: lease.lease_secret.clone(),
+                    }
+                })
+                .collect();
+            let bytes: usize = chunks.iter().map(|c| c.encoded_len()).sum();
+            let t = Instant::now();
+            client.upload_histograms(tokio_stream::iter(chunks)).await.unwrap();
+            lat.upload.push(t.elapsed());
+            totals.entries.fetch_add(u64::from(entries) * names.len() as u64, Ordering::Relaxed);
+            totals.wire_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+        let t = Instant::now();
+        client
+            .complete(pb::CompleteRequest {
+                worker_id: worker_id.clone(),
+                job_id: lease.job_id.clone(),
+                fencing_token: lease.fencing_token,
+                train_indices_hash: "load".into(),
+                test_indices_hash: "load".into(),
+                chunks: sequence,
+                lease_secret: lease.lease_secret.clone(),
+            })
+            .await
+            .unwrap();
+        lat.complete.push(t.elapsed());
+        totals.completions.fetch_add(1, Ordering::Relaxed);
+    }
+    lat
+}
+
+struct Row {
+    workload: Workload,
+    workers: usize,
+    grants_per_s: f64,
+    completions_per_s: f64,
+    entries_per_s: f64,
+    bytes_per_entry: f64,
+    lat: Latencies,
+    rss_mb: f64,
+    store_mb: f64,
+}
+
+async fn run(workload: Workload, workers: usize, seconds: u64, job_time: Duration) -> Row {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    let coordinator = Coordinator::start(&data, free_port());
+    let mut sweeps = SweepServiceClient::new(channel(&coordinator.url).await);
+    sweeps.submit(pb::SubmitRequest { grid_yaml: workload.grid("load"), file_name: "load.yaml".into() }).await.unwrap();
+    let layers = Arc::new(match workload {
+        Workload::Paper | Workload::Jobs => vec![histogram(ENTRIES); LAYERS],
+        _ => vec![histogram(1); 2],
+    });
+    let totals = Arc::new(Totals::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            tokio::spawn(worker(
+                coordinator.url.clone(),
+                workload,
+                Arc::clone(&layers),
+                Arc::clone(&totals),
+                Arc::clone(&stop),
+                job_time,
+            ))
+        })
+        .collect();
+    // Count from when every worker is registered and working: the first second is warm-up.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = (
+        totals.grants.load(Ordering::SeqCst),
+        totals.completions.load(Ordering::SeqCst),
+        totals.entries.load(Ordering::SeqCst),
+    );
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = (
+        totals.grants.load(Ordering::SeqCst),
+        totals.completions.load(Ordering::SeqCst),
+        totals.entries.load(Ordering::SeqCst),
+    );
+    stop.store(true, Ordering::SeqCst);
+    let mut lat = Latencies::default();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    let entries = totals.entries.load(Ordering::SeqCst);
+    let row = Row {
+        workload,
+        workers,
+        grants_per_s: (after.0 - before.0) as f64 / elapsed,
+        completions_per_s: (after.1 - before.1) as f64 / elapsed,
+        entries_per_s: (after.2 - before.2) as f64 / elapsed,
+        bytes_per_entry: if entries > 0 {
+            totals.wire_bytes.load(Ordering::SeqCst) as f64 / entries as f64
+        } else {
+            0.0
+        },
+        lat,
+        rss_mb: coordinator.peak_rss_mb(),
+        store_mb: dir_size(&data) as f64 / 1e6,
+    };
+    coordinator.kill();
+    row
+}
+
+/// A 10^6-point sweep with `finished` jobs done, then `kill -9` and a restart: seconds from
+/// the restart to the first lease served.
+async fn restart(finished: u64) -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    let port = free_port();
+    let coordinator = Coordinator::start(&data, port);
+    let mut sweeps = SweepServiceClient::new(channel(&coordinator.url).await);
+    let grid = Workload::Noop.grid("restart");
+    sweeps.submit(pb::SubmitRequest { grid_yaml: grid, file_name: "restart.yaml".into() }).await.unwrap();
+    let layers = Arc::new(vec![histogram(1); 2]);
+    let totals = Arc::new(Totals::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            tokio::spawn(worker(
+                coordinator.url.clone(),
+                Workload::Noop,
+                Arc::clone(&layers),
+                Arc::clone(&totals),
+                Arc::clone(&stop),
+                Duration::ZERO,
+            ))
+        })
+        .collect();
+    let mut report = Instant::now();
+    while totals.completions.load(Ordering::SeqCst) < finished {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if report.elapsed() >= Duration::from_secs(30) {
+            report = Instant::now();
+            eprintln!("  restart: {} of {finished} jobs finished", totals.completions.load(Ordering::SeqCst));
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let store_mb = dir_size(&data) as f64 / 1e6;
+    coordinator.kill();
+    let started = Instant::now();
+    let coordinator = Coordinator::start(&data, port);
+    let mut client = loop {
+        if let Ok(c) = Channel::from_shared(coordinator.url.clone()).unwrap().connect().await {
+            break WorkerServiceClient::new(c);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let id = client
+        .register(pb::RegisterRequest {
+            protocol_version: PROTOCOL_VERSION,
+            name: "after-restart".into(),
+            threads: 1,
+            device: "cpu".into(),
+            previous_worker_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id;
+    let lease = client.lease(pb::LeaseRequest { worker_id: id }).await.unwrap().into_inner();
+    assert!(lease.lease.is_some(), "a pending job after the restart");
+    (started.elapsed().as_secs_f64(), store_mb)
+}
+
+fn plot(rows: &[Row], path: &PathBuf) {
+    use plotters::prelude::*;
+    let root = BitMapBackend::new(path, (1000, 420)).into_drawing_area();
+    root.fill(&WHITE).unwrap();
+    let (left, right) = root.split_horizontally(500);
+    let workloads = [Workload::Paper, Workload::Jobs, Workload::Noop, Workload::LeaseFail];
+    let colors = [MAGENTA, RED, BLUE, GREEN];
+    let max_rate = rows.iter().map(|r| r.grants_per_s).fold(1.0, f64::max) * 1.2;
+    let mut chart = ChartBuilder::on(&left)
+        .caption("durable grants/s", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d((1f64..1000f64).log_scale(), 0f64..max_rate)
+        .unwrap();
+    chart.configure_mesh().x_desc("workers").draw().unwrap();
+    for (w, c) in workloads.iter().zip(colors) {
+        let pts: Vec<(f64, f64)> =
+            rows.iter().filter(|r| r.workload == *w).map(|r| (r.workers as f64, r.grants_per_s)).collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), c))
+            .unwrap()
+            .label(w.name())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], c));
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled()))).unwrap();
+    }
+    chart.configure_series_labels().border_style(BLACK).draw().unwrap();
+    let p99 = |r: &Row| {
+        let mut v = r.lat.lease.clone();
+        v.sort_unstable();
+        v.get(((v.len() as f64 * 0.99) as usize).min(v.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    let max_p99 = rows.iter().map(p99).fold(1.0, f64::max) * 1.2;
+    let mut chart = ChartBuilder::on(&right)
+        .caption("Lease p99 latency (ms)", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d((1f64..1000f64).log_scale(), (0.1f64..max_p99).log_scale())
+        .unwrap();
+    chart.configure_mesh().x_desc("workers").draw().unwrap();
+    for (w, c) in workloads.iter().zip(colors) {
+        let pts: Vec<(f64, f64)> =
+            rows.iter().filter(|r| r.workload == *w).map(|r| (r.workers as f64, p99(r).max(0.1))).collect();
+        chart.draw_series(LineSeries::new(pts.clone(), c)).unwrap();
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled()))).unwrap();
+    }
+    root.present().unwrap();
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let workers: Vec<usize> =
+        env_list("IBSWEEP_LOAD_WORKERS", "1,10,100,1000").iter().map(|s| s.parse().unwrap()).collect();
+    let seconds = env_u64("IBSWEEP_LOAD_SECONDS", 10);
+    let finished = env_u64("IBSWEEP_LOAD_FINISHED", 100_000);
+    let job_time = Duration::from_secs(env_u64("IBSWEEP_LOAD_JOB_SECONDS", 5));
+    let workloads: Vec<Workload> = env_list("IBSWEEP_LOAD_WORKLOADS", "paper,jobs,noop,lease-fail")
+        .iter()
+        .map(|w| match w.as_str() {
+            "paper" => Workload::Paper,
+            "jobs" => Workload::Jobs,
+            "noop" => Workload::Noop,
+            "lease-fail" => Workload::LeaseFail,
+            other => panic!("unknown workload {other}"),
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let mut rows = Vec::new();
+    for &workload in &workloads {
+        for &n in &workers {
+            eprintln!("{}: {n} workers for {seconds} s ...", workload.name());
+            rows.push(runtime.block_on(run(workload, n, seconds, job_time)));
+        }
+    }
+    println!(
+        "\n{:<10} {:>7} {:>10} {:>10} {:>12} {:>8} {:>16} {:>16} {:>16} {:>16} {:>8} {:>8}",
+        "workload",
+        "workers",
+        "grants/s",
+        "done/s",
+        "entries/s",
+        "B/entry",
+        "Lease p50/99/max",
+        "Heartbeat",
+        "Upload",
+        "Complete",
+        "RSS MB",
+        "store MB"
+    );
+    for r in &mut rows {
+        println!(
+            "{:<10} {:>7} {:>10.0} {:>10.0} {:>12.0} {:>8.1} {:>16} {:>16} {:>16} {:>16} {:>8.0} {:>8.1}",
+            r.workload.name(),
+            r.workers,
+            r.grants_per_s,
+            r.completions_per_s,
+            r.entries_per_s,
+            r.bytes_per_entry,
+            quantiles(&mut r.lat.lease),
+            quantiles(&mut r.lat.heartbeat),
+            quantiles(&mut r.lat.upload),
+            quantiles(&mut r.lat.complete),
+            r.rss_mb,
+            r.store_mb
+        );
+    }
+    println!("(latencies in ms; grants and completions are durable: acknowledged after the flush that covers them)");
+    let best = |w: Workload, f: fn(&Row) -> f64| rows.iter().filter(|r| r.workload == w).map(f).fold(0.0, f64::max);
+    let noop = best(Workload::Noop, |r| r.completions_per_s);
+    let lease_fail = best(Workload::LeaseFail, |r| r.grants_per_s);
+    if noop > 0.0 || lease_fail > 0.0 {
+        println!("\nno-op tasks per second, best over the worker counts, against the anchors (same machine kind):");
+        println!("{:<36} {:>10} {:>22} {:>22}", "anchor", "tasks/s", "ibsweep noop (ratio)", "lease-fail (ratio)");
+        for (name, rate) in ANCHORS {
+            println!(
+                "{:<36} {:>10.0} {:>13.0} ({:>5.1}x) {:>13.0} ({:>5.1}x)",
+                name,
+                rate,
+                noop,
+                noop / rate,
+                lease_fail,
+                lease_fail / rate
+            );
+        }
+    }
+    if finished > 0 {
+        eprintln!("restart: filling a 10^6-point sweep with {finished} finished jobs ...");
+        let (secs, store_mb) = runtime.block_on(restart(finished));
+        println!(
+            "\nrestart with a 10^6-point sweep and {finished} jobs finished (store {store_mb:.0} MB): first lease served {secs:.2} s after the start (target < 5 s)"
+        );
+    }
+    if let Ok(path) = std::env::var("IBSWEEP_LOAD_PLOT") {
+        plot(&rows, &PathBuf::from(&path));
+        println!("plot: {path}");
+    }
+}
