@@ -202,6 +202,30 @@ struct Totals {
     completions: AtomicU64,
     entries: AtomicU64,
     wire_bytes: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Totals {
+    /// A refused or failed call: counted and reported once; the simulated worker goes on.
+    fn error(&self, status: &tonic::Status) {
+        if self.errors.fetch_add(1, Ordering::Relaxed) == 0 {
+            eprintln!("  first error: {:?} {}", status.code(), status.message());
+        }
+    }
+}
+
+/// The call's answer, or (counting the error) on to the next job.
+macro_rules! call {
+    ($totals:expr, $call:expr) => {
+        match $call.await {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                $totals.error(&status);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        }
+    };
 }
 
 /// One simulated worker until `stop`: returns its latencies.
@@ -214,28 +238,36 @@ async fn worker(
     job_time: Duration,
 ) -> Latencies {
     let mut client = WorkerServiceClient::new(channel(&url).await).max_decoding_message_size(8 << 20);
-    let worker_id = client
-        .register(pb::RegisterRequest {
-            protocol_version: PROTOCOL_VERSION,
-            name: "load".into(),
-            threads: 1,
-            device: "cpu".into(),
-            previous_worker_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .worker_id;
     let mut lat = Latencies::default();
+    let worker_id = loop {
+        let registered = client
+            .register(pb::RegisterRequest {
+                protocol_version: PROTOCOL_VERSION,
+                name: "load".into(),
+                threads: 1,
+                device: "cpu".into(),
+                previous_worker_id: String::new(),
+            })
+            .await;
+        match registered {
+            Ok(r) => break r.into_inner().worker_id,
+            Err(status) if !stop.load(Ordering::Relaxed) => {
+                totals.error(&status);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(_) => return lat,
+        }
+    };
     while !stop.load(Ordering::Relaxed) {
         let t = Instant::now();
-        let lease = client.lease(pb::LeaseRequest { worker_id: worker_id.clone() }).await.unwrap().into_inner();
+        let lease = call!(totals, client.lease(pb::LeaseRequest { worker_id: worker_id.clone() }));
         lat.lease.push(t.elapsed());
         let Some(lease) = lease.lease else { break };
         totals.grants.fetch_add(1, Ordering::Relaxed);
         if workload == Workload::LeaseFail {
-            client
-                .fail(pb::FailRequest {
+            call!(
+                totals,
+                client.fail(pb::FailRequest {
                     worker_id: worker_id.clone(),
                     job_id: lease.job_id.clone(),
                     fencing_token: lease.fencing_token,
@@ -243,21 +275,20 @@ async fn worker(
                     release: false,
                     lease_secret: lease.lease_secret.clone(),
                 })
-                .await
-                .unwrap();
+            );
             continue;
         }
         let t = Instant::now();
-        client
-            .heartbeat(pb::HeartbeatRequest {
+        call!(
+            totals,
+            client.heartbeat(pb::HeartbeatRequest {
                 worker_id: worker_id.clone(),
                 job_id: lease.job_id.clone(),
                 fencing_token: lease.fencing_token,
                 epoch: 0,
                 lease_secret: lease.lease_secret.clone(),
             })
-            .await
-            .unwrap();
+        );
         lat.heartbeat.push(t.elapsed());
         if workload == Workload::Paper {
             // Training: a heartbeat every second, as the worker's heartbeat task sends them.
@@ -265,7 +296,7 @@ async fn worker(
             while Instant::now() < until && !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_secs(1).min(until - Instant::now())).await;
                 let t = Instant::now();
-                client
+                let beat = client
                     .heartbeat(pb::HeartbeatRequest {
                         worker_id: worker_id.clone(),
                         job_id: lease.job_id.clone(),
@@ -273,9 +304,11 @@ async fn worker(
                         epoch: 1,
                         lease_secret: lease.lease_secret.clone(),
                     })
-                    .await
-                    .unwrap();
-                lat.heartbeat.push(t.elapsed());
+                    .await;
+                match beat {
+                    Ok(_) => lat.heartbeat.push(t.elapsed()),
+                    Err(status) => totals.error(&status),
+                }
             }
         }
         let (epoch, splits, names, entries): (u32, &[&str], Vec<String>, u32) = match workload {
@@ -314,14 +347,15 @@ async fn worker(
                 .collect();
             let bytes: usize = chunks.iter().map(|c| c.encoded_len()).sum();
             let t = Instant::now();
-            client.upload_histograms(tokio_stream::iter(chunks)).await.unwrap();
+            call!(totals, client.upload_histograms(tokio_stream::iter(chunks)));
             lat.upload.push(t.elapsed());
             totals.entries.fetch_add(u64::from(entries) * names.len() as u64, Ordering::Relaxed);
             totals.wire_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         }
         let t = Instant::now();
-        client
-            .complete(pb::CompleteRequest {
+        call!(
+            totals,
+            client.complete(pb::CompleteRequest {
                 worker_id: worker_id.clone(),
                 job_id: lease.job_id.clone(),
                 fencing_token: lease.fencing_token,
@@ -330,8 +364,7 @@ async fn worker(
                 chunks: sequence,
                 lease_secret: lease.lease_secret.clone(),
             })
-            .await
-            .unwrap();
+        );
         lat.complete.push(t.elapsed());
         totals.completions.fetch_add(1, Ordering::Relaxed);
     }
@@ -348,6 +381,7 @@ struct Row {
     lat: Latencies,
     rss_mb: f64,
     store_mb: f64,
+    errors: u64,
 }
 
 async fn run(workload: Workload, workers: usize, seconds: u64, job_time: Duration) -> Row {
@@ -409,6 +443,7 @@ async fn run(workload: Workload, workers: usize, seconds: u64, job_time: Duratio
         lat,
         rss_mb: coordinator.peak_rss_mb(),
         store_mb: dir_size(&data) as f64 / 1e6,
+        errors: totals.errors.load(Ordering::SeqCst),
     };
     coordinator.kill();
     row
@@ -480,6 +515,7 @@ async fn restart(finished: u64) -> (f64, f64) {
 
 fn plot(rows: &[Row], path: &PathBuf) {
     use plotters::prelude::*;
+    ibsweep_coordinator::plot::register_font().expect("a TrueType font for the plot");
     let root = BitMapBackend::new(path, (1000, 420)).into_drawing_area();
     root.fill(&WHITE).unwrap();
     let (left, right) = root.split_horizontally(500);
@@ -556,7 +592,7 @@ fn main() {
         }
     }
     println!(
-        "\n{:<10} {:>7} {:>10} {:>10} {:>12} {:>8} {:>16} {:>16} {:>16} {:>16} {:>8} {:>8}",
+        "\n{:<10} {:>7} {:>10} {:>10} {:>12} {:>8} {:>16} {:>16} {:>16} {:>16} {:>8} {:>8} {:>6}",
         "workload",
         "workers",
         "grants/s",
@@ -568,11 +604,12 @@ fn main() {
         "Upload",
         "Complete",
         "RSS MB",
-        "store MB"
+        "store MB",
+        "errors"
     );
     for r in &mut rows {
         println!(
-            "{:<10} {:>7} {:>10.0} {:>10.0} {:>12.0} {:>8.1} {:>16} {:>16} {:>16} {:>16} {:>8.0} {:>8.1}",
+            "{:<10} {:>7} {:>10.0} {:>10.0} {:>12.0} {:>8.1} {:>16} {:>16} {:>16} {:>16} {:>8.0} {:>8.1} {:>6}",
             r.workload.name(),
             r.workers,
             r.grants_per_s,
@@ -584,7 +621,8 @@ fn main() {
             quantiles(&mut r.lat.upload),
             quantiles(&mut r.lat.complete),
             r.rss_mb,
-            r.store_mb
+            r.store_mb,
+            r.errors
         );
     }
     println!("(latencies in ms; grants and completions are durable: acknowledged after the flush that covers them)");

@@ -33,7 +33,7 @@ const FONT_PATHS: &[&str] = &[
 ];
 
 /// plotters draws text with a TrueType font we hand it; `IBSWEEP_FONT` overrides the search.
-fn register_font() -> Result<(), PlotError> {
+pub fn register_font() -> Result<(), PlotError> {
     let candidates: Vec<PathBuf> = std::env::var_os("IBSWEEP_FONT")
         .map(PathBuf::from)
         .into_iter()

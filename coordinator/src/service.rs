@@ -27,7 +27,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::ids::{Claim, JobId, LeaseToken, SweepId, WorkerId};
 use crate::records::WorkerRecord;
-use crate::scheduler::{CheckpointHeader, Chunk, Limits, Scheduler, SweepStatus, Timing};
+use crate::scheduler::{CheckpointHeader, Chunk, Limits, Scheduler, SweepStatus, Timing, deferring};
 use crate::security::{Security, ServeLimits, TlsFiles};
 use crate::store::{JobStore, SledStore};
 
@@ -286,6 +286,37 @@ async fn blocking<S: JobStore, T: Send + 'static>(
         Ok(result) => result.map_err(Status::from),
         Err(e) => Err(Status::internal(format!("store task failed: {e}"))),
     }
+}
+
+/// Hot-path work (a lease, a heartbeat, a failure: a few keys, no scans) runs inline on the
+/// runtime; its flush is deferred and awaited with every other request's ([`Scheduler::durable`]),
+/// so a thousand waiting workers cost no threads.
+async fn fast<S: JobStore, T>(
+    scheduler: &Arc<Scheduler<S>>,
+    work: impl FnOnce(&Scheduler<S>) -> Result<T>,
+) -> Result<T, Status> {
+    let (result, needs_flush) = deferring(|| work(scheduler));
+    let value = result.map_err(Status::from)?;
+    if needs_flush {
+        scheduler.durable().await.map_err(Status::from)?;
+    }
+    Ok(value)
+}
+
+/// Heavier work on a blocking thread, acknowledged after an awaited, shared flush.
+async fn blocking_durable<S: JobStore, T: Send + 'static>(
+    scheduler: &Arc<Scheduler<S>>,
+    work: impl FnOnce(&Scheduler<S>) -> Result<T> + Send + 'static,
+) -> Result<T, Status> {
+    let s = Arc::clone(scheduler);
+    let (result, needs_flush) = tokio::task::spawn_blocking(move || deferring(|| work(&s)))
+        .await
+        .map_err(|e| Status::internal(format!("store task failed: {e}")))?;
+    let value = result.map_err(Status::from)?;
+    if needs_flush {
+        scheduler.durable().await.map_err(Status::from)?;
+    }
+    Ok(value)
 }
 
 fn parse<T: std::str::FromStr<Err = Error>>(s: &str) -> Result<T, Status> {
@@ -583,7 +614,7 @@ impl<S: JobStore> WorkerService for Workers<S> {
 
     async fn lease(&self, request: Request<pb::LeaseRequest>) -> Result<Response<pb::LeaseResponse>, Status> {
         let worker: WorkerId = parse(&request.into_inner().worker_id)?;
-        let grant = blocking(&self.0, move |s| s.lease(worker)).await?;
+        let grant = fast(&self.0, move |s| s.lease(worker)).await?;
         let lease = match grant {
             Some(g) => {
                 tracing::info!(job = %g.job_id, token = %g.token, attempt = g.attempt, "leased to {worker}");
@@ -611,7 +642,7 @@ impl<S: JobStore> WorkerService for Workers<S> {
         let r = request.into_inner();
         let job: JobId = parse(&r.job_id)?;
         let claim = claim(&r.worker_id, r.fencing_token, &r.lease_secret)?;
-        let beat = blocking(&self.0, move |s| s.heartbeat(&claim, job, r.epoch)).await?;
+        let beat = fast(&self.0, move |s| s.heartbeat(&claim, job, r.epoch)).await?;
         Ok(Response::new(pb::HeartbeatResponse { cancelled: beat.cancelled, deadline_ms: beat.deadline_ms }))
     }
 
@@ -634,7 +665,7 @@ impl<S: JobStore> WorkerService for Workers<S> {
             }
         }
         // Acknowledge only what is on disk.
-        blocking(&self.0, |s| s.flush()).await?;
+        self.0.durable().await?;
         Ok(Response::new(pb::UploadResponse { accepted, duplicates }))
     }
 
@@ -642,7 +673,7 @@ impl<S: JobStore> WorkerService for Workers<S> {
         let r = request.into_inner();
         let job: JobId = parse(&r.job_id)?;
         let claim = claim(&r.worker_id, r.fencing_token, &r.lease_secret)?;
-        let rows = blocking(&self.0, move |s| {
+        let rows = blocking_durable(&self.0, move |s| {
             s.complete(&claim, job, (&r.train_indices_hash, &r.test_indices_hash), r.chunks)
         })
         .await?;
@@ -656,7 +687,7 @@ impl<S: JobStore> WorkerService for Workers<S> {
         let claim = claim(&r.worker_id, r.fencing_token, &r.lease_secret)?;
         let shown: String = r.reason.chars().take(200).collect();
         tracing::warn!(job = %job, release = r.release, "job ended without results: {shown}");
-        blocking(&self.0, move |s| s.fail(&claim, job, &r.reason, r.release)).await?;
+        fast(&self.0, move |s| s.fail(&claim, job, &r.reason, r.release)).await?;
         Ok(Response::new(pb::FailResponse {}))
     }
 

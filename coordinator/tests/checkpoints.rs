@@ -23,7 +23,17 @@ fn grid(max_attempts: u32) -> String {
 }
 
 fn open_at(dir: &Path, clock: &ManualClock, keep_final: bool) -> Scheduler<SledStore> {
-    let store = SledStore::open(&dir.join("store")).unwrap();
+    // A dropped sled database releases its lock file from a background thread a moment later.
+    let started = std::time::Instant::now();
+    let store = loop {
+        match SledStore::open(&dir.join("store")) {
+            Ok(store) => break store,
+            Err(e) if e.to_string().contains("in use") && started.elapsed().as_secs() < 10 => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
     open(store, clock)
         .with_checkpoints(CheckpointDir::open(dir.join("checkpoints"), keep_final, 1 << 20).unwrap())
         .unwrap()

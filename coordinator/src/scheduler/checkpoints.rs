@@ -258,6 +258,8 @@ impl<S: JobStore> Scheduler<S> {
             self.drop_attempt(key, COMMITTED)?;
         }
         if let (Some(file), Some(dir)) = (file, &self.checkpoints) {
+            // The record that no longer points at the file must be on disk first.
+            self.flush_now()?;
             dir.remove(&file);
         }
         Ok(())

@@ -31,6 +31,7 @@ use ibsweep_shared::grid::Grid;
 use ibsweep_shared::job::JobSpec;
 
 pub use checkpoints::CheckpointHeader;
+pub use commit::deferring;
 pub use control::Submitted;
 pub use ingest::Chunk;
 pub use leasing::{Grant, Registration};
@@ -224,8 +225,35 @@ impl<S: JobStore> Scheduler<S> {
 
     /// Durable on return: everything this thread committed before the call is on disk. Callers
     /// that flush at the same time share one flush ([`commit::GroupCommit`]).
+    /// Inside [`deferring`] it only notes that a flush is needed; the caller then awaits
+    /// [`Scheduler::durable`].
     pub fn flush(&self) -> Result<()> {
+        if commit::defer() {
+            return Ok(());
+        }
+        self.flush_now()
+    }
+
+    /// A flush even inside [`deferring`] (before removing a file the store no longer
+    /// references).
+    fn flush_now(&self) -> Result<()> {
         self.commit.wait_durable(|| self.store.flush()).inspect_err(|_| self.note_store_error())
+    }
+
+    /// Waits, without parking a thread, until everything committed before the call is durable;
+    /// the flush itself runs on a blocking thread, shared by every caller waiting at the time.
+    pub async fn durable(self: &Arc<Self>) -> Result<()> {
+        self.commit
+            .wait_durable_async(|| {
+                let scheduler = Arc::clone(self);
+                async move {
+                    tokio::task::spawn_blocking(move || scheduler.store.flush())
+                        .await
+                        .map_err(|e| Error::Store(format!("flush task failed: {e}")))?
+                }
+            })
+            .await
+            .inspect_err(|_| self.note_store_error())
     }
 
     fn lock(&self) -> MutexGuard<'_, Index> {
