@@ -652,7 +652,9 @@ fn main() {
         );
     }
     if let Ok(path) = std::env::var("IBSWEEP_LOAD_PLOT") {
-        plot(&rows, &PathBuf::from(&path));
-        println!("plot: {path}");
+        // cargo runs benches in the crate's directory: a relative path is the workspace's.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
+        plot(&rows, &path);
+        println!("plot: {}", path.display());
     }
 }
