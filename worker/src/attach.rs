@@ -4,9 +4,11 @@
 //! heartbeats flowing and uploads each measured split as soon as it is produced. While the
 //! coordinator is unreachable the worker retries with backoff.
 //!
-//! On SIGTERM or Ctrl-C the worker stops training after the current mini-batch, finishes
-//! uploading what was already measured, and *releases* the lease: the job goes back to
-//! pending at once (without using up an attempt) instead of waiting for the lease to expire.
+//! On SIGTERM or Ctrl-C a job that checkpoints finishes the epoch in progress (at most
+//! 90 s), uploads a checkpoint, and *releases* the lease: the job goes back to
+//! pending at once (without using up an attempt) and its next attempt resumes after that
+//! epoch. A job without checkpoints stops after the current mini-batch instead. A re-leased
+//! job comes with its checkpoint, which is verified and restored before training resumes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
