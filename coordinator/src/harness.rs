@@ -12,8 +12,10 @@ use ibsweep_proto::v1::{self as pb};
 use prost::Message;
 use tonic::Request;
 
+use crate::checkpoints::CheckpointDir;
 use crate::clock::ManualClock;
-use crate::scheduler::{Scheduler, Timing};
+use crate::ids::{Claim, LeaseToken};
+use crate::scheduler::{CheckpointHeader, Scheduler, Timing};
 use crate::service::{Sweeps, Workers};
 use crate::store::MemoryStore;
 
@@ -24,6 +26,12 @@ const GRID: &str = "name: fuzz\nparameters:\n  dataset: {value: mnist}\n  width:
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime"))
+}
+
+/// One checkpoint directory per process: every input's fresh store references none of
+/// what an earlier input left, so opening it clears it.
+fn checkpoint_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ibsweep-harness-checkpoints-{}", std::process::id()))
 }
 
 struct Live {
@@ -55,7 +63,10 @@ pub fn drive(data: &[u8]) {
     let Some((&kind, body)) = data.split_first() else { return };
     runtime().block_on(async {
         let scheduler = Arc::new(
-            Scheduler::open(MemoryStore::new(), Arc::new(ManualClock::new(1_000_000)), Timing::default()).unwrap(),
+            Scheduler::open(MemoryStore::new(), Arc::new(ManualClock::new(1_000_000)), Timing::default())
+                .unwrap()
+                .with_checkpoints(CheckpointDir::open(checkpoint_dir(), false, 1 << 20).unwrap())
+                .unwrap(),
         );
         let (sweeps, workers) = (Sweeps::new(Arc::clone(&scheduler)), Workers::new(Arc::clone(&scheduler)));
         let sweep = sweeps
@@ -84,7 +95,7 @@ pub fn drive(data: &[u8]) {
             .lease
             .unwrap();
         let live = Live { sweep, worker, lease };
-        match kind % 12 {
+        match kind % 16 {
             0 => {
                 if let Ok(m) = pb::SubmitRequest::decode(body) {
                     let _ = sweeps.submit(Request::new(m)).await;
@@ -148,6 +159,50 @@ pub fn drive(data: &[u8]) {
                 if let Ok(mut m) = pb::FailRequest::decode(body) {
                     fill_claim(&live, &mut m.worker_id, &mut m.job_id, &mut m.lease_secret, &mut m.fencing_token);
                     let _ = workers.fail(Request::new(m)).await;
+                }
+            }
+            12 => {
+                // A one-piece checkpoint upload: the stream handler's steps, in order.
+                if let Ok(m) = pb::CheckpointPiece::decode(body) {
+                    let mut c = m.claim.unwrap_or_default();
+                    fill_claim(&live, &mut c.worker_id, &mut c.job_id, &mut c.lease_secret, &mut c.fencing_token);
+                    let info = m.info.unwrap_or_default();
+                    if let (Ok(job_id), Ok(worker), Ok(secret)) =
+                        (c.job_id.parse(), c.worker_id.parse(), c.lease_secret.parse())
+                    {
+                        let header = CheckpointHeader {
+                            job_id,
+                            claim: Claim { worker, token: LeaseToken(c.fencing_token), secret },
+                            epoch: info.epoch,
+                            size: info.size,
+                            sha256: info.sha256,
+                        };
+                        if let Ok(mut incoming) = scheduler.begin_checkpoint(&header)
+                            && incoming.write(&m.data).is_ok()
+                        {
+                            let _ = scheduler.finish_checkpoint(&header, incoming);
+                        }
+                    }
+                }
+            }
+            13 => {
+                if let Ok(mut m) = pb::CheckpointRequest::decode(body) {
+                    fill_claim(&live, &mut m.worker_id, &mut m.job_id, &mut m.lease_secret, &mut m.fencing_token);
+                    let _ = workers.download_checkpoint(Request::new(m)).await;
+                }
+            }
+            14 => {
+                if let Ok(mut m) = pb::DiscardCheckpointRequest::decode(body) {
+                    let mut c = m.claim.take().unwrap_or_default();
+                    fill_claim(&live, &mut c.worker_id, &mut c.job_id, &mut c.lease_secret, &mut c.fencing_token);
+                    m.claim = Some(c);
+                    let _ = workers.discard_checkpoint(Request::new(m)).await;
+                }
+            }
+            15 => {
+                if let Ok(mut m) = pb::ExportCheckpointRequest::decode(body) {
+                    fill(&mut m.job_id, &live.lease.job_id);
+                    let _ = sweeps.checkpoint(Request::new(m)).await;
                 }
             }
             _ => {

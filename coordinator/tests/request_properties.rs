@@ -34,6 +34,30 @@ proptest! {
     }
 
     #[test]
+    fn hostile_checkpoints_never_panic(
+        epoch in 0u32..4,
+        size in prop_oneof![0u64..64, any::<u64>()],
+        data in proptest::collection::vec(any::<u8>(), 0..64),
+        sha256 in prop_oneof![".{0,70}", "[0-9a-f]{64}"],
+        reason in ".{0,400}",
+    ) {
+        let piece = pb::CheckpointPiece {
+            claim: None,
+            info: Some(pb::CheckpointInfo { epoch, size, sha256 }),
+            data,
+        };
+        let mut upload = vec![12u8];
+        upload.extend(piece.encode_to_vec());
+        drive(&upload);
+        for kind in [13u8, 15] {
+            drive(&[kind]);
+        }
+        let mut discard = vec![14u8];
+        discard.extend(pb::DiscardCheckpointRequest { claim: None, reason }.encode_to_vec());
+        drive(&discard);
+    }
+
+    #[test]
     fn hostile_grids_and_endings_never_panic(text in ".{0,300}", reason in ".{0,2000}", release in any::<bool>()) {
         let mut submit = vec![0u8];
         submit.extend(pb::SubmitRequest { grid_yaml: text, file_name: "p.yaml".into() }.encode_to_vec());
