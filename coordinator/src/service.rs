@@ -737,12 +737,13 @@ impl<S: JobStore> WorkerService for Workers<S> {
                 }
             }
         }
+        // A broken stream closes the channel early: the writer then finds fewer bytes than
+        // announced, refuses to finish, and its partial file is removed.
+        drop(tx);
         if let Some(status) = failed {
-            // Never finish a checkpoint whose stream broke: the writer sees the abort.
-            writer.abort();
+            let _ = writer.await;
             return Err(status);
         }
-        drop(tx);
         let committed = writer.await.map_err(|e| Status::internal(format!("checkpoint task failed: {e}")))??;
         Ok(Response::new(pb::CheckpointResponse { committed }))
     }
