@@ -16,6 +16,7 @@
 //!   cargo bench -p ibsweep-coordinator --bench load
 //!   IBSWEEP_LOAD_WORKERS=1,10,100,1000 IBSWEEP_LOAD_SECONDS=10 IBSWEEP_LOAD_FINISHED=100000 \
 //!   IBSWEEP_LOAD_WORKLOADS=jobs,noop,lease-fail IBSWEEP_LOAD_PLOT=docs/load.png cargo bench ...
+//!   IBSWEEP_LOAD_DIR=/dev/shm ...   (the store on tmpfs: flushes cost nothing)
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -384,8 +385,17 @@ struct Row {
     errors: u64,
 }
 
+/// Where the store under test lives: the system's temp directory (the local disk here), or
+/// IBSWEEP_LOAD_DIR (e.g. /dev/shm, where a flush costs nothing: what durability costs).
+fn store_dir() -> tempfile::TempDir {
+    match std::env::var("IBSWEEP_LOAD_DIR") {
+        Ok(parent) => tempfile::tempdir_in(parent).unwrap(),
+        Err(_) => tempfile::tempdir().unwrap(),
+    }
+}
+
 async fn run(workload: Workload, workers: usize, seconds: u64, job_time: Duration) -> Row {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = store_dir();
     let data = dir.path().join("store");
     let coordinator = Coordinator::start(&data, free_port());
     let mut sweeps = SweepServiceClient::new(channel(&coordinator.url).await);
@@ -452,7 +462,7 @@ async fn run(workload: Workload, workers: usize, seconds: u64, job_time: Duratio
 /// A 10^6-point sweep with `finished` jobs done, then `kill -9` and a restart: seconds from
 /// the restart to the first lease served.
 async fn restart(finished: u64) -> (f64, f64) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = store_dir();
     let data = dir.path().join("store");
     let port = free_port();
     let coordinator = Coordinator::start(&data, port);
