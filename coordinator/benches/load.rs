@@ -97,6 +97,17 @@ impl Drop for Coordinator {
     }
 }
 
+/// What a simulated worker registers with.
+fn register_request(name: &str) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        protocol_version: PROTOCOL_VERSION,
+        name: name.into(),
+        threads: 1,
+        device: "cpu".into(),
+        previous_worker_id: String::new(),
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -241,15 +252,7 @@ async fn worker(
     let mut client = WorkerServiceClient::new(channel(&url).await).max_decoding_message_size(8 << 20);
     let mut lat = Latencies::default();
     let worker_id = loop {
-        let registered = client
-            .register(pb::RegisterRequest {
-                protocol_version: PROTOCOL_VERSION,
-                name: "load".into(),
-                threads: 1,
-                device: "cpu".into(),
-                previous_worker_id: String::new(),
-            })
-            .await;
+        let registered = client.register(register_request("load")).await;
         match registered {
             Ok(r) => break r.into_inner().worker_id,
             Err(status) if !stop.load(Ordering::Relaxed) => {
@@ -506,18 +509,7 @@ async fn restart(finished: u64) -> (f64, f64) {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    let id = client
-        .register(pb::RegisterRequest {
-            protocol_version: PROTOCOL_VERSION,
-            name: "after-restart".into(),
-            threads: 1,
-            device: "cpu".into(),
-            previous_worker_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .worker_id;
+    let id = client.register(register_request("after-restart")).await.unwrap().into_inner().worker_id;
     let lease = client.lease(pb::LeaseRequest { worker_id: id }).await.unwrap().into_inner();
     assert!(lease.lease.is_some(), "a pending job after the restart");
     (started.elapsed().as_secs_f64(), store_mb)

@@ -39,6 +39,20 @@ fn open_at(dir: &Path, clock: &ManualClock, keep_final: bool) -> Scheduler<SledS
         .unwrap()
 }
 
+/// A fresh store with the one-job sweep of `grid(max_attempts)`, leased to worker `w1`.
+fn leased(
+    max_attempts: u32,
+    keep_final: bool,
+) -> (tempfile::TempDir, ManualClock, Scheduler<SledStore>, WorkerId, Grant) {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let s = open_at(tmp.path(), &clock, keep_final);
+    s.submit("g.yaml", &grid(max_attempts)).unwrap();
+    let w1 = register(&s, "w1");
+    let g1 = s.lease(w1).unwrap().unwrap();
+    (tmp, clock, s, w1, g1)
+}
+
 fn files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir.join("checkpoints"))
         .unwrap()
@@ -101,12 +115,7 @@ fn history(s: &Scheduler<SledStore>, job: JobId) -> Vec<String> {
 
 #[test]
 fn a_resumed_attempt_keeps_what_was_committed_across_a_lost_lease_and_a_restart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_000_000);
-    let s = open_at(tmp.path(), &clock, false);
-    s.submit("g.yaml", &grid(3)).unwrap();
-    let w1 = register(&s, "w1");
-    let g1 = s.lease(w1).unwrap().unwrap();
+    let (tmp, clock, s, w1, g1) = leased(3, false);
     assert!(g1.resume.is_none());
     ingest_epochs(&s, &g1, w1, 0..=1);
     assert_eq!(checkpoint(&s, &g1, w1, 1, b"state after epoch 1").unwrap(), 4, "epochs 0 and 1, two layers");
@@ -141,12 +150,7 @@ fn a_resumed_attempt_keeps_what_was_committed_across_a_lost_lease_and_a_restart(
 
 #[test]
 fn a_corrupted_checkpoint_is_detected_discarded_and_the_job_restarts_from_scratch() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_000_000);
-    let s = open_at(tmp.path(), &clock, false);
-    s.submit("g.yaml", &grid(3)).unwrap();
-    let w1 = register(&s, "w1");
-    let g1 = s.lease(w1).unwrap().unwrap();
+    let (tmp, _clock, s, w1, g1) = leased(3, false);
     ingest_epochs(&s, &g1, w1, 0..=2);
     checkpoint(&s, &g1, w1, 2, b"state after epoch 2").unwrap();
     s.fail(&g1.claim(w1), g1.job_id, "worker shutting down; released", true).unwrap();
@@ -173,12 +177,7 @@ fn a_corrupted_checkpoint_is_detected_discarded_and_the_job_restarts_from_scratc
 
 #[test]
 fn a_worker_that_cannot_use_its_checkpoint_discards_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_000_000);
-    let s = open_at(tmp.path(), &clock, false);
-    s.submit("g.yaml", &grid(3)).unwrap();
-    let w1 = register(&s, "w1");
-    let g1 = s.lease(w1).unwrap().unwrap();
+    let (tmp, _clock, s, w1, g1) = leased(3, false);
     ingest_epochs(&s, &g1, w1, 0..=1);
     checkpoint(&s, &g1, w1, 1, b"one").unwrap();
     s.fail(&g1.claim(w1), g1.job_id, "released", true).unwrap();
@@ -193,12 +192,7 @@ fn a_worker_that_cannot_use_its_checkpoint_discards_it() {
 
 #[test]
 fn uploads_are_refused_when_incomplete_stale_damaged_or_out_of_order() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_000_000);
-    let s = open_at(tmp.path(), &clock, false);
-    s.submit("g.yaml", &grid(3)).unwrap();
-    let w1 = register(&s, "w1");
-    let g1 = s.lease(w1).unwrap().unwrap();
+    let (tmp, clock, s, w1, g1) = leased(3, false);
     ingest_epochs(&s, &g1, w1, 0..=0);
     let err = checkpoint(&s, &g1, w1, 1, b"x").unwrap_err().to_string();
     assert!(err.contains("histogram (epoch 1, test, layer `conv1`, bin 0.67) never arrived"), "{err}");
@@ -222,13 +216,8 @@ fn uploads_are_refused_when_incomplete_stale_damaged_or_out_of_order() {
 
 #[test]
 fn checkpoints_go_with_failed_and_cancelled_jobs_and_stay_with_done_ones_when_kept() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_000_000);
-    let s = open_at(tmp.path(), &clock, true);
-    s.submit("g.yaml", &grid(1)).unwrap();
-    let w = register(&s, "w");
+    let (tmp, _clock, s, w, g) = leased(1, true);
     // Done, with a final checkpoint kept for export.
-    let g = s.lease(w).unwrap().unwrap();
     let sent = ingest_epochs(&s, &g, w, 0..=3);
     checkpoint(&s, &g, w, 3, b"final weights").unwrap();
     s.complete(&g.claim(w), g.job_id, ("a", "b"), sent).unwrap();
