@@ -31,6 +31,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod plot;
 pub mod records;
+pub mod reproduction;
 pub mod scheduler;
 pub mod security;
 pub mod service;

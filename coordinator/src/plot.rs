@@ -20,6 +20,23 @@ pub enum ImageFormat {
     Svg,
 }
 
+/// Which figures to draw; `coordinator plot --only` picks some, the default is all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Kind {
+    /// `plane-*`: one information plane per grid point.
+    Planes,
+    /// `paths-*`: I(X;T) and I(Y;T) against epoch per grid point (min-max band over seeds).
+    Paths,
+    /// `compare-*`: the planes of one swept parameter side by side.
+    Compare,
+    /// `bins-*`: MI at the last epoch against bin size, for points measured at several sizes.
+    Bins,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Planes, Kind::Paths, Kind::Compare, Kind::Bins];
+}
+
 /// Figures that cannot be drawn; the message names the file.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -322,12 +339,17 @@ macro_rules! figure {
 
 /// Writes every figure for `rows` into `out`; returns the files written.
 pub fn plot_all(rows: &[MiRow], out: &Path, format: ImageFormat) -> Result<Vec<PathBuf>, PlotError> {
-    register_font()?;
-    std::fs::create_dir_all(out).map_err(|e| PlotError(format!("cannot create {}: {e}", out.display())))?;
-    plot_inner(rows, out, format).map_err(|e| PlotError(format!("drawing into {}: {e}", out.display())))
+    plot(rows, out, format, &Kind::ALL)
 }
 
-fn plot_inner(rows: &[MiRow], out: &Path, format: ImageFormat) -> DrawResult<Vec<PathBuf>> {
+/// Writes the figures of the given kinds for `rows` into `out`; returns the files written.
+pub fn plot(rows: &[MiRow], out: &Path, format: ImageFormat, kinds: &[Kind]) -> Result<Vec<PathBuf>, PlotError> {
+    register_font()?;
+    std::fs::create_dir_all(out).map_err(|e| PlotError(format!("cannot create {}: {e}", out.display())))?;
+    plot_inner(rows, out, format, kinds).map_err(|e| PlotError(format!("drawing into {}: {e}", out.display())))
+}
+
+fn plot_inner(rows: &[MiRow], out: &Path, format: ImageFormat, kinds: &[Kind]) -> DrawResult<Vec<PathBuf>> {
     let ext = match format {
         ImageFormat::Png => "png",
         ImageFormat::Svg => "svg",
@@ -349,12 +371,23 @@ fn plot_inner(rows: &[MiRow], out: &Path, format: ImageFormat) -> DrawResult<Vec
                 if c.seeds > 1 { format!(", mean of {} seeds, band = min-max", c.seeds) } else { String::new() };
             let title = format!("{} ({split_name}, bin {bin}{seeds})", label(point, ""));
             let name = format!("{}-{split_name}-b{bin}", slug(point, ""));
-            let plane = out.join(format!("plane-{name}.{ext}"));
-            figure!(&plane, format, (900, 650), |area| draw_plane(&area, c, &format!("Information plane — {title}")));
-            written.push(plane);
-            let paths = out.join(format!("paths-{name}.{ext}"));
-            figure!(&paths, format, (1300, 520), |area| draw_paths(&area, c, &format!("MI paths — {title}")));
-            written.push(paths);
+            if kinds.contains(&Kind::Planes) {
+                let plane = out.join(format!("plane-{name}.{ext}"));
+                figure!(&plane, format, (900, 650), |area| draw_plane(
+                    &area,
+                    c,
+                    &format!("Information plane — {title}")
+                ));
+                written.push(plane);
+            }
+            if kinds.contains(&Kind::Paths) {
+                let paths = out.join(format!("paths-{name}.{ext}"));
+                figure!(&paths, format, (1300, 520), |area| draw_paths(&area, c, &format!("MI paths — {title}")));
+                written.push(paths);
+            }
+        }
+        if !kinds.contains(&Kind::Compare) {
+            continue;
         }
         // One comparison figure per swept parameter and per setting of the others.
         for (param, _) in point_of(rows.first().expect("rows")) {
@@ -392,6 +425,106 @@ fn plot_inner(rows: &[MiRow], out: &Path, format: ImageFormat) -> DrawResult<Vec
                 written.push(path);
             }
         }
+    }
+    if kinds.contains(&Kind::Bins) {
+        written.extend(plot_bins(rows, out, format, ext)?);
+    }
+    Ok(written)
+}
+
+/// Bin-size sensitivity: for every grid point and split measured at several bin sizes, each
+/// layer's I(X;T) and I(Y;T) at the last measured epoch against the bin size (mean over seeds).
+fn plot_bins(rows: &[MiRow], out: &Path, format: ImageFormat, ext: &str) -> DrawResult<Vec<PathBuf>> {
+    // (split, point) -> (layer, name) -> bin size bits -> (epoch -> values)
+    type PerBin = BTreeMap<u64, BTreeMap<u32, (Vec<f64>, Vec<f64>)>>;
+    let mut groups: BTreeMap<(u8, Point), BTreeMap<(u32, String), PerBin>> = BTreeMap::new();
+    for r in rows {
+        let split = if r.split == Split::Train { 0 } else { 1 };
+        let e = groups
+            .entry((split, point_of(r)))
+            .or_default()
+            .entry((r.layer, r.layer_name.clone()))
+            .or_default()
+            .entry(r.bin_size.to_bits())
+            .or_default()
+            .entry(r.epoch)
+            .or_default();
+        e.0.push(r.i_xt);
+        e.1.push(r.i_yt);
+    }
+    let mut written = Vec::new();
+    for ((split, point), layers) in &groups {
+        let bins: BTreeSet<u64> = layers.values().flat_map(|b| b.keys()).copied().collect();
+        if bins.len() < 2 {
+            continue;
+        }
+        let sizes: Vec<f64> = bins.iter().map(|b| f64::from_bits(*b)).collect();
+        let (lo, hi) = (sizes[0], sizes[sizes.len() - 1]);
+        let sample = rows.iter().find(|r| point_of(r) == *point).expect("a row of the point");
+        let (log2_n, h_y) = ((sample.n as f64).log2(), sample.h_y);
+        // layer -> [(bin size, I(X;T), I(Y;T))] at the last epoch measured at that size
+        let lines: Vec<(&String, Vec<(f64, f64, f64)>)> = layers
+            .iter()
+            .map(|((_, name), per_bin)| {
+                let pts = per_bin
+                    .iter()
+                    .filter_map(|(b, epochs)| {
+                        let (x, y) = epochs.values().next_back()?;
+                        Some((f64::from_bits(*b), stat(x).mean, stat(y).mean))
+                    })
+                    .collect();
+                (name, pts)
+            })
+            .collect();
+        let last_epoch = layers.values().flat_map(|b| b.values()).filter_map(|e| e.keys().next_back()).max();
+        let split_name = if *split == 0 { "train" } else { "test" };
+        let title = format!(
+            "MI against bin size — {} ({split_name}, epoch {})",
+            label(point, ""),
+            last_epoch.map_or("-".into(), |e| e.to_string())
+        );
+        let path = out.join(format!("bins-{}-{split_name}.{ext}", slug(point, "")));
+        figure!(&path, format, (1300, 520), |area| (|| -> DrawResult<()> {
+            let (title_area, body) = area.split_vertically(34);
+            title_area.titled(&title, ("sans-serif", 18))?;
+            for (panel, (which, reference, reference_name)) in
+                body.split_evenly((1, 2)).iter().zip([("I(X;T)", log2_n, "log2 N"), ("I(Y;T)", h_y, "H(Y)")])
+            {
+                let mut chart = ChartBuilder::on(panel)
+                    .margin(12)
+                    .x_label_area_size(40)
+                    .y_label_area_size(50)
+                    .build_cartesian_2d((lo * 0.9..hi * 1.1).log_scale(), 0f64..reference * 1.1)?;
+                chart
+                    .configure_mesh()
+                    .x_desc("bin size (log scale)")
+                    .x_labels(6)
+                    .x_label_formatter(&|x| format!("{x:.2}"))
+                    .y_desc(format!("{which} (bits)"))
+                    .light_line_style(WHITE.mix(0.0))
+                    .draw()?;
+                for (i, (name, pts)) in lines.iter().enumerate() {
+                    let color = layer_color(i);
+                    let pick = |p: &(f64, f64, f64)| (p.0, if which == "I(X;T)" { p.1 } else { p.2 });
+                    chart
+                        .draw_series(LineSeries::new(pts.iter().map(pick), color.stroke_width(2)).point_size(3))?
+                        .label(name.as_str())
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+                }
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        vec![(lo * 0.9, reference), (hi * 1.1, reference)],
+                        8,
+                        4,
+                        BLACK.mix(0.7).stroke_width(1),
+                    ))?
+                    .label(format!("{reference_name} = {reference:.2}"))
+                    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.7)));
+                draw_legend(&mut chart)?;
+            }
+            Ok(())
+        })());
+        written.push(path);
     }
     Ok(written)
 }

@@ -1,7 +1,7 @@
 //! Figures from result rows: every kind is written, seeds are averaged into one point, and
 //! both image formats work.
 
-use ibsweep_coordinator::plot::{ImageFormat, plot_all};
+use ibsweep_coordinator::plot::{ImageFormat, Kind, plot, plot_all};
 use ibsweep_shared::job::JobSpec;
 use ibsweep_shared::job::Split;
 use ibsweep_shared::measure::Estimate;
@@ -61,6 +61,21 @@ fn writes_planes_paths_and_comparisons_in_png_and_svg() {
     let svg = plot_all(&rows(), &dir.path().join("svg"), ImageFormat::Svg).unwrap();
     let text = std::fs::read_to_string(&svg[0]).unwrap();
     assert!(text.contains("<svg") && text.contains("I(Y;T) (bits)") && text.contains("mean of 2 seeds"));
+}
+
+#[test]
+fn draws_only_the_kinds_asked_for_and_a_bin_size_figure_where_there_are_several_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = rows();
+    assert!(plot(&rows, dir.path(), ImageFormat::Png, &[Kind::Bins]).unwrap().is_empty(), "one bin size: no figure");
+    let coarse: Vec<MiRow> = rows.iter().map(|r| MiRow { bin_size: 2.0, i_xt: r.i_xt / 2.0, ..r.clone() }).collect();
+    rows.extend(coarse);
+    let written = plot(&rows, dir.path(), ImageFormat::Png, &[Kind::Bins, Kind::Compare]).unwrap();
+    let names: Vec<String> = written.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.iter().filter(|n| n.starts_with("bins-")).count(), 2, "one per width: {names:?}");
+    // A comparison per bin size; no planes or paths.
+    assert_eq!(names.iter().filter(|n| n.starts_with("compare-width-")).count(), 2, "{names:?}");
+    assert!(names.iter().all(|n| n.starts_with("bins-") || n.starts_with("compare-")), "{names:?}");
 }
 
 /// Writes the figures of `rows()` to IBSWEEP_PLOT_SAMPLE (for looking at them).

@@ -108,6 +108,25 @@ impl<W: std::io::Write> CsvWriter<W> {
     }
 }
 
+/// Reads rows written by [`CsvWriter`] (an export of `coordinator results`), so figures and
+/// tables can be made again from a file without a coordinator. The header must be
+/// [`CSV_HEADER`]: a file from another tool or version is refused rather than misread.
+pub fn read_csv<R: std::io::Read>(input: R) -> Result<Vec<MiRow>, String> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(input);
+    let header = reader.headers().map_err(|e| format!("cannot read the CSV header: {e}"))?;
+    let header = header.iter().collect::<Vec<_>>().join(",");
+    if header != CSV_HEADER {
+        return Err(format!(
+            "unexpected CSV header {header:?}; expected the `coordinator results` header {CSV_HEADER:?}"
+        ));
+    }
+    reader
+        .deserialize()
+        .enumerate()
+        .map(|(i, row)| row.map_err(|e| format!("row {} (line {}): {e}", i + 1, i + 2)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +153,11 @@ mod tests {
         w.flush().unwrap();
         drop(w);
         let text = String::from_utf8(out).unwrap();
+        let back = read_csv(text.as_bytes()).unwrap();
+        assert_eq!(back, vec![MiRow::new("s", "j", &spec, &key, &e)]);
+        assert!(read_csv("a,b\n1,2\n".as_bytes()).unwrap_err().contains("unexpected CSV header"));
+        let bad = format!("{CSV_HEADER}\n{}", text.lines().nth(1).unwrap().replace("fashion-mnist", "cifar"));
+        assert!(read_csv(bad.as_bytes()).unwrap_err().starts_with("row 1 (line 2)"));
         let mut lines = text.lines();
         assert_eq!(lines.next().unwrap(), CSV_HEADER);
         assert_eq!(

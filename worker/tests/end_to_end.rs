@@ -107,5 +107,33 @@ fn coordinator_and_two_workers_run_a_grid_that_survives_kills_and_restarts() {
     assert_eq!(String::from_utf8(filtered.stdout).unwrap().lines().count(), 4 * 2 * 2);
     let workers = client(&url, &["workers", "--json"]);
     assert!(String::from_utf8(workers.stdout).unwrap().contains("\"w1\""));
+
+    // Exported rows plot again without the coordinator: `plot --from-csv`, some kinds only.
+    let csv = dir.path().join("export.csv");
+    assert!(client(&url, &["results", &sweep, "--out", csv.to_str().unwrap()]).status.success());
+    let figures = dir.path().join("figures");
+    let out = client(
+        &url,
+        &["plot", "--from-csv", csv.to_str().unwrap(), "--only", "bins,compare", "--where", "split=test"]
+            .into_iter()
+            .chain(["--out", figures.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut names: Vec<String> =
+        std::fs::read_dir(&figures).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    // 4 points measured at 2 bin sizes: a bin-size figure each; comparisons, no planes or paths.
+    assert_eq!(names.iter().filter(|n| n.starts_with("bins-") && n.ends_with("-test.png")).count(), 4, "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("compare-width-")), "{names:?}");
+    assert!(names.iter().all(|n| n.starts_with("bins-") || n.starts_with("compare-")), "{names:?}");
+    std::fs::write(&csv, "not,a,results,file\n").unwrap();
+    let bad = client(&url, &["plot", "--from-csv", csv.to_str().unwrap(), "--out", figures.to_str().unwrap()]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("unexpected CSV header"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     drop(coordinator);
 }

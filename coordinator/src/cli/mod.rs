@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ibsweep_proto::connect::{ClientConfig, token_from};
 
 use crate::client::Client;
-use crate::plot::ImageFormat;
+use crate::plot::{ImageFormat, Kind as PlotKind};
 
 pub use serve::ServeArgs;
 
@@ -82,7 +82,13 @@ pub enum Command {
     },
     /// Information planes, MI paths and per-parameter comparisons as images.
     Plot {
-        sweep: String,
+        /// The sweep to plot (or `--from-csv`).
+        #[arg(required_unless_present = "from_csv")]
+        sweep: Option<String>,
+        /// Plot rows exported earlier with `results --out FILE.csv` instead of asking a
+        /// coordinator (results shared by a colleague, or a report made again offline).
+        #[arg(long, value_name = "FILE.csv", conflicts_with = "sweep")]
+        from_csv: Option<PathBuf>,
         /// Directory for the figures (created if missing).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
@@ -91,6 +97,9 @@ pub enum Command {
         filters: Vec<String>,
         #[arg(long, value_enum, default_value_t = ImageFormat::Png)]
         format: ImageFormat,
+        /// Draw only these kinds of figure (comma-separated; default: all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<PlotKind>,
     },
     /// Stop every unfinished job of a sweep (running ones at their next heartbeat).
     Cancel { sweep: String },
@@ -142,8 +151,13 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Results { sweep, format, filters, out } => {
             results::results(&mut client, &sweep, format, &filters, out.as_deref()).await
         }
-        Command::Plot { sweep, out, filters, format } => {
-            results::plot(&mut client, &sweep, out, &filters, format).await
+        Command::Plot { sweep, from_csv, out, filters, format, only } => {
+            let kinds = if only.is_empty() { PlotKind::ALL.to_vec() } else { only };
+            match (sweep, from_csv) {
+                (_, Some(csv)) => results::plot_csv(&csv, out, &filters, format, kinds).await,
+                (Some(sweep), None) => results::plot(&mut client, &sweep, out, &filters, format, kinds).await,
+                (None, None) => unreachable!("clap requires a sweep or --from-csv"),
+            }
         }
         Command::Cancel { sweep } => control::cancel(&mut client, &sweep).await,
         Command::Checkpoint { job, out } => control::checkpoint(&mut client, &job, &out).await,

@@ -5,8 +5,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{Format, output};
-use crate::client::{Client, ClientResult};
+use ibsweep_shared::results::{MiRow, read_csv};
+
+use crate::client::{Client, ClientResult, parse_filters};
 use crate::plot::{self, ImageFormat};
+use crate::scheduler::matches;
 
 pub async fn results(
     client: &mut Client,
@@ -42,6 +45,7 @@ pub async fn plot(
     out: PathBuf,
     filters: &[String],
     format: ImageFormat,
+    kinds: Vec<plot::Kind>,
 ) -> ClientResult<()> {
     let rows = client.results(sweep, filters).await?;
     if rows.is_empty() {
@@ -49,7 +53,34 @@ pub async fn plot(
             "sweep {sweep} has no results yet (matching the filters); `coordinator status {sweep}` shows its progress"
         );
     }
-    let written = tokio::task::spawn_blocking(move || plot::plot_all(&rows, &out, format)).await??;
+    draw(rows, out, format, kinds).await
+}
+
+/// `plot --from-csv`: the same figures from an exported CSV, no coordinator needed.
+pub async fn plot_csv(
+    csv: &Path,
+    out: PathBuf,
+    filters: &[String],
+    format: ImageFormat,
+    kinds: Vec<plot::Kind>,
+) -> ClientResult<()> {
+    let filters: Vec<(String, String)> = parse_filters(filters)?.into_iter().map(|f| (f.key, f.value)).collect();
+    let file = std::fs::File::open(csv).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", csv.display()))?;
+    let mut rows = read_csv(std::io::BufReader::new(file)).map_err(|e| anyhow::anyhow!("{}: {e}", csv.display()))?;
+    let mut keep = Vec::with_capacity(rows.len());
+    for row in rows.drain(..) {
+        if matches(&row, &filters)? {
+            keep.push(row);
+        }
+    }
+    if keep.is_empty() {
+        anyhow::bail!("{}: no rows (matching the filters)", csv.display());
+    }
+    draw(keep, out, format, kinds).await
+}
+
+async fn draw(rows: Vec<MiRow>, out: PathBuf, format: ImageFormat, kinds: Vec<plot::Kind>) -> ClientResult<()> {
+    let written = tokio::task::spawn_blocking(move || plot::plot(&rows, &out, format, &kinds)).await??;
     for path in &written {
         println!("{}", path.display());
     }

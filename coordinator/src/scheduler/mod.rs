@@ -35,7 +35,7 @@ pub use commit::deferring;
 pub use control::Submitted;
 pub use ingest::Chunk;
 pub use leasing::{Grant, Registration};
-pub use queries::SweepStatus;
+pub use queries::{SweepStatus, matches};
 
 use crate::checkpoints::CheckpointDir;
 use crate::clock::Clock;

@@ -1,0 +1,453 @@
+//! The tables of the paper reproduction (`docs/reproduction.md`), computed from exported rows.
+//!
+//! The report's numbers must come from its data and stay that way: the tables live in the
+//! document between `<!-- generated:NAME -->` and `<!-- end generated -->` markers, the
+//! `reproduction` example rewrites them from `docs/reproduction/results.csv`, and a test
+//! regenerates them and fails when the committed document differs. The prose verdicts quote
+//! these tables.
+//!
+//! Inputs: the rows (`coordinator results` CSV of every sweep), which sweep is which figure
+//! (`sweeps.csv`: `figure,grid,sweep_id`, written by `deploy/reproduce.sh`), and the reference
+//! code's published measures (`reference.csv`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use ibsweep_shared::job::Split;
+use ibsweep_shared::results::MiRow;
+use serde::Deserialize;
+
+/// The bin size of the paper; the other sizes only feed the sensitivity table.
+pub const PAPER_BIN: f64 = 0.67;
+
+/// A layer counts as "at the ceiling" when its I(X;T) is within this of the ceiling, i.e. at
+/// most a handful of the 10,000 samples share a pattern.
+const AT_CEILING: f64 = 0.01;
+
+/// One line of `sweeps.csv`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SweepEntry {
+    /// The grid's `name`, e.g. `repro-fig6-depth`.
+    pub figure: String,
+    pub grid: String,
+    pub sweep_id: String,
+}
+
+/// One line of `reference.csv`: a measure of the reference code at its 0-based epoch.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReferenceRow {
+    pub dataset: String,
+    pub width: u32,
+    pub depth: u32,
+    pub kernel: u32,
+    pub pooling: String,
+    pub split: String,
+    /// The reference code's epoch k is our epoch k + 1 (design §"Measurement").
+    pub ref_epoch: u32,
+    /// 1-based; the last is the softmax layer.
+    pub layer: u32,
+    pub i_xt: f64,
+    pub i_yt: f64,
+    pub source: String,
+}
+
+/// Reads a CSV file with a header into `T`s; errors name the file and line.
+pub fn read_table<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<Vec<T>, String> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    reader
+        .deserialize()
+        .enumerate()
+        .map(|(i, r)| r.map_err(|e| format!("{} line {}: {e}", path.display(), i + 2)))
+        .collect()
+}
+
+/// Every generated table by block name, in the order they are built.
+pub fn tables(rows: &[MiRow], sweeps: &[SweepEntry], reference: &[ReferenceRow]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for sweep in sweeps {
+        let mine: Vec<&MiRow> = rows.iter().filter(|r| r.sweep_id == sweep.sweep_id).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        out.insert(format!("summary-{}", sweep.figure), summary(&mine));
+        if mine.iter().map(|r| r.bin_size.to_bits()).collect::<BTreeSet<_>>().len() > 1 {
+            out.insert(format!("bins-{}", sweep.figure), bins(&mine));
+        }
+        if mine.iter().map(|r| r.seed).collect::<BTreeSet<_>>().len() > 1 {
+            out.insert(format!("seeds-{}", sweep.figure), seeds(&mine));
+        }
+    }
+    out.insert("reference".into(), reference_table(rows, reference));
+    out
+}
+
+/// Replaces every generated block of `doc` with its table. Fails if the document has a block
+/// no table fills, or lacks a table: a report cannot silently drop one.
+pub fn fill(doc: &str, tables: &BTreeMap<String, String>) -> Result<String, String> {
+    const END: &str = "<!-- end generated -->";
+    let mut out = String::with_capacity(doc.len());
+    let mut rest = doc;
+    let mut seen = BTreeSet::new();
+    while let Some(start) = rest.find("<!-- generated:") {
+        let open_end = rest[start..].find("-->").map(|i| start + i + 3).ok_or("unterminated generated marker")?;
+        let name = rest[start + "<!-- generated:".len()..open_end - 3].trim().to_string();
+        let close = rest[open_end..].find(END).map(|i| open_end + i).ok_or(format!("block {name}: no `{END}`"))?;
+        let table = tables.get(&name).ok_or(format!("block {name}: no such table (tables: {:?})", tables.keys()))?;
+        out.push_str(&rest[..open_end]);
+        out.push('\n');
+        out.push_str(table);
+        rest = &rest[close..];
+        seen.insert(name);
+    }
+    out.push_str(rest);
+    let missing: Vec<&String> = tables.keys().filter(|k| !seen.contains(*k)).collect();
+    if !missing.is_empty() {
+        return Err(format!("the document has no block for {missing:?}"));
+    }
+    Ok(out)
+}
+
+/// Parameters that take more than one value among `rows`, besides dataset and seed.
+fn varied(rows: &[&MiRow]) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let distinct = |f: &dyn Fn(&MiRow) -> String| rows.iter().map(|r| f(r)).collect::<BTreeSet<_>>().len() > 1;
+    if distinct(&|r| r.width.to_string()) {
+        out.push("width");
+    }
+    if distinct(&|r| r.depth.to_string()) {
+        out.push("depth");
+    }
+    if distinct(&|r| r.kernel.to_string()) {
+        out.push("kernel");
+    }
+    if distinct(&|r| r.pooling.as_str().to_string()) {
+        out.push("pooling");
+    }
+    if distinct(&|r| r.fc.clone()) {
+        out.push("fc");
+    }
+    out
+}
+
+fn param(r: &MiRow, name: &str) -> String {
+    match name {
+        "width" => r.width.to_string(),
+        "depth" => r.depth.to_string(),
+        "kernel" => r.kernel.to_string(),
+        "pooling" => r.pooling.as_str().to_string(),
+        "fc" if r.fc.is_empty() => "none".into(),
+        "fc" => r.fc.clone(),
+        _ => unreachable!("unknown parameter {name}"),
+    }
+}
+
+/// A configuration: dataset and the varied parameters, in an order that reads naturally
+/// (numbers as numbers).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Config(Vec<(u8, u64, String)>);
+
+fn config(r: &MiRow, params: &[&str]) -> Config {
+    let mut key = vec![(0, 0, r.dataset.as_str().to_string())];
+    for p in params {
+        let v = param(r, p);
+        key.push(match v.parse::<u64>() {
+            Ok(n) => (1, n, v),
+            Err(_) => (2, 0, v),
+        });
+    }
+    Config(key)
+}
+
+fn mean(values: impl IntoIterator<Item = f64>) -> f64 {
+    let (sum, n) = values.into_iter().fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    sum / n as f64
+}
+
+/// Per configuration, at the paper's bin size: accuracies, how many conv layers sit at the
+/// ceiling, the softmax layer on both splits, and the largest fall of any layer's I(X;T) after
+/// its peak (the compression the IB theory predicts; 0 means none). Means over seeds.
+fn summary(rows: &[&MiRow]) -> String {
+    let params = varied(rows);
+    let rows: Vec<&MiRow> = rows.iter().copied().filter(|r| r.bin_size == PAPER_BIN).collect();
+    let last = rows.iter().map(|r| r.epoch).max().unwrap_or(0);
+    let mut by_config: BTreeMap<Config, Vec<&MiRow>> = BTreeMap::new();
+    for r in &rows {
+        by_config.entry(config(r, &params)).or_default().push(r);
+    }
+    let mut t = String::new();
+    let mut header = vec!["dataset".to_string()];
+    header.extend(params.iter().map(|p| p.to_string()));
+    header.extend(
+        [
+            "accuracy train / test",
+            "conv layers at the ceiling (test)",
+            "last hidden layer I(X;T) / I(Y;T) (test)",
+            "softmax at the first epoch I(X;T) / I(Y;T) (test)",
+            "softmax I(X;T) train / test",
+            "softmax I(Y;T) train / test",
+            "softmax max I(Y;T) (test)",
+            "largest fall of I(X;T) after its peak (test)",
+        ]
+        .map(String::from),
+    );
+    table_header(&mut t, &header);
+    let first = rows.iter().map(|r| r.epoch).min().unwrap_or(0);
+    let mut h_y: BTreeMap<&str, f64> = BTreeMap::new();
+    for (config, rs) in &by_config {
+        let at = |epoch: u32, split: Split, pick: &dyn Fn(&MiRow) -> bool| -> Vec<&MiRow> {
+            rs.iter().copied().filter(|r| r.epoch == epoch && r.split == split && pick(r)).collect()
+        };
+        let acc = |split| mean(at(last, split, &|r| r.layer == 1).iter().map(|r| r.accuracy));
+        let is_softmax = |r: &MiRow| r.layer_name == "softmax";
+        let soft = |epoch, split, f: fn(&MiRow) -> f64| mean(at(epoch, split, &is_softmax).iter().map(|r| f(r)));
+        let ceiling = rs.iter().filter(|r| r.split == Split::Test).map(|r| r.i_xt).fold(0.0, f64::max);
+        let convs: BTreeMap<u32, Vec<f64>> =
+            at(last, Split::Test, &|r| r.layer_name.starts_with("conv")).iter().fold(BTreeMap::new(), |mut m, r| {
+                m.entry(r.layer).or_insert_with(Vec::new).push(r.i_xt);
+                m
+            });
+        let at_ceiling = convs.values().filter(|v| ceiling - mean(v.iter().copied()) <= AT_CEILING).count();
+        let hidden = at(last, Split::Test, &|r| !is_softmax(r));
+        let last_hidden = hidden.iter().map(|r| r.layer).max().unwrap_or(0);
+        let lh: Vec<&&MiRow> = hidden.iter().filter(|r| r.layer == last_hidden).collect();
+        let epochs: BTreeSet<u32> = rs.iter().map(|r| r.epoch).collect();
+        let (max_epoch, max_iyt) = epochs
+            .iter()
+            .map(|&e| (e, soft(e, Split::Test, |r| r.i_yt)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or((0, f64::NAN));
+        h_y.insert(rs[0].dataset.as_str(), soft(last, Split::Test, |r| r.h_y));
+        let mut cells: Vec<String> = config.0.iter().map(|(_, _, v)| v.clone()).collect();
+        cells.push(format!("{:.3} / {:.3}", acc(Split::Train), acc(Split::Test)));
+        cells.push(format!("{at_ceiling} of {}", convs.len()));
+        cells.push(format!(
+            "{} {:.3} / {:.3}",
+            lh.first().map_or("-", |r| r.layer_name.as_str()),
+            mean(lh.iter().map(|r| r.i_xt)),
+            mean(lh.iter().map(|r| r.i_yt))
+        ));
+        cells.push(format!(
+            "{:.3} / {:.3}",
+            soft(first, Split::Test, |r| r.i_xt),
+            soft(first, Split::Test, |r| r.i_yt)
+        ));
+        cells.push(format!("{:.3} / {:.3}", soft(last, Split::Train, |r| r.i_xt), soft(last, Split::Test, |r| r.i_xt)));
+        cells.push(format!("{:.3} / {:.3}", soft(last, Split::Train, |r| r.i_yt), soft(last, Split::Test, |r| r.i_yt)));
+        cells.push(format!("{max_iyt:.3} (epoch {max_epoch})"));
+        cells.push(match largest_fall(rs, Split::Test) {
+            Some((name, drop, peak)) if drop > 0.0005 => format!("{drop:.3} ({name}, peak at epoch {peak})"),
+            _ => "0 (none)".into(),
+        });
+        table_row(&mut t, &cells);
+    }
+    let h_y: Vec<String> = h_y.iter().map(|(d, h)| format!("{d} {h:.4}")).collect();
+    let _ = writeln!(
+        t,
+        "\nLast epoch {last}, first measured epoch {first}, bin {PAPER_BIN}; means over seeds where there are several. \
+         Ceiling of I(X;T) on the test split: log2 10,000 = 13.2877 bits; H(Y) of the test split: {}.",
+        h_y.join(", ")
+    );
+    t
+}
+
+/// The largest `peak - final` of a layer's seed-mean I(X;T) over the measured epochs, with the
+/// layer's name and the peak's epoch.
+fn largest_fall(rows: &[&MiRow], split: Split) -> Option<(String, f64, u32)> {
+    let mut paths: BTreeMap<(u32, &str), BTreeMap<u32, Vec<f64>>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.split == split) {
+        paths.entry((r.layer, r.layer_name.as_str())).or_default().entry(r.epoch).or_default().push(r.i_xt);
+    }
+    paths
+        .into_iter()
+        .filter_map(|((_, name), epochs)| {
+            let path: Vec<(u32, f64)> = epochs.into_iter().map(|(e, v)| (e, mean(v))).collect();
+            let &(_, last) = path.last()?;
+            let &(peak_epoch, peak) = path.iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
+            Some((name.to_string(), peak - last, peak_epoch))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// Bin-size sensitivity at the last epoch (test split): I(X;T) / I(Y;T) of every layer at
+/// every bin size measured in the one pass.
+fn bins(rows: &[&MiRow]) -> String {
+    let params = varied(rows);
+    let last = rows.iter().map(|r| r.epoch).max().unwrap_or(0);
+    let sizes: BTreeSet<u64> = rows.iter().map(|r| r.bin_size.to_bits()).collect();
+    let mut cells: BTreeMap<(Config, u32, String), BTreeMap<u64, Vec<(f64, f64)>>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.epoch == last && r.split == Split::Test) {
+        cells
+            .entry((config(r, &params), r.layer, r.layer_name.clone()))
+            .or_default()
+            .entry(r.bin_size.to_bits())
+            .or_default()
+            .push((r.i_xt, r.i_yt));
+    }
+    let mut t = String::new();
+    let mut header = vec!["dataset".to_string()];
+    header.extend(params.iter().map(|p| p.to_string()));
+    header.push("layer".into());
+    header.extend(sizes.iter().map(|b| format!("bin {}", f64::from_bits(*b))));
+    table_header(&mut t, &header);
+    for ((config, _, layer), per_bin) in &cells {
+        let mut row: Vec<String> = config.0.iter().map(|(_, _, v)| v.clone()).collect();
+        row.push(layer.clone());
+        for b in &sizes {
+            row.push(per_bin.get(b).map_or("-".into(), |v| {
+                format!("{:.3} / {:.3}", mean(v.iter().map(|p| p.0)), mean(v.iter().map(|p| p.1)))
+            }));
+        }
+        table_row(&mut t, &row);
+    }
+    let _ = writeln!(t, "\nI(X;T) / I(Y;T) in bits at epoch {last}, test split.");
+    t
+}
+
+/// Seed spread at the last epoch (test split, paper bin size): mean and [min, max] per layer.
+fn seeds(rows: &[&MiRow]) -> String {
+    let params = varied(rows);
+    let last = rows.iter().map(|r| r.epoch).max().unwrap_or(0);
+    let n_seeds = rows.iter().map(|r| r.seed).collect::<BTreeSet<_>>();
+    let mut cells: BTreeMap<(Config, u32, String), Vec<&MiRow>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.epoch == last && r.split == Split::Test && r.bin_size == PAPER_BIN) {
+        cells.entry((config(r, &params), r.layer, r.layer_name.clone())).or_default().push(r);
+    }
+    let spread = |v: Vec<f64>| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{:.3} [{lo:.3}, {hi:.3}]", mean(v))
+    };
+    let mut t = String::new();
+    let mut header = vec!["dataset".to_string()];
+    header.extend(params.iter().map(|p| p.to_string()));
+    header.extend(
+        ["layer", "I(X;T) mean [min, max]", "I(Y;T) mean [min, max]", "test accuracy mean [min, max]"]
+            .map(String::from),
+    );
+    table_header(&mut t, &header);
+    for ((config, _, layer), rs) in &cells {
+        let mut row: Vec<String> = config.0.iter().map(|(_, _, v)| v.clone()).collect();
+        row.push(layer.clone());
+        row.push(spread(rs.iter().map(|r| r.i_xt).collect()));
+        row.push(spread(rs.iter().map(|r| r.i_yt).collect()));
+        row.push(spread(rs.iter().map(|r| r.accuracy).collect()));
+        table_row(&mut t, &row);
+    }
+    let _ = writeln!(t, "\nSeeds {n_seeds:?}, epoch {last}, test split, bin {PAPER_BIN}.");
+    t
+}
+
+/// Ours against the reference code's published measures at the epochs both measured: the
+/// softmax layer per epoch, and how many conv layers sit at the ceiling on each side.
+fn reference_table(rows: &[MiRow], reference: &[ReferenceRow]) -> String {
+    type Key = (String, u32, u32, u32, String, String);
+    let mut theirs: BTreeMap<Key, BTreeMap<u32, Vec<&ReferenceRow>>> = BTreeMap::new();
+    for r in reference {
+        let key = (r.dataset.clone(), r.width, r.depth, r.kernel, r.pooling.clone(), r.split.clone());
+        theirs.entry(key).or_default().entry(r.ref_epoch).or_default().push(r);
+    }
+    let mut t = String::new();
+    table_header(
+        &mut t,
+        &[
+            "configuration",
+            "split",
+            "epoch ours (theirs)",
+            "softmax I(X;T) ours / theirs",
+            "softmax I(Y;T) ours / theirs",
+            "conv layers at the ceiling ours / theirs",
+        ]
+        .map(String::from),
+    );
+    let mut diffs: Vec<(f64, f64)> = Vec::new();
+    for ((dataset, width, depth, kernel, pooling, split), epochs) in &theirs {
+        // Ours: the first sweep's seed 0 at the paper's bin size with the same architecture.
+        let ours: Vec<&MiRow> = rows
+            .iter()
+            .filter(|r| {
+                r.dataset.as_str() == dataset
+                    && r.width == *width
+                    && r.depth == *depth
+                    && r.kernel == *kernel
+                    && r.pooling.as_str() == pooling
+                    && r.fc.is_empty()
+                    && r.split.as_str() == split
+                    && r.seed == 0
+                    && r.bin_size == PAPER_BIN
+            })
+            .collect();
+        let Some(first_sweep) = ours.first().map(|r| r.sweep_id.clone()) else { continue };
+        let ours: Vec<&MiRow> = ours.into_iter().filter(|r| r.sweep_id == first_sweep).collect();
+        let name = format!("{dataset} w{width} d{depth} k{kernel} pooling {pooling}");
+        for (&ref_epoch, layers) in epochs {
+            let at: Vec<&&MiRow> = ours.iter().filter(|r| r.epoch == ref_epoch + 1).collect();
+            if at.is_empty() {
+                continue;
+            }
+            let softmax_layer = layers.iter().map(|r| r.layer).max().unwrap_or(0);
+            let (Some(mine), Some(their)) =
+                (at.iter().find(|r| r.layer_name == "softmax"), layers.iter().find(|r| r.layer == softmax_layer))
+            else {
+                continue;
+            };
+            // Ceilings: the test split is the same 10,000 images for both; the training draws
+            // differ (so do their entropies), so each side is held to its own ceiling.
+            let ceiling_ours = ours.iter().map(|r| r.i_xt).fold(0.0, f64::max);
+            let ceiling_theirs = epochs.values().flatten().map(|r| r.i_xt).fold(0.0, f64::max);
+            let convs = layers.iter().filter(|r| r.layer != softmax_layer).count();
+            let at_ceiling_theirs =
+                layers.iter().filter(|r| r.layer != softmax_layer && ceiling_theirs - r.i_xt <= AT_CEILING).count();
+            let at_ceiling_ours =
+                at.iter().filter(|r| r.layer_name.starts_with("conv") && ceiling_ours - r.i_xt <= AT_CEILING).count();
+            diffs.push((mine.i_xt - their.i_xt, mine.i_yt - their.i_yt));
+            table_row(
+                &mut t,
+                &[
+                    name.clone(),
+                    split.clone(),
+                    format!("{} ({ref_epoch})", ref_epoch + 1),
+                    format!("{:.3} / {:.3} ({:+.3})", mine.i_xt, their.i_xt, mine.i_xt - their.i_xt),
+                    format!("{:.3} / {:.3} ({:+.3})", mine.i_yt, their.i_yt, mine.i_yt - their.i_yt),
+                    format!("{at_ceiling_ours} / {at_ceiling_theirs} of {convs}"),
+                ],
+            );
+        }
+    }
+    let n = diffs.len().max(1) as f64;
+    let mad = |f: fn(&(f64, f64)) -> f64| diffs.iter().map(|d| f(d).abs()).sum::<f64>() / n;
+    let _ = writeln!(
+        t,
+        "\n{} pairs; mean |ours - theirs|: softmax I(X;T) {:.3} bits, I(Y;T) {:.3} bits.",
+        diffs.len(),
+        mad(|d| d.0),
+        mad(|d| d.1)
+    );
+    t
+}
+
+fn table_header(t: &mut String, header: &[String]) {
+    table_row(t, header);
+    let _ = writeln!(t, "|{}", " --- |".repeat(header.len()));
+}
+
+fn table_row(t: &mut String, cells: &[String]) {
+    let _ = writeln!(t, "| {} |", cells.join(" | "));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_replaces_blocks_and_refuses_missing_or_unknown_ones() {
+        let tables: BTreeMap<String, String> = [("a".to_string(), "| x |\n".to_string())].into();
+        let doc = "intro\n<!-- generated:a -->\nold\n<!-- end generated -->\nafter\n";
+        let filled = fill(doc, &tables).unwrap();
+        assert_eq!(filled, "intro\n<!-- generated:a -->\n| x |\n<!-- end generated -->\nafter\n");
+        assert_eq!(fill(&filled, &tables).unwrap(), filled, "filling is idempotent");
+        assert!(fill("no blocks", &tables).unwrap_err().contains("no block for"));
+        let unknown = "<!-- generated:b -->\n<!-- end generated -->";
+        assert!(fill(unknown, &tables).unwrap_err().contains("block b: no such table"));
+        assert!(fill("<!-- generated:a -->\n", &tables).unwrap_err().contains("no `<!-- end generated -->`"));
+    }
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Reduced-scale reproduction of the paper's Figs. 4-8 through the coordinator and workers
+# (docs/reproduction.md says what is reduced and what came out).
+#
+#   deploy/reproduce.sh            run the sweeps (resuming a previous run), export, report
+#   deploy/reproduce.sh run        only run the sweeps and export docs/reproduction/results.csv
+#   deploy/reproduce.sh report     only regenerate figures and tables from the stored CSVs
+#                                  (results.csv, sweeps.csv, and reference.csv: the reference
+#                                  code's published measures, see docs/reproduction.md)
+#
+# The store is durable and submission is idempotent, so an interrupted run continues where it
+# stopped: kill it, start it again, finished jobs are kept and lost leases are re-run from their
+# last checkpoint.
+#   REPRO_STORE    the coordinator's data directory (default ~/.cache/ibsweep/reproduction/store)
+#   REPRO_WORKERS  local workers, one libtorch thread each (default 2, one per core here)
+#   REPRO_GRIDS    grids to run, in this order (default examples/repro-fig{6,7,8,5,4}-*.yaml)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+MODE=${1:-all}
+STATE=${REPRO_STORE:-${XDG_CACHE_HOME:-$HOME/.cache}/ibsweep/reproduction/store}
+WORKERS=${REPRO_WORKERS:-2}
+GRIDS=${REPRO_GRIDS:-"examples/repro-fig6-depth.yaml examples/repro-fig7-pooling.yaml examples/repro-fig8-fc.yaml examples/repro-fig5-kernel.yaml examples/repro-fig4-width.yaml"}
+OUT=docs/reproduction
+
+run_sweeps() {
+  deploy/setup.sh
+  echo "reproduce: building release binaries" >&2
+  cargo build --locked --release -p ibsweep-coordinator -p ibsweep-worker
+  local bin=$PWD/target/release run
+  run=$(dirname "$STATE")/run
+  mkdir -p "$STATE" "$run"
+  local port
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  export IBSWEEP_COORDINATOR="http://127.0.0.1:$port"
+  [ -s "$run/user.token" ] || (umask 077; python3 -c 'import secrets; print(secrets.token_hex(32))' > "$run/user.token")
+  [ -s "$run/worker.token" ] || (umask 077; python3 -c 'import secrets; print(secrets.token_hex(32))' > "$run/worker.token")
+  export IBSWEEP_TOKEN_FILE="$run/user.token" IBSWEEP_WORKER_TOKEN_FILE="$run/worker.token"
+  PIDS=()
+  cleanup() {
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  }
+  trap cleanup EXIT
+  trap 'echo "reproduce: interrupted; run again to continue" >&2; exit 130' INT TERM
+  "$bin/coordinator" serve --listen "127.0.0.1:$port" --data-dir "$STATE" 2>> "$run/coordinator.log" &
+  PIDS+=($!)
+  for _ in $(seq 100); do "$bin/coordinator" status >/dev/null 2>&1 && break; sleep 0.2; done
+  local i
+  for i in $(seq "$WORKERS"); do
+    "$bin/worker" --threads 1 --name "repro-$i" 2>> "$run/worker-$i.log" &
+    PIDS+=($!)
+  done
+  local sweeps=() grid
+  mkdir -p "$OUT"
+  echo "figure,grid,sweep_id" > "$OUT/sweeps.csv.new"
+  for grid in $GRIDS; do
+    sweeps+=("$("$bin/coordinator" submit "$grid" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["sweep_id"])')")
+    echo "$(sed -n 's/^name: *//p' "$grid"),$grid,${sweeps[-1]}" >> "$OUT/sweeps.csv.new"
+    echo "reproduce: $grid is sweep ${sweeps[-1]}" >&2
+  done
+  # The store holds only these sweeps, so watching all of them is watching ours.
+  "$bin/coordinator" status --watch
+  "$bin/coordinator" status
+  local tmp
+  tmp=$(mktemp -d)
+  for i in "${!sweeps[@]}"; do "$bin/coordinator" results "${sweeps[$i]}" --out "$tmp/$i.csv"; done
+  # One CSV, the coordinator's header once, the sweeps in the order run.
+  { head -n 1 "$tmp/0.csv"; for i in "${!sweeps[@]}"; do tail -n +2 "$tmp/$i.csv"; done; } > "$OUT/results.csv"
+  rm -rf "$tmp"
+  mv "$OUT/sweeps.csv.new" "$OUT/sweeps.csv"
+  echo "reproduce: $(($(wc -l < "$OUT/results.csv") - 1)) rows in $OUT/results.csv" >&2
+  cleanup
+}
+
+case "$MODE" in
+  all) run_sweeps ;;
+  run) run_sweeps; exit 0 ;;
+  report) ;;
+  *) echo "usage: deploy/reproduce.sh [all|run|report]" >&2; exit 2 ;;
+esac
+# Figures into docs/reproduction/<sweep>/, tables into docs/reproduction.md, all from the CSVs.
+cargo run --locked --release -q -p ibsweep-coordinator --example reproduction
