@@ -208,17 +208,27 @@ pub fn worker_json(w: &pb::WorkerInfo) -> serde_json::Value {
 
 /// The plain (no terminal) form of a `--watch` snapshot: one line per sweep with its workers.
 pub fn watch_lines(snapshot: &pb::StatusResponse) -> Vec<String> {
-    let workers: Vec<String> = snapshot
-        .workers
-        .iter()
-        .filter(|w| snapshot.now_ms.saturating_sub(w.last_seen_ms) < GONE_MS)
-        .map(|w| if w.job_id.is_empty() { format!("{} idle", w.name) } else { format!("{} epoch {}", w.name, w.epoch) })
-        .collect();
-    render_status(&pb::StatusResponse { workers: vec![], ..snapshot.clone() })
+    let live: Vec<&pb::WorkerInfo> =
+        snapshot.workers.iter().filter(|w| snapshot.now_ms.saturating_sub(w.last_seen_ms) < GONE_MS).collect();
+    // Each sweep's line names the workers on its jobs; idle workers get a line of their own.
+    let mut lines: Vec<String> = render_status(&pb::StatusResponse { workers: vec![], ..snapshot.clone() })
         .lines()
         .filter(|l| l.starts_with("sweep "))
-        .map(|line| format!("{line} | {}", workers.join(", ")))
-        .collect()
+        .zip(&snapshot.sweeps)
+        .map(|(line, sweep)| {
+            let on_it: Vec<String> = live
+                .iter()
+                .filter(|w| !w.job_id.is_empty() && sweep.running.iter().any(|r| r.job_id == w.job_id))
+                .map(|w| format!("{} epoch {}", w.name, w.epoch))
+                .collect();
+            if on_it.is_empty() { line.to_string() } else { format!("{line} | {}", on_it.join(", ")) }
+        })
+        .collect();
+    let idle: Vec<&str> = live.iter().filter(|w| w.job_id.is_empty()).map(|w| w.name.as_str()).collect();
+    if !idle.is_empty() {
+        lines.push(format!("idle workers: {}", idle.join(", ")));
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -281,6 +291,19 @@ mod tests {
         assert_eq!(json["sweeps"][0]["pending"], 1);
         assert_eq!(json["workers"][0]["epoch"], 3);
         assert_eq!(watch_lines(&s), vec![format!("{} | node1 epoch 3", text.lines().next().unwrap())]);
+        // A sweep nobody works on names no worker; idle workers get their own line.
+        let mut two = s.clone();
+        two.sweeps.push(pb::SweepStatus {
+            sweep_id: "s2".into(),
+            name: "other".into(),
+            total: 1,
+            ..Default::default()
+        });
+        two.workers.push(pb::WorkerInfo { name: "node2".into(), last_seen_ms: s.now_ms, ..Default::default() });
+        let lines = watch_lines(&two);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].ends_with("| node1 epoch 3") && !lines[1].contains('|'), "{lines:?}");
+        assert_eq!(lines[2], "idle workers: node2");
         assert!(worker_line(&s.workers[0], s.now_ms).contains("job abcdef0123 epoch 3, last heartbeat 1s ago"));
         assert_eq!(worker_json(&s.workers[0])["name"], "node1");
         assert!(render_status(&pb::StatusResponse::default()).contains("no sweeps"));
