@@ -41,6 +41,8 @@ pub struct ReferenceRow {
     pub depth: u32,
     pub kernel: u32,
     pub pooling: String,
+    /// Hidden FC widths joined by `-` as in our CSV, empty for none.
+    pub fc: String,
     pub split: String,
     /// The reference code's epoch k is our epoch k + 1 (design §"Measurement").
     pub ref_epoch: u32,
@@ -163,7 +165,7 @@ fn mean(values: impl IntoIterator<Item = f64>) -> f64 {
     sum / n as f64
 }
 
-/// Per configuration, at the paper's bin size: accuracies, how many conv layers sit at the
+/// Per configuration, at the paper's bin size: accuracies, how many hidden layers sit at the
 /// ceiling, the softmax layer on both splits, and the largest fall of any layer's I(X;T) after
 /// its peak (the compression the IB theory predicts; 0 means none). Means over seeds.
 fn summary(rows: &[&MiRow]) -> String {
@@ -180,7 +182,7 @@ fn summary(rows: &[&MiRow]) -> String {
     header.extend(
         [
             "accuracy train / test",
-            "conv layers at the ceiling (test)",
+            "hidden layers at the ceiling (test)",
             "last hidden layer I(X;T) / I(Y;T) (test)",
             "softmax at the first epoch I(X;T) / I(Y;T) (test)",
             "softmax I(X;T) train / test",
@@ -338,12 +340,13 @@ fn seeds(rows: &[&MiRow]) -> String {
 }
 
 /// Ours against the reference code's published measures at the epochs both measured: the
-/// softmax layer per epoch, and how many conv layers sit at the ceiling on each side.
+/// softmax layer per epoch, and how many hidden (conv and FC) layers sit at the ceiling on
+/// each side.
 fn reference_table(rows: &[MiRow], reference: &[ReferenceRow]) -> String {
-    type Key = (String, u32, u32, u32, String, String);
+    type Key = (String, u32, u32, u32, String, String, String);
     let mut theirs: BTreeMap<Key, BTreeMap<u32, Vec<&ReferenceRow>>> = BTreeMap::new();
     for r in reference {
-        let key = (r.dataset.clone(), r.width, r.depth, r.kernel, r.pooling.clone(), r.split.clone());
+        let key = (r.dataset.clone(), r.width, r.depth, r.kernel, r.pooling.clone(), r.fc.clone(), r.split.clone());
         theirs.entry(key).or_default().entry(r.ref_epoch).or_default().push(r);
     }
     let mut t = String::new();
@@ -355,12 +358,12 @@ fn reference_table(rows: &[MiRow], reference: &[ReferenceRow]) -> String {
             "epoch ours (theirs)",
             "softmax I(X;T) ours / theirs",
             "softmax I(Y;T) ours / theirs",
-            "conv layers at the ceiling ours / theirs",
+            "hidden layers at the ceiling ours / theirs",
         ]
         .map(String::from),
     );
     let mut diffs: Vec<(f64, f64)> = Vec::new();
-    for ((dataset, width, depth, kernel, pooling, split), epochs) in &theirs {
+    for ((dataset, width, depth, kernel, pooling, fc, split), epochs) in &theirs {
         // Ours: the first sweep's seed 0 at the paper's bin size with the same architecture.
         let ours: Vec<&MiRow> = rows
             .iter()
@@ -370,7 +373,7 @@ fn reference_table(rows: &[MiRow], reference: &[ReferenceRow]) -> String {
                     && r.depth == *depth
                     && r.kernel == *kernel
                     && r.pooling.as_str() == pooling
-                    && r.fc.is_empty()
+                    && r.fc == *fc
                     && r.split.as_str() == split
                     && r.seed == 0
                     && r.bin_size == PAPER_BIN
@@ -378,7 +381,8 @@ fn reference_table(rows: &[MiRow], reference: &[ReferenceRow]) -> String {
             .collect();
         let Some(first_sweep) = ours.first().map(|r| r.sweep_id.clone()) else { continue };
         let ours: Vec<&MiRow> = ours.into_iter().filter(|r| r.sweep_id == first_sweep).collect();
-        let name = format!("{dataset} w{width} d{depth} k{kernel} pooling {pooling}");
+        let fc = if fc.is_empty() { String::new() } else { format!(" fc {fc}") };
+        let name = format!("{dataset} w{width} d{depth} k{kernel} pooling {pooling}{fc}");
         for (&ref_epoch, layers) in epochs {
             let at: Vec<&&MiRow> = ours.iter().filter(|r| r.epoch == ref_epoch + 1).collect();
             if at.is_empty() {
@@ -394,7 +398,7 @@ fn reference_table(rows: &[MiRow], reference: &[ReferenceRow]) -> String {
             // differ (so do their entropies), so each side is held to its own ceiling.
             let ceiling_ours = ours.iter().map(|r| r.i_xt).fold(0.0, f64::max);
             let ceiling_theirs = epochs.values().flatten().map(|r| r.i_xt).fold(0.0, f64::max);
-            let convs = layers.iter().filter(|r| r.layer != softmax_layer).count();
+            let hidden = layers.iter().filter(|r| r.layer != softmax_layer).count();
             let at_ceiling_theirs =
                 layers.iter().filter(|r| r.layer != softmax_layer && ceiling_theirs - r.i_xt <= AT_CEILING).count();
             let at_ceiling_ours =
@@ -408,7 +412,7 @@ fn reference_table(rows: &[MiRow], reference: &[ReferenceRow]) -> String {
                     format!("{} ({ref_epoch})", ref_epoch + 1),
                     format!("{:.3} / {:.3} ({:+.3})", mine.i_xt, their.i_xt, mine.i_xt - their.i_xt),
                     format!("{:.3} / {:.3} ({:+.3})", mine.i_yt, their.i_yt, mine.i_yt - their.i_yt),
-                    format!("{at_ceiling_ours} / {at_ceiling_theirs} of {convs}"),
+                    format!("{at_ceiling_ours} / {at_ceiling_theirs} of {hidden}"),
                 ],
             );
         }
