@@ -169,7 +169,17 @@ impl Grid {
         let raw: RawGrid = serde_saphyr::from_str(text).map_err(|e| {
             let message = e.to_string();
             let (line, column) = locate(&message);
-            GridError { file: file.into(), line, column, key: error_key(&message), message: first_line(&message) }
+            let key = error_key(&message).or_else(|| key_at(text, line, column)).unwrap_or_else(|| "grid".into());
+            let message = match first_line(&message) {
+                m if m.starts_with("invalid u32") || m.starts_with("invalid u64") => {
+                    format!("{m}: expected a whole number")
+                }
+                m if m.starts_with("invalid f64") => format!("{m}: expected a number"),
+                m => m,
+            };
+            // "measure.epochs must be ..." under the key measure.epochs reads twice.
+            let message = message.strip_prefix(&format!("{key} ")).map_or(message.clone(), str::to_string);
+            GridError { file: file.into(), line, column, key, message }
         })?;
         let err = |line: u64, column: u64, key: &str, message: String| GridError {
             file: file.into(),
@@ -585,9 +595,38 @@ fn first_line(message: &str) -> String {
 }
 
 /// The key a parse error is about, where serde names it.
-fn error_key(message: &str) -> String {
-    message
-        .split_once("unknown field `")
-        .and_then(|(_, rest)| rest.split_once('`'))
-        .map_or_else(|| "grid".to_string(), |(key, _)| key.to_string())
+fn error_key(message: &str) -> Option<String> {
+    message.split_once("unknown field `").and_then(|(_, rest)| rest.split_once('`')).map(|(key, _)| key.to_string())
+}
+
+/// The dotted path of the key whose value sits at `line`:`column` (1-based) of `text`, for
+/// the type errors serde reports only by position ("invalid u32"): the last `key:` before
+/// the column on that line, under the `section:` that opens a flow mapping earlier on the
+/// line or, in block style, the nearest less-indented line above.
+fn key_at(text: &str, line: u64, column: u64) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let here = *lines.get(usize::try_from(line).ok()?.checked_sub(1)?)?;
+    let before: String = here.chars().take(usize::try_from(column).ok()?.saturating_sub(1)).collect();
+    let keys: Vec<&str> = before
+        .split([',', '{', '['])
+        .filter_map(|part| {
+            let (key, _) = part.split_once(':')?;
+            let key = key.trim().trim_start_matches("- ");
+            (!key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then_some(key)
+        })
+        .collect();
+    let key = *keys.last()?;
+    let parent = if keys.len() > 1 {
+        Some(keys[0].to_string())
+    } else {
+        let indent = here.len() - here.trim_start().len();
+        lines[..usize::try_from(line).ok()? - 1]
+            .iter()
+            .rev()
+            .find(|l| {
+                !l.trim().is_empty() && !l.trim_start().starts_with('#') && l.len() - l.trim_start().len() < indent
+            })
+            .and_then(|l| l.trim().strip_suffix(':').map(str::to_string))
+    };
+    Some(parent.map_or_else(|| key.to_string(), |p| format!("{p}.{key}")))
 }
