@@ -28,10 +28,12 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime"))
 }
 
-/// One checkpoint directory per process: every input's fresh store references none of
-/// what an earlier input left, so opening it clears it.
+/// A checkpoint directory per input (tests drive inputs from several threads at once),
+/// removed when the input is done so nothing is left in the temp directory.
 fn checkpoint_dir() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("ibsweep-harness-checkpoints-{}", std::process::id()))
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("ibsweep-harness-checkpoints-{}-{n}", std::process::id()))
 }
 
 struct Live {
@@ -61,11 +63,12 @@ fn fill_claim(live: &Live, worker: &mut String, job: &mut String, secret: &mut S
 /// a handler panicking, or the counters going inconsistent.
 pub fn drive(data: &[u8]) {
     let Some((&kind, body)) = data.split_first() else { return };
+    let dir = checkpoint_dir();
     runtime().block_on(async {
         let scheduler = Arc::new(
             Scheduler::open(MemoryStore::new(), Arc::new(ManualClock::new(1_000_000)), Timing::default())
                 .unwrap()
-                .with_checkpoints(CheckpointDir::open(checkpoint_dir(), false, 1 << 20).unwrap())
+                .with_checkpoints(CheckpointDir::open(&dir, false, 1 << 20).unwrap())
                 .unwrap(),
         );
         let (sweeps, workers) = (Sweeps::new(Arc::clone(&scheduler)), Workers::new(Arc::clone(&scheduler)));
@@ -216,4 +219,5 @@ pub fn drive(data: &[u8]) {
             assert!(c.running + c.done + c.failed + c.cancelled <= c.total, "{c:?}");
         }
     });
+    let _ = std::fs::remove_dir_all(&dir);
 }
