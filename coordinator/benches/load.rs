@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ibsweep_proto::PROTOCOL_VERSION;
 use ibsweep_proto::v1::sweep_service_client::SweepServiceClient;
 use ibsweep_proto::v1::worker_service_client::WorkerServiceClient;
 use ibsweep_proto::v1::{self as pb};
@@ -94,17 +93,6 @@ impl Drop for Coordinator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// What a simulated worker registers with.
-fn register_request(name: &str) -> pb::RegisterRequest {
-    pb::RegisterRequest {
-        protocol_version: PROTOCOL_VERSION,
-        name: name.into(),
-        threads: 1,
-        device: "cpu".into(),
-        previous_worker_id: String::new(),
     }
 }
 
@@ -252,7 +240,7 @@ async fn worker(
     let mut client = WorkerServiceClient::new(channel(&url).await).max_decoding_message_size(8 << 20);
     let mut lat = Latencies::default();
     let worker_id = loop {
-        let registered = client.register(register_request("load")).await;
+        let registered = client.register(pb::RegisterRequest::cpu("load", 1)).await;
         match registered {
             Ok(r) => break r.into_inner().worker_id,
             Err(status) if !stop.load(Ordering::Relaxed) => {
@@ -509,7 +497,7 @@ async fn restart(finished: u64) -> (f64, f64) {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    let id = client.register(register_request("after-restart")).await.unwrap().into_inner().worker_id;
+    let id = client.register(pb::RegisterRequest::cpu("after-restart", 1)).await.unwrap().into_inner().worker_id;
     let lease = client.lease(pb::LeaseRequest { worker_id: id }).await.unwrap().into_inner();
     assert!(lease.lease.is_some(), "a pending job after the restart");
     (started.elapsed().as_secs_f64(), store_mb)

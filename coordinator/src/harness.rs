@@ -78,18 +78,8 @@ pub fn drive(data: &[u8]) {
             .unwrap()
             .into_inner()
             .sweep_id;
-        let worker = workers
-            .register(Request::new(pb::RegisterRequest {
-                protocol_version: ibsweep_proto::PROTOCOL_VERSION,
-                name: "w".into(),
-                threads: 1,
-                device: "cpu".into(),
-                previous_worker_id: String::new(),
-            }))
-            .await
-            .unwrap()
-            .into_inner()
-            .worker_id;
+        let worker =
+            workers.register(Request::new(pb::RegisterRequest::cpu("w", 1))).await.unwrap().into_inner().worker_id;
         let lease = workers
             .lease(Request::new(pb::LeaseRequest { worker_id: worker.clone() }))
             .await

@@ -17,3 +17,17 @@ pub mod v1 {
     /// The encoded file descriptor set, for gRPC server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ibsweep_descriptor");
 }
+
+impl v1::RegisterRequest {
+    /// A first registration of a CPU worker at this build's protocol version: what tools
+    /// that drive the protocol themselves (benches, harnesses, tests) send.
+    pub fn cpu(name: impl Into<String>, threads: u32) -> v1::RegisterRequest {
+        v1::RegisterRequest {
+            protocol_version: PROTOCOL_VERSION,
+            name: name.into(),
+            threads,
+            device: "cpu".into(),
+            previous_worker_id: String::new(),
+        }
+    }
+}

@@ -19,7 +19,6 @@ use ibsweep_coordinator::clock::SystemClock;
 use ibsweep_coordinator::scheduler::{Scheduler, Timing};
 use ibsweep_coordinator::service::{ServeOptions, serve_with};
 use ibsweep_coordinator::store::SledStore;
-use ibsweep_proto::PROTOCOL_VERSION;
 use ibsweep_proto::v1::worker_service_client::WorkerServiceClient;
 use ibsweep_proto::v1::{self as pb};
 use ibsweep_shared::job::{DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_MINUTES, JobSpec};
@@ -109,18 +108,7 @@ async fn round_trip(spec: &JobSpec, bytes: &[u8]) -> (f64, f64, u64) {
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     };
-    let worker = client
-        .register(pb::RegisterRequest {
-            protocol_version: PROTOCOL_VERSION,
-            name: "bench".into(),
-            threads: 1,
-            device: "cpu".into(),
-            previous_worker_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .worker_id;
+    let worker = client.register(pb::RegisterRequest::cpu("bench", 1)).await.unwrap().into_inner().worker_id;
     let lease = client.lease(pb::LeaseRequest { worker_id: worker.clone() }).await.unwrap().into_inner().lease.unwrap();
     let claim = pb::CheckpointRequest {
         worker_id: worker,
