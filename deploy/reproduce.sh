@@ -28,34 +28,13 @@ run_sweeps() {
   cargo build --locked --release -p ibsweep-coordinator -p ibsweep-worker
   local bin=$PWD/target/release run
   run=$(dirname "$STATE")/run
-  mkdir -p "$STATE" "$run"
-  local port
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  export IBSWEEP_COORDINATOR="http://127.0.0.1:$port"
-  [ -s "$run/user.token" ] || (umask 077; python3 -c 'import secrets; print(secrets.token_hex(32))' > "$run/user.token")
-  [ -s "$run/worker.token" ] || (umask 077; python3 -c 'import secrets; print(secrets.token_hex(32))' > "$run/worker.token")
-  export IBSWEEP_TOKEN_FILE="$run/user.token" IBSWEEP_WORKER_TOKEN_FILE="$run/worker.token"
-  PIDS=()
-  cleanup() {
-    trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  }
-  trap cleanup EXIT
-  trap 'echo "reproduce: interrupted; run again to continue" >&2; exit 130' INT TERM
-  "$bin/coordinator" serve --listen "127.0.0.1:$port" --data-dir "$STATE" 2>> "$run/coordinator.log" &
-  PIDS+=($!)
-  for _ in $(seq 100); do "$bin/coordinator" status >/dev/null 2>&1 && break; sleep 0.2; done
-  local i
-  for i in $(seq "$WORKERS"); do
-    "$bin/worker" --threads 1 --name "repro-$i" 2>> "$run/worker-$i.log" &
-    PIDS+=($!)
-  done
-  local sweeps=() grid
+  . deploy/local-sweep.sh
+  local_sweep_start "$bin" "$STATE" "$run" "$WORKERS" repro
+  local sweeps=() grid i
   mkdir -p "$OUT"
   echo "figure,grid,sweep_id" > "$OUT/sweeps.csv.new"
   for grid in $GRIDS; do
-    sweeps+=("$("$bin/coordinator" submit "$grid" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["sweep_id"])')")
+    sweeps+=("$(submit_sweep "$bin" "$grid")")
     echo "$(sed -n 's/^name: *//p' "$grid"),$grid,${sweeps[-1]}" >> "$OUT/sweeps.csv.new"
     echo "reproduce: $grid is sweep ${sweeps[-1]}" >&2
   done
@@ -70,7 +49,7 @@ run_sweeps() {
   rm -rf "$tmp"
   mv "$OUT/sweeps.csv.new" "$OUT/sweeps.csv"
   echo "reproduce: $(($(wc -l < "$OUT/results.csv") - 1)) rows in $OUT/results.csv" >&2
-  cleanup
+  local_sweep_stop
 }
 
 case "$MODE" in
