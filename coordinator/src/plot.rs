@@ -194,6 +194,26 @@ where
     Ok(())
 }
 
+/// A dashed horizontal reference line (log2 N or H(Y)) with its legend entry, then the legend.
+fn draw_reference<'a, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    (from, to): (f64, f64),
+    value: f64,
+    name: &str,
+) -> DrawResult<()>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    chart
+        .draw_series(DashedLineSeries::new(vec![(from, value), (to, value)], 8, 4, BLACK.mix(0.7).stroke_width(1)))?
+        .label(format!("{name} = {value:.2}"))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.7)));
+    draw_legend(chart)
+}
+
 /// Colour of an epoch on a log scale from the first to the last measured epoch.
 fn epoch_color(epoch: u32, max_epoch: u32) -> RGBColor {
     let t = ((epoch as f64 + 1.0).ln() / (max_epoch as f64 + 1.0).ln().max(1e-9)).clamp(0.0, 1.0);
@@ -232,11 +252,7 @@ where
         .draw_series(DashedLineSeries::new(vec![(c.log2_n, 0.0), (c.log2_n, y_max)], 3, 3, BLACK.stroke_width(1)))?
         .label(format!("log2 N = {:.2}", c.log2_n))
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
-    chart
-        .draw_series(DashedLineSeries::new(vec![(0.0, c.h_y), (x_max, c.h_y)], 8, 4, BLACK.mix(0.7).stroke_width(1)))?
-        .label(format!("H(Y) = {:.2}", c.h_y))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.7)));
-    draw_legend(&mut chart)?;
+    draw_reference(&mut chart, (0.0, x_max), c.h_y, "H(Y)")?;
     draw_colorbar(&bar, max_epoch)?;
     Ok(())
 }
@@ -303,16 +319,7 @@ where
                 .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
         }
-        chart
-            .draw_series(DashedLineSeries::new(
-                vec![(1.0, reference), (max_epoch as f64 + 1.0, reference)],
-                8,
-                4,
-                BLACK.mix(0.7).stroke_width(1),
-            ))?
-            .label(format!("{reference_name} = {reference:.2}"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.7)));
-        draw_legend(&mut chart)?;
+        draw_reference(&mut chart, (1.0, max_epoch as f64 + 1.0), reference, reference_name)?;
     }
     Ok(())
 }
@@ -511,16 +518,7 @@ fn plot_bins(rows: &[MiRow], out: &Path, format: ImageFormat, ext: &str) -> Draw
                         .label(name.as_str())
                         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
                 }
-                chart
-                    .draw_series(DashedLineSeries::new(
-                        vec![(lo * 0.9, reference), (hi * 1.1, reference)],
-                        8,
-                        4,
-                        BLACK.mix(0.7).stroke_width(1),
-                    ))?
-                    .label(format!("{reference_name} = {reference:.2}"))
-                    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.7)));
-                draw_legend(&mut chart)?;
+                draw_reference(&mut chart, (lo * 0.9, hi * 1.1), reference, reference_name)?;
             }
             Ok(())
         })());
