@@ -7,13 +7,13 @@
 //! `docs/reproduction.md`. With `--check` it only reports whether the document's tables match
 //! the data (what `tests/reproduction.rs` asserts). `deploy/reproduce.sh report` runs it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ibsweep_coordinator::plot::{self, ImageFormat, Kind};
 use ibsweep_coordinator::reproduction::{self, PAPER_BIN, ReferenceRow, SweepEntry};
 use ibsweep_shared::job::Split;
-use ibsweep_shared::results::{MiRow, read_csv};
+use ibsweep_shared::results::{MiRow, read_csv_file};
 
 fn main() -> ExitCode {
     match run() {
@@ -30,7 +30,7 @@ fn run() -> Result<(), String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = root.join("docs/reproduction");
     let doc_path = root.join("docs/reproduction.md");
-    let rows = load_rows(&dir.join("results.csv"))?;
+    let rows = read_csv_file(&dir.join("results.csv"))?;
     let sweeps: Vec<SweepEntry> = reproduction::read_table(&dir.join("sweeps.csv"))?;
     let reference: Vec<ReferenceRow> = reproduction::read_table(&dir.join("reference.csv"))?;
     let tables = reproduction::tables(&rows, &sweeps, &reference);
@@ -73,9 +73,4 @@ fn run() -> Result<(), String> {
     std::fs::write(&doc_path, filled).map_err(|e| format!("{}: {e}", doc_path.display()))?;
     eprintln!("reproduction: {} tables written into {}", tables.len(), doc_path.display());
     Ok(())
-}
-
-fn load_rows(path: &Path) -> Result<Vec<MiRow>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    read_csv(std::io::BufReader::new(file)).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -6,13 +6,13 @@
 use std::path::PathBuf;
 
 use ibsweep_coordinator::reproduction::{self, ReferenceRow, SweepEntry};
-use ibsweep_shared::results::read_csv;
+use ibsweep_shared::results::read_csv_file;
 
 #[test]
 fn the_reports_tables_equal_what_its_results_give() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = root.join("docs/reproduction");
-    let rows = read_csv(std::fs::File::open(dir.join("results.csv")).expect("docs/reproduction/results.csv")).unwrap();
+    let rows = read_csv_file(&dir.join("results.csv")).unwrap();
     let sweeps: Vec<SweepEntry> = reproduction::read_table(&dir.join("sweeps.csv")).unwrap();
     let reference: Vec<ReferenceRow> = reproduction::read_table(&dir.join("reference.csv")).unwrap();
     assert!(!rows.is_empty() && !sweeps.is_empty() && !reference.is_empty());

@@ -127,6 +127,12 @@ pub fn read_csv<R: std::io::Read>(input: R) -> Result<Vec<MiRow>, String> {
         .collect()
 }
 
+/// [`read_csv`] of a file; errors name the file.
+pub fn read_csv_file(path: &std::path::Path) -> Result<Vec<MiRow>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    read_csv(std::io::BufReader::new(file)).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

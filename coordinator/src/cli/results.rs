@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{Format, output};
-use ibsweep_shared::results::{MiRow, read_csv};
+use ibsweep_shared::results::{MiRow, read_csv_file};
 
 use crate::client::{Client, ClientResult, parse_filters};
 use crate::plot::{self, ImageFormat};
@@ -65,10 +65,9 @@ pub async fn plot_csv(
     kinds: Vec<plot::Kind>,
 ) -> ClientResult<()> {
     let filters: Vec<(String, String)> = parse_filters(filters)?.into_iter().map(|f| (f.key, f.value)).collect();
-    let file = std::fs::File::open(csv).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", csv.display()))?;
-    let mut rows = read_csv(std::io::BufReader::new(file)).map_err(|e| anyhow::anyhow!("{}: {e}", csv.display()))?;
+    let rows = read_csv_file(csv).map_err(anyhow::Error::msg)?;
     let mut keep = Vec::with_capacity(rows.len());
-    for row in rows.drain(..) {
+    for row in rows {
         if matches(&row, &filters)? {
             keep.push(row);
         }
