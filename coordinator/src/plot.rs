@@ -470,7 +470,8 @@ fn plot_bins(rows: &[MiRow], out: &Path, format: ImageFormat, ext: &str) -> Draw
         let sample = rows.iter().find(|r| point_of(r) == *point).expect("a row of the point");
         let (log2_n, h_y) = ((sample.n as f64).log2(), sample.h_y);
         // layer -> [(bin size, I(X;T), I(Y;T))] at the last epoch measured at that size
-        let lines: Vec<(&String, Vec<(f64, f64, f64)>)> = layers
+        type Line<'n> = (&'n String, Vec<(f64, f64, f64)>);
+        let lines: Vec<Line<'_>> = layers
             .iter()
             .map(|((_, name), per_bin)| {
                 let pts = per_bin

@@ -65,35 +65,51 @@ pub fn read_table<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Res
 
 /// Every generated table by block name, in the order they are built.
 pub fn tables(rows: &[MiRow], sweeps: &[SweepEntry], reference: &[ReferenceRow]) -> BTreeMap<String, String> {
+    let ceilings = Ceilings::of(rows);
     let mut out = BTreeMap::new();
     for sweep in sweeps {
         let mine: Vec<&MiRow> = rows.iter().filter(|r| r.sweep_id == sweep.sweep_id).collect();
         if mine.is_empty() {
             continue;
         }
-        out.insert(format!("summary-{}", sweep.figure), summary(&mine));
+        out.insert(format!("summary-{}", sweep.figure), summary(&mine, &ceilings));
         if mine.iter().map(|r| r.bin_size.to_bits()).collect::<BTreeSet<_>>().len() > 1 {
             out.insert(format!("bins-{}", sweep.figure), bins(&mine));
         }
         if mine.iter().map(|r| r.seed).collect::<BTreeSet<_>>().len() > 1 {
-            out.insert(format!("seeds-{}", sweep.figure), seeds(&mine));
+            out.insert(format!("seeds-{}", sweep.figure), seeds(&mine, &ceilings));
         }
     }
-    out.insert("reference".into(), reference_table(rows, reference));
-    out.insert("ceiling".into(), ceiling_table(rows));
+    out.insert("reference".into(), reference_table(rows, reference, &ceilings));
+    out.insert("ceiling".into(), ceiling_table(rows, &ceilings));
     out
+}
+
+/// Each (job, split)'s ceiling: its largest I(X;T) over layers, epochs and bin sizes
+/// (log2 10,000 = 13.2877 on the test split; the drawn multiset's entropy on the training
+/// split). Every table judges "at the ceiling" by this one definition.
+struct Ceilings<'a>(BTreeMap<(&'a str, Split), f64>);
+
+impl<'a> Ceilings<'a> {
+    fn of(rows: &'a [MiRow]) -> Ceilings<'a> {
+        let mut ceilings = BTreeMap::new();
+        for r in rows {
+            let c = ceilings.entry((r.job_id.as_str(), r.split)).or_insert(0.0_f64);
+            *c = c.max(r.i_xt);
+        }
+        Ceilings(ceilings)
+    }
+
+    /// Whether `r` is within [`AT_CEILING`] of its job's ceiling on its split.
+    fn holds(&self, r: &'a MiRow) -> bool {
+        self.0.get(&(r.job_id.as_str(), r.split)).is_some_and(|c| c - r.i_xt <= AT_CEILING)
+    }
 }
 
 /// How many hidden-layer measurements (every network, split, epoch) sit at the ceiling, per
 /// bin size, and every one that does not: the whole evidence behind "hidden layers keep all
 /// the information".
-fn ceiling_table(rows: &[MiRow]) -> String {
-    let mut ceiling: BTreeMap<(&str, Split), f64> = BTreeMap::new();
-    for r in rows {
-        let c = ceiling.entry((r.job_id.as_str(), r.split)).or_insert(0.0);
-        *c = c.max(r.i_xt);
-    }
-    let below = |r: &MiRow| ceiling[&(r.job_id.as_str(), r.split)] - r.i_xt > AT_CEILING;
+fn ceiling_table<'a>(rows: &'a [MiRow], ceilings: &Ceilings<'a>) -> String {
     let hidden: Vec<&MiRow> = rows.iter().filter(|r| r.layer_name != "softmax").collect();
     let mut per_bin: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
     // (dataset, width, depth, kernel, bin, layer) -> (epochs below, lowest I(X;T))
@@ -102,7 +118,7 @@ fn ceiling_table(rows: &[MiRow]) -> String {
     for r in &hidden {
         let e = per_bin.entry(r.bin_size.to_bits()).or_default();
         e.0 += 1;
-        if below(r) {
+        if !ceilings.holds(r) {
             e.1 += 1;
             let key = (
                 r.dataset.as_str().to_string(),
@@ -237,11 +253,11 @@ fn mean(values: impl IntoIterator<Item = f64>) -> f64 {
 /// Per configuration, at the paper's bin size: accuracies, how many hidden layers sit at the
 /// ceiling, the softmax layer on both splits, and the largest fall of any layer's I(X;T) after
 /// its peak (the compression the IB theory predicts; 0 means none). Means over seeds.
-fn summary(rows: &[&MiRow]) -> String {
+fn summary<'a>(rows: &[&'a MiRow], ceilings: &Ceilings<'a>) -> String {
     let params = varied(rows);
-    let rows: Vec<&MiRow> = rows.iter().copied().filter(|r| r.bin_size == PAPER_BIN).collect();
+    let rows: Vec<&'a MiRow> = rows.iter().copied().filter(|r| r.bin_size == PAPER_BIN).collect();
     let last = rows.iter().map(|r| r.epoch).max().unwrap_or(0);
-    let mut by_config: BTreeMap<Config, Vec<&MiRow>> = BTreeMap::new();
+    let mut by_config: BTreeMap<Config, Vec<&'a MiRow>> = BTreeMap::new();
     for r in &rows {
         by_config.entry(config(r, &params)).or_default().push(r);
     }
@@ -265,20 +281,19 @@ fn summary(rows: &[&MiRow]) -> String {
     let first = rows.iter().map(|r| r.epoch).min().unwrap_or(0);
     let mut h_y: BTreeMap<&str, f64> = BTreeMap::new();
     for (config, rs) in &by_config {
-        let at = |epoch: u32, split: Split, pick: &dyn Fn(&MiRow) -> bool| -> Vec<&MiRow> {
+        let at = |epoch: u32, split: Split, pick: &dyn Fn(&MiRow) -> bool| -> Vec<&'a MiRow> {
             rs.iter().copied().filter(|r| r.epoch == epoch && r.split == split && pick(r)).collect()
         };
         let acc = |split| mean(at(last, split, &|r| r.layer == 1).iter().map(|r| r.accuracy));
         let is_softmax = |r: &MiRow| r.layer_name == "softmax";
         let soft = |epoch, split, f: fn(&MiRow) -> f64| mean(at(epoch, split, &is_softmax).iter().map(|r| f(r)));
-        let ceiling = rs.iter().filter(|r| r.split == Split::Test).map(|r| r.i_xt).fold(0.0, f64::max);
-        let convs: BTreeMap<u32, Vec<f64>> =
-            at(last, Split::Test, &|r| !is_softmax(r)).iter().fold(BTreeMap::new(), |mut m, r| {
-                m.entry(r.layer).or_insert_with(Vec::new).push(r.i_xt);
-                m
-            });
-        let at_ceiling = convs.values().filter(|v| ceiling - mean(v.iter().copied()) <= AT_CEILING).count();
         let hidden = at(last, Split::Test, &|r| !is_softmax(r));
+        // layer -> every seed's row of it at the ceiling
+        let mut layers: BTreeMap<u32, bool> = BTreeMap::new();
+        for r in &hidden {
+            *layers.entry(r.layer).or_insert(true) &= ceilings.holds(r);
+        }
+        let at_ceiling = layers.values().filter(|&&held| held).count();
         let last_hidden = hidden.iter().map(|r| r.layer).max().unwrap_or(0);
         let lh: Vec<&&MiRow> = hidden.iter().filter(|r| r.layer == last_hidden).collect();
         let epochs: BTreeSet<u32> = rs.iter().map(|r| r.epoch).collect();
@@ -290,7 +305,7 @@ fn summary(rows: &[&MiRow]) -> String {
         h_y.insert(rs[0].dataset.as_str(), soft(last, Split::Test, |r| r.h_y));
         let mut cells: Vec<String> = config.0.iter().map(|(_, _, v)| v.clone()).collect();
         cells.push(format!("{:.3} / {:.3}", acc(Split::Train), acc(Split::Test)));
-        cells.push(format!("{at_ceiling} of {}", convs.len()));
+        cells.push(format!("{at_ceiling} of {}", layers.len()));
         cells.push(format!(
             "{} {:.3} / {:.3}",
             lh.first().map_or("-", |r| r.layer_name.as_str()),
@@ -345,7 +360,9 @@ fn bins(rows: &[&MiRow]) -> String {
     let params = varied(rows);
     let last = rows.iter().map(|r| r.epoch).max().unwrap_or(0);
     let sizes: BTreeSet<u64> = rows.iter().map(|r| r.bin_size.to_bits()).collect();
-    let mut cells: BTreeMap<(Config, u32, String), BTreeMap<u64, Vec<(f64, f64)>>> = BTreeMap::new();
+    // (configuration, layer, name) -> bin size bits -> (I(X;T), I(Y;T)) of each seed
+    type Cells = BTreeMap<(Config, u32, String), BTreeMap<u64, Vec<(f64, f64)>>>;
+    let mut cells = Cells::new();
     for r in rows.iter().filter(|r| r.epoch == last && r.split == Split::Test) {
         cells
             .entry((config(r, &params), r.layer, r.layer_name.clone()))
@@ -377,18 +394,17 @@ fn bins(rows: &[&MiRow]) -> String {
 /// Seed spread of the softmax layer at every measured epoch (test split, paper bin size):
 /// mean and [min, max] over seeds, and whether every hidden layer of every seed sat at the
 /// ceiling throughout.
-fn seeds(rows: &[&MiRow]) -> String {
+fn seeds<'a>(rows: &[&'a MiRow], ceilings: &Ceilings<'a>) -> String {
     let params = varied(rows);
     let n_seeds = rows.iter().map(|r| r.seed).collect::<BTreeSet<_>>();
-    let test: Vec<&MiRow> =
+    let test: Vec<&'a MiRow> =
         rows.iter().copied().filter(|r| r.split == Split::Test && r.bin_size == PAPER_BIN).collect();
     let mut cells: BTreeMap<(Config, u32), Vec<&MiRow>> = BTreeMap::new();
     for r in test.iter().filter(|r| r.layer_name == "softmax") {
         cells.entry((config(r, &params), r.epoch)).or_default().push(r);
     }
-    let ceiling = test.iter().map(|r| r.i_xt).fold(0.0, f64::max);
-    let hidden: Vec<&&MiRow> = test.iter().filter(|r| r.layer_name != "softmax").collect();
-    let at_ceiling = hidden.iter().filter(|r| ceiling - r.i_xt <= AT_CEILING).count();
+    let hidden: Vec<&'a MiRow> = test.iter().copied().filter(|r| r.layer_name != "softmax").collect();
+    let at_ceiling = hidden.iter().filter(|r| ceilings.holds(r)).count();
     let spread = |v: Vec<f64>| {
         let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -422,7 +438,7 @@ fn seeds(rows: &[&MiRow]) -> String {
 /// Ours against the reference code's published measures at the epochs both measured: the
 /// softmax layer per epoch, and how many hidden (conv and FC) layers sit at the ceiling on
 /// each side.
-fn reference_table(rows: &[MiRow], reference: &[ReferenceRow]) -> String {
+fn reference_table<'a>(rows: &'a [MiRow], reference: &[ReferenceRow], ceilings: &Ceilings<'a>) -> String {
     type Key = (String, u32, u32, u32, String, String, String);
     let mut theirs: BTreeMap<Key, BTreeMap<u32, Vec<&ReferenceRow>>> = BTreeMap::new();
     for r in reference {
@@ -446,7 +462,7 @@ fn reference_table(rows: &[MiRow], reference: &[ReferenceRow]) -> String {
     let mut diffs: Vec<(u32, f64, f64)> = Vec::new();
     for ((dataset, width, depth, kernel, pooling, fc, split), epochs) in &theirs {
         // Ours: the first sweep's seed 0 at the paper's bin size with the same architecture.
-        let ours: Vec<&MiRow> = rows
+        let ours: Vec<&'a MiRow> = rows
             .iter()
             .filter(|r| {
                 r.dataset.as_str() == dataset
@@ -461,11 +477,14 @@ fn reference_table(rows: &[MiRow], reference: &[ReferenceRow]) -> String {
             })
             .collect();
         let Some(first_sweep) = ours.first().map(|r| r.sweep_id.clone()) else { continue };
-        let ours: Vec<&MiRow> = ours.into_iter().filter(|r| r.sweep_id == first_sweep).collect();
+        let ours: Vec<&'a MiRow> = ours.into_iter().filter(|r| r.sweep_id == first_sweep).collect();
+        // Each side is held to its own ceiling: the test split is the same 10,000 images for
+        // both, but the training draws differ (so do their entropies).
+        let ceiling_theirs = epochs.values().flatten().map(|r| r.i_xt).fold(0.0, f64::max);
         let fc = if fc.is_empty() { String::new() } else { format!(" fc {fc}") };
         let name = format!("{dataset} w{width} d{depth} k{kernel} pooling {pooling}{fc}");
         for (&ref_epoch, layers) in epochs {
-            let at: Vec<&&MiRow> = ours.iter().filter(|r| r.epoch == ref_epoch + 1).collect();
+            let at: Vec<&'a MiRow> = ours.iter().copied().filter(|r| r.epoch == ref_epoch + 1).collect();
             if at.is_empty() {
                 continue;
             }
@@ -475,15 +494,10 @@ fn reference_table(rows: &[MiRow], reference: &[ReferenceRow]) -> String {
             else {
                 continue;
             };
-            // Ceilings: the test split is the same 10,000 images for both; the training draws
-            // differ (so do their entropies), so each side is held to its own ceiling.
-            let ceiling_ours = ours.iter().map(|r| r.i_xt).fold(0.0, f64::max);
-            let ceiling_theirs = epochs.values().flatten().map(|r| r.i_xt).fold(0.0, f64::max);
             let hidden = layers.iter().filter(|r| r.layer != softmax_layer).count();
             let at_ceiling_theirs =
                 layers.iter().filter(|r| r.layer != softmax_layer && ceiling_theirs - r.i_xt <= AT_CEILING).count();
-            let at_ceiling_ours =
-                at.iter().filter(|r| r.layer_name != "softmax" && ceiling_ours - r.i_xt <= AT_CEILING).count();
+            let at_ceiling_ours = at.iter().filter(|r| r.layer_name != "softmax" && ceilings.holds(r)).count();
             diffs.push((ref_epoch + 1, mine.i_xt - their.i_xt, mine.i_yt - their.i_yt));
             table_row(
                 &mut t,
