@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ibsweep_coordinator::plot::{self, ImageFormat, Kind};
-use ibsweep_coordinator::reproduction::{self, PAPER_BIN, ReferenceRow, SweepEntry};
+use ibsweep_coordinator::reproduction::{self, Inputs, PAPER_BIN};
 use ibsweep_shared::job::Split;
-use ibsweep_shared::results::{MiRow, read_csv_file};
+use ibsweep_shared::results::MiRow;
 
 fn main() -> ExitCode {
     match run() {
@@ -30,9 +30,7 @@ fn run() -> Result<(), String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = root.join("docs/reproduction");
     let doc_path = root.join("docs/reproduction.md");
-    let rows = read_csv_file(&dir.join("results.csv"))?;
-    let sweeps: Vec<SweepEntry> = reproduction::read_table(&dir.join("sweeps.csv"))?;
-    let reference: Vec<ReferenceRow> = reproduction::read_table(&dir.join("reference.csv"))?;
+    let Inputs { rows, sweeps, reference } = Inputs::load(&dir)?;
     let tables = reproduction::tables(&rows, &sweeps, &reference);
     let doc = std::fs::read_to_string(&doc_path).map_err(|e| format!("{}: {e}", doc_path.display()))?;
     let filled = reproduction::fill(&doc, &tables)?;

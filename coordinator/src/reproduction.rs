@@ -63,6 +63,30 @@ pub fn read_table<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Res
         .collect()
 }
 
+/// What the report is made from: `results.csv`, `sweeps.csv` and `reference.csv` of one
+/// directory (`docs/reproduction`).
+#[derive(Debug)]
+pub struct Inputs {
+    pub rows: Vec<MiRow>,
+    pub sweeps: Vec<SweepEntry>,
+    pub reference: Vec<ReferenceRow>,
+}
+
+impl Inputs {
+    pub fn load(dir: &std::path::Path) -> Result<Inputs, String> {
+        Ok(Inputs {
+            rows: ibsweep_shared::results::read_csv_file(&dir.join("results.csv"))?,
+            sweeps: read_table(&dir.join("sweeps.csv"))?,
+            reference: read_table(&dir.join("reference.csv"))?,
+        })
+    }
+
+    /// Every generated table of the report, by block name.
+    pub fn tables(&self) -> BTreeMap<String, String> {
+        tables(&self.rows, &self.sweeps, &self.reference)
+    }
+}
+
 /// Every generated table by block name, in the order they are built.
 pub fn tables(rows: &[MiRow], sweeps: &[SweepEntry], reference: &[ReferenceRow]) -> BTreeMap<String, String> {
     let ceilings = Ceilings::of(rows);

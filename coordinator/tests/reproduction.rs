@@ -5,21 +5,22 @@
 
 use std::path::PathBuf;
 
-use ibsweep_coordinator::reproduction::{self, ReferenceRow, SweepEntry};
-use ibsweep_shared::results::read_csv_file;
+use ibsweep_coordinator::reproduction::{self, Inputs};
 
 #[test]
 fn the_reports_tables_equal_what_its_results_give() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = root.join("docs/reproduction");
-    let rows = read_csv_file(&dir.join("results.csv")).unwrap();
-    let sweeps: Vec<SweepEntry> = reproduction::read_table(&dir.join("sweeps.csv")).unwrap();
-    let reference: Vec<ReferenceRow> = reproduction::read_table(&dir.join("reference.csv")).unwrap();
-    assert!(!rows.is_empty() && !sweeps.is_empty() && !reference.is_empty());
-    for sweep in &sweeps {
-        assert!(rows.iter().any(|r| r.sweep_id == sweep.sweep_id), "no rows for {} in results.csv", sweep.figure);
+    let inputs = Inputs::load(&dir).unwrap();
+    assert!(!inputs.rows.is_empty() && !inputs.sweeps.is_empty() && !inputs.reference.is_empty());
+    for sweep in &inputs.sweeps {
+        assert!(
+            inputs.rows.iter().any(|r| r.sweep_id == sweep.sweep_id),
+            "no rows for {} in results.csv",
+            sweep.figure
+        );
     }
-    let tables = reproduction::tables(&rows, &sweeps, &reference);
+    let tables = inputs.tables();
     let doc = std::fs::read_to_string(root.join("docs/reproduction.md")).unwrap();
     let filled = reproduction::fill(&doc, &tables).unwrap();
     if filled != doc {
