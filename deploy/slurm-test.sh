@@ -20,6 +20,9 @@ chmod 755 "$W" # munged wants every directory above its socket searchable by all
 pids=()
 cleanup() {
     scancel --quiet --full --signal=KILL --jobname=ibsweep-worker 2>/dev/null || true
+    # Let slurmd see its steps end before it is stopped: killed first, it leaves their
+    # slurmstepd (and the worker under it) running after the test.
+    for _ in $(seq 20); do [[ -z $(squeue -h 2>/dev/null) ]] && break; sleep 0.5; done
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     sleep 1
     for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
