@@ -35,9 +35,6 @@ pub enum Error {
     Store(String),
     #[error("the store at {path} has format version {found}, this coordinator reads {expected}")]
     FormatVersion { path: String, found: String, expected: String },
-    /// A store transaction lost a race; the store reruns it, so callers never see this.
-    #[error("transaction conflict")]
-    Conflict,
     #[error("corrupt record in tree {tree}: {detail}")]
     Corrupt { tree: &'static str, detail: String },
 }
@@ -81,9 +78,7 @@ impl From<Error> for tonic::Status {
             | Error::WrongWorker { .. }
             | Error::FailedPrecondition(_)
             | Error::ProtocolMismatch { .. } => tonic::Status::failed_precondition(message),
-            Error::Store(_) | Error::FormatVersion { .. } | Error::Corrupt { .. } | Error::Conflict => {
-                tonic::Status::internal(message)
-            }
+            Error::Store(_) | Error::FormatVersion { .. } | Error::Corrupt { .. } => tonic::Status::internal(message),
         }
     }
 }

@@ -83,7 +83,11 @@ impl Tree {
 }
 
 /// The store's format; bump on any incompatible change of keys or records.
-pub const FORMAT_VERSION: &str = "2";
+/// 3: commits go through a redo record (`store::SledStore`), which a coordinator of format 2
+/// would not replay after a crash, so it must not open such a store.
+pub const FORMAT_VERSION: &str = "3";
+/// Formats this one reads as they are, upgraded in place at open.
+pub const UPGRADABLE_FORMATS: &[&str] = &["2"];
 pub const FORMAT_KEY: &[u8] = b"format_version";
 
 /// Reads and writes inside one transaction: all or nothing.

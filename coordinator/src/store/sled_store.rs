@@ -1,24 +1,52 @@
-//! The durable store: one sled tree per entity, multi-tree transactions, a format-version
-//! key checked at open (sled is beta software; its on-disk format has changed before).
+//! The durable store: one sled tree per entity, a format-version key checked at open (sled is
+//! beta software; its on-disk format has changed before), and atomic multi-tree commits made
+//! with a redo record instead of sled's transactions.
+//!
+//! Why not `sled::Transactional`: in sled 0.34 every transaction that commits seals and
+//! writes the current log buffer twice (`pin_log` rolls the buffer before and after its batch
+//! marker), each a `pwrite` plus a waited-for `sync_file_range` handed to an IO thread. A
+//! Lease and a Fail are one transaction each, so under load the coordinator spent most of its
+//! CPU in those writes and the thread switches around them, whatever group commit saved on
+//! flushes (docs/benchmarks.md, docs/design-notes.md).
+//!
+//! How a commit stays atomic without them: commits are serialized by one mutex; the body's
+//! writes are buffered; at commit the whole write set is first stored as one value (the redo
+//! record, one sled insert: one log message, atomic on its own), then applied key by key.
+//! sled recovers a prefix of its log, and the redo record precedes every write it describes,
+//! so after a crash the store holds either none of the commit (the record was not recovered),
+//! or the record and some of its writes, which [`SledStore::open`] completes by applying the
+//! record again before anything else reads the store. Applying is idempotent, and only the
+//! last commit's record can be incomplete, so one record is kept and overwritten each time.
 
-use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-
-use super::{FORMAT_KEY, FORMAT_VERSION, JobStore, Tree, Txn};
+use super::{FORMAT_KEY, FORMAT_VERSION, JobStore, Tree, Txn, UPGRADABLE_FORMATS};
 use crate::error::{Error, Result};
+
+/// The sled tree holding the redo record (not a [`Tree`]: only this store has one).
+const REDO_TREE: &str = "redo";
+const REDO_KEY: &[u8] = b"last";
+const REDO_MAGIC: &[u8; 4] = b"IBR1";
+
+/// A commit's writes: `None` removes the key. Ordered, so a record is deterministic.
+type Writes = BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>;
 
 #[derive(Debug)]
 pub struct SledStore {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+    redo: sled::Tree,
+    /// Held for a whole commit (body, redo record, apply): commits are serializable, and
+    /// a body's reads never see another commit half applied.
+    commit: Mutex<()>,
     path: PathBuf,
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `dir`; refuses a store of another format version.
+    /// Opens (or creates) the store in `dir`; refuses a store of another format version and
+    /// completes a commit a crash interrupted.
     pub fn open(dir: &Path) -> Result<SledStore> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Store(format!("cannot create {}: {e}", dir.display())))?;
         let db = sled::Config::new().path(dir).open().map_err(|e| match e {
@@ -28,14 +56,26 @@ impl SledStore {
             other => Error::Store(format!("cannot open {}: {other}", dir.display())),
         })?;
         let trees = Tree::ALL.iter().map(|t| db.open_tree(t.name())).collect::<sled::Result<Vec<_>>>()?;
-        let store = SledStore { db, trees, path: dir.to_path_buf() };
-        let meta = &store.trees[Tree::Meta.position()];
+        let redo = db.open_tree(REDO_TREE)?;
+        let store = SledStore { db, trees, redo, commit: Mutex::new(()), path: dir.to_path_buf() };
+        let meta = store.tree(Tree::Meta);
         match meta.get(FORMAT_KEY)? {
+            Some(found) if found.as_ref() == FORMAT_VERSION.as_bytes() => {}
+            // Older formats this one only adds to (the redo tree) are upgraded in place.
+            Some(found) if UPGRADABLE_FORMATS.iter().any(|f| found.as_ref() == f.as_bytes()) => {
+                tracing::info!(
+                    path = %dir.display(),
+                    from = %String::from_utf8_lossy(&found),
+                    to = FORMAT_VERSION,
+                    "upgrading the store's format"
+                );
+                meta.insert(FORMAT_KEY, FORMAT_VERSION.as_bytes())?;
+                store.db.flush()?;
+            }
             None => {
                 meta.insert(FORMAT_KEY, FORMAT_VERSION.as_bytes())?;
                 store.db.flush()?;
             }
-            Some(found) if found.as_ref() == FORMAT_VERSION.as_bytes() => {}
             Some(found) => {
                 return Err(Error::FormatVersion {
                     path: dir.display().to_string(),
@@ -44,61 +84,146 @@ impl SledStore {
                 });
             }
         }
+        if let Some(record) = store.redo.get(REDO_KEY)? {
+            // Usually already applied in full; if a crash cut the apply short, this ends it.
+            store.apply(&decode_redo(&record)?)?;
+            store.db.flush()?;
+        }
         Ok(store)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
 
-struct SledTxn<'a> {
-    trees: &'a [TransactionalTree],
-}
-
-fn conflict(e: sled::transaction::UnabortableTransactionError) -> Error {
-    match e {
-        // Handed back to sled below, which reruns the transaction.
-        sled::transaction::UnabortableTransactionError::Conflict => Error::Conflict,
-        sled::transaction::UnabortableTransactionError::Storage(e) => e.into(),
+    fn tree(&self, tree: Tree) -> &sled::Tree {
+        &self.trees[tree.position()]
     }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.commit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores `writes` as the redo record: from here on the commit survives a crash whole.
+    fn log(&self, writes: &Writes) -> Result<()> {
+        self.redo.insert(REDO_KEY, encode_redo(writes))?;
+        Ok(())
+    }
+
+    fn apply(&self, writes: &Writes) -> Result<()> {
+        for ((tree, key), value) in writes {
+            match value {
+                Some(value) => self.tree(*tree).insert(key, value.as_slice())?,
+                None => self.tree(*tree).remove(key)?,
+            };
+        }
+        Ok(())
+    }
+}
+
+/// `IBR1`, then per write: tree name (u8 length), key (u32 length), 0 = remove or
+/// 1 = insert followed by the value (u32 length). Lengths little-endian.
+fn encode_redo(writes: &Writes) -> Vec<u8> {
+    let size: usize = writes.iter().map(|((_, k), v)| 16 + 10 + k.len() + v.as_ref().map_or(0, Vec::len)).sum();
+    let mut out = Vec::with_capacity(REDO_MAGIC.len() + size);
+    out.extend_from_slice(REDO_MAGIC);
+    for ((tree, key), value) in writes {
+        let name = tree.name().as_bytes();
+        out.push(name.len() as u8);
+        out.extend_from_slice(name);
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(key);
+        match value {
+            None => out.push(0),
+            Some(value) => {
+                out.push(1);
+                out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                out.extend_from_slice(value);
+            }
+        }
+    }
+    out
+}
+
+fn decode_redo(mut bytes: &[u8]) -> Result<Writes> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
+        if bytes.len() < n {
+            return Err(Error::Corrupt { tree: REDO_TREE, detail: "truncated redo record".into() });
+        }
+        let (head, rest) = bytes.split_at(n);
+        *bytes = rest;
+        Ok(head)
+    }
+    fn len(bytes: &mut &[u8]) -> Result<usize> {
+        Ok(u32::from_le_bytes(take(bytes, 4)?.try_into().expect("4 bytes")) as usize)
+    }
+    if take(&mut bytes, REDO_MAGIC.len())? != REDO_MAGIC {
+        return Err(Error::Corrupt { tree: REDO_TREE, detail: "not a redo record".into() });
+    }
+    let mut writes = Writes::new();
+    while !bytes.is_empty() {
+        let name_len = take(&mut bytes, 1)?[0] as usize;
+        let name = take(&mut bytes, name_len)?;
+        let tree = Tree::ALL.into_iter().find(|t| t.name().as_bytes() == name).ok_or_else(|| Error::Corrupt {
+            tree: REDO_TREE,
+            detail: format!("unknown tree {:?}", String::from_utf8_lossy(name)),
+        })?;
+        let key_len = len(&mut bytes)?;
+        let key = take(&mut bytes, key_len)?.to_vec();
+        let value = match take(&mut bytes, 1)?[0] {
+            0 => None,
+            1 => {
+                let value_len = len(&mut bytes)?;
+                Some(take(&mut bytes, value_len)?.to_vec())
+            }
+            other => return Err(Error::Corrupt { tree: REDO_TREE, detail: format!("bad write kind {other}") }),
+        };
+        writes.insert((tree, key), value);
+    }
+    Ok(writes)
+}
+
+/// A commit in progress: reads see its own writes first, then the store.
+struct SledTxn<'a> {
+    store: &'a SledStore,
+    writes: Writes,
 }
 
 impl Txn for SledTxn<'_> {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.trees[tree.position()].get(key).map(|v| v.map(|v| v.to_vec())).map_err(conflict)
+        match self.writes.get(&(tree, key.to_vec())) {
+            Some(value) => Ok(value.clone()),
+            None => Ok(self.store.tree(tree).get(key)?.map(|v| v.to_vec())),
+        }
     }
 
     fn insert(&mut self, tree: Tree, key: &[u8], value: &[u8]) -> Result<()> {
-        self.trees[tree.position()].insert(key, value).map(|_| ()).map_err(conflict)
+        self.writes.insert((tree, key.to_vec()), Some(value.to_vec()));
+        Ok(())
     }
 
     fn remove(&mut self, tree: Tree, key: &[u8]) -> Result<()> {
-        self.trees[tree.position()].remove(key).map(|_| ()).map_err(conflict)
+        self.writes.insert((tree, key.to_vec()), None);
+        Ok(())
     }
 }
 
 impl JobStore for SledStore {
     fn transaction<R>(&self, body: &mut dyn FnMut(&mut dyn Txn) -> Result<R>) -> Result<R> {
-        // sled wants an `Fn` (it reruns the body on conflict); the body is FnMut, and runs are
-        // sequential, so a RefCell is enough.
-        let body = RefCell::new(body);
-        let result = self.trees.as_slice().transaction(|trees| {
-            let mut txn = SledTxn { trees };
-            (body.borrow_mut())(&mut txn).map_err(|e| match e {
-                Error::Conflict => ConflictableTransactionError::Conflict,
-                other => ConflictableTransactionError::Abort(other),
-            })
-        });
-        match result {
-            Ok(r) => Ok(r),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
+        let _commit = self.lock();
+        let mut txn = SledTxn { store: self, writes: Writes::new() };
+        let result = body(&mut txn)?;
+        // Even a single write is logged: the record must always describe the last commit,
+        // or reopening would apply an older one over it.
+        if !txn.writes.is_empty() {
+            self.log(&txn.writes)?;
+            self.apply(&txn.writes)?;
         }
+        Ok(result)
     }
 
     fn scan(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.trees[tree.position()]
+        self.tree(tree)
             .scan_prefix(prefix)
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Error::from))
             .collect()
@@ -116,7 +241,7 @@ impl JobStore for SledStore {
             Some(key) => Bound::Excluded(key.to_vec()),
             None => Bound::Included(prefix.to_vec()),
         };
-        self.trees[tree.position()]
+        self.tree(tree)
             .range::<Vec<u8>, _>((start, Bound::Unbounded))
             .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
             .take(limit)
@@ -131,5 +256,96 @@ impl JobStore for SledStore {
 
     fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writes(entries: &[(Tree, &[u8], Option<&[u8]>)]) -> Writes {
+        entries.iter().map(|(t, k, v)| ((*t, k.to_vec()), v.map(<[u8]>::to_vec))).collect()
+    }
+
+    fn get(store: &SledStore, tree: Tree, key: &[u8]) -> Option<Vec<u8>> {
+        store.transaction(&mut |txn| txn.get(tree, key)).unwrap()
+    }
+
+    #[test]
+    fn redo_records_round_trip_and_refuse_garbage() {
+        let w =
+            writes(&[(Tree::Jobs, b"k1", Some(b"v1")), (Tree::Active, b"", None), (Tree::Workers, b"w", Some(b""))]);
+        assert_eq!(decode_redo(&encode_redo(&w)).unwrap(), w);
+        let bytes = encode_redo(&w);
+        for cut in [0, 3, 5, bytes.len() - 1] {
+            assert!(decode_redo(&bytes[..cut]).is_err(), "a record cut at {cut} bytes must be refused");
+        }
+        let mut other_tree = encode_redo(&writes(&[(Tree::Jobs, b"k", None)]));
+        other_tree[5..9].copy_from_slice(b"xobs");
+        assert!(decode_redo(&other_tree).unwrap_err().to_string().contains("unknown tree \"xobs\""));
+    }
+
+    /// A crash after the redo record and part of the apply (what a torn log prefix leaves):
+    /// reopening finishes the commit before anyone reads.
+    #[test]
+    fn reopening_completes_a_commit_cut_short_after_its_redo_record() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store
+                .transaction(&mut |txn| {
+                    txn.insert(Tree::Jobs, b"old", b"gone soon")?;
+                    txn.insert(Tree::Sweeps, b"s", b"before")
+                })
+                .unwrap();
+            let commit = writes(&[
+                (Tree::Jobs, b"old", None),
+                (Tree::Jobs, b"new", Some(b"job")),
+                (Tree::Sweeps, b"s", Some(b"after")),
+            ]);
+            store.log(&commit).unwrap();
+            // Only the first write reaches the trees before the "crash".
+            let first: Writes = commit.into_iter().take(1).collect();
+            store.apply(&first).unwrap();
+            store.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(get(&store, Tree::Jobs, b"old"), None);
+        assert_eq!(get(&store, Tree::Jobs, b"new"), Some(b"job".to_vec()));
+        assert_eq!(get(&store, Tree::Sweeps, b"s"), Some(b"after".to_vec()));
+    }
+
+    /// The record always describes the last commit, so replaying it never undoes a later one.
+    #[test]
+    fn replaying_the_last_record_keeps_every_later_write() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store.transaction(&mut |txn| txn.insert(Tree::Meta, b"k", b"1")).unwrap();
+            store.transaction(&mut |txn| txn.insert(Tree::Meta, b"k", b"2")).unwrap();
+            // An aborted commit writes nothing, not even a record.
+            let aborted = store.transaction(&mut |txn| -> Result<()> {
+                txn.insert(Tree::Meta, b"k", b"3")?;
+                Err(Error::InvalidArgument("abort".into()))
+            });
+            assert!(aborted.is_err());
+            store.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(get(&store, Tree::Meta, b"k"), Some(b"2".to_vec()));
+    }
+
+    #[test]
+    fn a_format_2_store_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("meta").unwrap().insert(FORMAT_KEY, "2").unwrap();
+            db.open_tree("jobs").unwrap().insert("j", "kept").unwrap();
+            db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(get(&store, Tree::Jobs, b"j"), Some(b"kept".to_vec()));
+        assert_eq!(get(&store, Tree::Meta, FORMAT_KEY), Some(FORMAT_VERSION.as_bytes().to_vec()));
     }
 }
