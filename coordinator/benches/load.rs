@@ -13,6 +13,11 @@
 //! Then the restart: a 10^6-point sweep with 10^5 jobs finished, the coordinator killed
 //! (`kill -9`) and started again: time until the first lease is served.
 //!
+//! And the floor: `lease-fail` against a null server (this binary again, answering Register,
+//! Lease and Fail at once through tonic, storing nothing), so the table shows what these two
+//! cores give a gRPC server and these clients before any scheduling or storage is done. Each
+//! row prints the CPU both sides used (from /proc), per grant.
+//!
 //!   cargo bench -p ibsweep-coordinator --bench load
 //!   IBSWEEP_LOAD_WORKERS=1,10,100,1000 IBSWEEP_LOAD_SECONDS=10 IBSWEEP_LOAD_FINISHED=100000 \
 //!   IBSWEEP_LOAD_WORKLOADS=jobs,noop,lease-fail IBSWEEP_LOAD_PLOT=docs/load.png cargo bench ...
@@ -26,10 +31,12 @@ use std::time::{Duration, Instant};
 
 use ibsweep_proto::v1::sweep_service_client::SweepServiceClient;
 use ibsweep_proto::v1::worker_service_client::WorkerServiceClient;
+use ibsweep_proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
 use ibsweep_proto::v1::{self as pb};
 use ibsweep_shared::measure::LayerHistogram;
 use prost::Message;
 use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
 
 /// Anchors: no-op tasks per second on this machine kind, each at its best documented
 /// settings (issue #13).
@@ -73,6 +80,16 @@ impl Coordinator {
         Coordinator { child, url: format!("http://127.0.0.1:{port}") }
     }
 
+    /// The null server: this bench binary again, in its own process like the coordinator.
+    fn start_null(port: u16) -> Coordinator {
+        let child = Command::new(std::env::current_exe().expect("the bench binary"))
+            .env(NULL_SERVER_ENV, format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the null server");
+        Coordinator { child, url: format!("http://127.0.0.1:{port}") }
+    }
+
     /// Peak resident memory (VmHWM) in MB.
     fn peak_rss_mb(&self) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
@@ -81,6 +98,11 @@ impl Coordinator {
             .find(|l| l.starts_with("VmHWM:"))
             .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
             .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// CPU seconds the coordinator has used so far.
+    fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
     }
 
     fn kill(mut self) {
@@ -94,6 +116,16 @@ impl Drop for Coordinator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// User + system CPU seconds of a process, from its `/proc/.../stat` (fields 14 and 15, in
+/// USER_HZ, which is 100 on Linux whatever the kernel's tick).
+fn cpu_seconds(stat_path: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // The command name (field 2) may contain spaces: count fields after its closing ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn free_port() -> u16 {
@@ -127,6 +159,8 @@ enum Workload {
     Jobs,
     Noop,
     LeaseFail,
+    /// `lease-fail` against the null server: the floor.
+    Null,
 }
 
 impl Workload {
@@ -136,6 +170,7 @@ impl Workload {
             Workload::Jobs => "jobs",
             Workload::Noop => "noop",
             Workload::LeaseFail => "lease-fail",
+            Workload::Null => "null",
         }
     }
 
@@ -147,7 +182,7 @@ impl Workload {
                 seeds(10_000)
             ),
             // A 10^6-point sweep of the smallest jobs.
-            Workload::Noop | Workload::LeaseFail => format!(
+            Workload::Noop | Workload::LeaseFail | Workload::Null => format!(
                 "name: {name}\nparameters:\n  dataset: {{value: mnist}}\n  width: {{value: 1}}\n  depth: {{value: 1}}\n  kernel: {{value: 3}}\n  seed: {{values: [{}]}}\n  lr: {{values: [{}]}}\n  epochs: {{value: 1}}\nmeasure: {{epochs: [0], splits: [test], bin_sizes: [0.67]}}\ntrain: {{train_size: 10, test_size: 1, batch_size: 1}}\nlimits: {{max_attempts: 1}}\n",
                 seeds(1000),
                 (1..=1000).map(|i| format!("{}", f64::from(i) * 1e-6)).collect::<Vec<_>>().join(", ")
@@ -256,7 +291,7 @@ async fn worker(
         lat.lease.push(t.elapsed());
         let Some(lease) = lease.lease else { break };
         totals.grants.fetch_add(1, Ordering::Relaxed);
-        if workload == Workload::LeaseFail {
+        if matches!(workload, Workload::LeaseFail | Workload::Null) {
             call!(
                 totals,
                 client.fail(pb::FailRequest {
@@ -374,6 +409,16 @@ struct Row {
     rss_mb: f64,
     store_mb: f64,
     errors: u64,
+    /// Cores used over the measured seconds by the server and by this load generator.
+    server_cores: f64,
+    client_cores: f64,
+}
+
+impl Row {
+    /// Server CPU per grant, in ms.
+    fn server_ms_per_grant(&self) -> f64 {
+        if self.grants_per_s > 0.0 { self.server_cores / self.grants_per_s * 1e3 } else { 0.0 }
+    }
 }
 
 /// Where the store under test lives: the system's temp directory (the local disk here), or
@@ -388,9 +433,15 @@ fn store_dir() -> tempfile::TempDir {
 async fn run(workload: Workload, workers: usize, seconds: u64, job_time: Duration) -> Row {
     let dir = store_dir();
     let data = dir.path().join("store");
-    let coordinator = Coordinator::start(&data, free_port());
-    let mut sweeps = SweepServiceClient::new(channel(&coordinator.url).await);
-    sweeps.submit(pb::SubmitRequest { grid_yaml: workload.grid("load"), file_name: "load.yaml".into() }).await.unwrap();
+    let coordinator = match workload {
+        Workload::Null => Coordinator::start_null(free_port()),
+        _ => Coordinator::start(&data, free_port()),
+    };
+    if workload != Workload::Null {
+        let mut sweeps = SweepServiceClient::new(channel(&coordinator.url).await);
+        let grid = workload.grid("load");
+        sweeps.submit(pb::SubmitRequest { grid_yaml: grid, file_name: "load.yaml".into() }).await.unwrap();
+    }
     let layers = Arc::new(match workload {
         Workload::Paper | Workload::Jobs => vec![histogram(ENTRIES); LAYERS],
         _ => vec![histogram(1); 2],
@@ -416,9 +467,11 @@ async fn run(workload: Workload, workers: usize, seconds: u64, job_time: Duratio
         totals.completions.load(Ordering::SeqCst),
         totals.entries.load(Ordering::SeqCst),
     );
+    let cpu_before = (coordinator.cpu_seconds(), cpu_seconds("/proc/self/stat"));
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = (coordinator.cpu_seconds(), cpu_seconds("/proc/self/stat"));
     let after = (
         totals.grants.load(Ordering::SeqCst),
         totals.completions.load(Ordering::SeqCst),
@@ -445,6 +498,8 @@ async fn run(workload: Workload, workers: usize, seconds: u64, job_time: Duratio
         rss_mb: coordinator.peak_rss_mb(),
         store_mb: dir_size(&data) as f64 / 1e6,
         errors: totals.errors.load(Ordering::SeqCst),
+        server_cores: (cpu_after.0 - cpu_before.0) / elapsed,
+        client_cores: (cpu_after.1 - cpu_before.1) / elapsed,
     };
     coordinator.kill();
     row
@@ -509,8 +564,8 @@ fn plot(rows: &[Row], path: &PathBuf) {
     let root = BitMapBackend::new(path, (1000, 420)).into_drawing_area();
     root.fill(&WHITE).unwrap();
     let (left, right) = root.split_horizontally(500);
-    let workloads = [Workload::Paper, Workload::Jobs, Workload::Noop, Workload::LeaseFail];
-    let colors = [MAGENTA, RED, BLUE, GREEN];
+    let workloads = [Workload::Paper, Workload::Jobs, Workload::Noop, Workload::LeaseFail, Workload::Null];
+    let colors = [MAGENTA, RED, BLUE, GREEN, BLACK];
     let max_rate = rows.iter().map(|r| r.grants_per_s).fold(1.0, f64::max) * 1.2;
     let mut chart = ChartBuilder::on(&left)
         .caption("durable grants/s", ("sans-serif", 18))
@@ -554,7 +609,89 @@ fn plot(rows: &[Row], path: &PathBuf) {
     root.present().unwrap();
 }
 
+/// Set to an address, the bench binary serves [`NullWorkers`] there instead of benchmarking.
+const NULL_SERVER_ENV: &str = "IBSWEEP_LOAD_NULL_SERVER";
+
+/// The floor: the worker protocol served by tonic with nothing behind it. Register, Lease and
+/// Fail answer at once (every Lease grants the same made-up job); the rest are refused.
+struct NullWorkers;
+
+#[tonic::async_trait]
+impl WorkerService for NullWorkers {
+    async fn register(&self, _: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        Ok(Response::new(pb::RegisterResponse { worker_id: "null".into(), ..Default::default() }))
+    }
+
+    async fn lease(&self, _: Request<pb::LeaseRequest>) -> Result<Response<pb::LeaseResponse>, Status> {
+        let lease = pb::Lease { job_id: "null".into(), fencing_token: 1, ..Default::default() };
+        Ok(Response::new(pb::LeaseResponse { lease: Some(lease), retry_after_ms: 0 }))
+    }
+
+    async fn fail(&self, _: Request<pb::FailRequest>) -> Result<Response<pb::FailResponse>, Status> {
+        Ok(Response::new(pb::FailResponse {}))
+    }
+
+    async fn heartbeat(&self, _: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        Err(null_refusal())
+    }
+
+    async fn upload_histograms(
+        &self,
+        _: Request<tonic::Streaming<pb::HistogramChunk>>,
+    ) -> Result<Response<pb::UploadResponse>, Status> {
+        Err(null_refusal())
+    }
+
+    async fn complete(&self, _: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
+        Err(null_refusal())
+    }
+
+    async fn upload_checkpoint(
+        &self,
+        _: Request<tonic::Streaming<pb::CheckpointPiece>>,
+    ) -> Result<Response<pb::CheckpointResponse>, Status> {
+        Err(null_refusal())
+    }
+
+    type DownloadCheckpointStream = tokio_stream::Empty<Result<pb::CheckpointPiece, Status>>;
+
+    async fn download_checkpoint(
+        &self,
+        _: Request<pb::CheckpointRequest>,
+    ) -> Result<Response<Self::DownloadCheckpointStream>, Status> {
+        Err(null_refusal())
+    }
+
+    async fn discard_checkpoint(
+        &self,
+        _: Request<pb::DiscardCheckpointRequest>,
+    ) -> Result<Response<pb::DiscardCheckpointResponse>, Status> {
+        Err(null_refusal())
+    }
+}
+
+fn null_refusal() -> Status {
+    Status::unimplemented("the null server answers Register, Lease and Fail only")
+}
+
+/// Serves [`NullWorkers`] on `addr` until killed, on a runtime like the coordinator's.
+fn null_server(addr: &str) {
+    let addr: std::net::SocketAddr = addr.parse().expect("a socket address");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime
+        .block_on(
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(WorkerServiceServer::new(NullWorkers))
+                .serve(addr),
+        )
+        .expect("the null server");
+}
+
 fn main() {
+    if let Ok(addr) = std::env::var(NULL_SERVER_ENV) {
+        return null_server(&addr);
+    }
     if std::env::args().any(|a| a == "--list") {
         return;
     }
@@ -563,14 +700,15 @@ fn main() {
     let seconds = env_u64("IBSWEEP_LOAD_SECONDS", 10);
     let finished = env_u64("IBSWEEP_LOAD_FINISHED", 100_000);
     let job_time = Duration::from_secs(env_u64("IBSWEEP_LOAD_JOB_SECONDS", 5));
-    let workloads: Vec<Workload> = env_list("IBSWEEP_LOAD_WORKLOADS", "paper,jobs,noop,lease-fail")
+    let workloads: Vec<Workload> = env_list("IBSWEEP_LOAD_WORKLOADS", "paper,jobs,noop,lease-fail,null")
         .iter()
         .map(|w| match w.as_str() {
             "paper" => Workload::Paper,
             "jobs" => Workload::Jobs,
             "noop" => Workload::Noop,
             "lease-fail" => Workload::LeaseFail,
-            other => panic!("unknown workload {other}"),
+            "null" => Workload::Null,
+            other => panic!("unknown workload {other} (paper, jobs, noop, lease-fail, null)"),
         })
         .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
@@ -582,7 +720,7 @@ fn main() {
         }
     }
     println!(
-        "\n{:<10} {:>7} {:>10} {:>10} {:>12} {:>8} {:>16} {:>16} {:>16} {:>16} {:>8} {:>8} {:>6}",
+        "\n{:<10} {:>7} {:>10} {:>10} {:>12} {:>8} {:>16} {:>16} {:>16} {:>16} {:>8} {:>8} {:>6} {:>9} {:>8} {:>9}",
         "workload",
         "workers",
         "grants/s",
@@ -595,11 +733,14 @@ fn main() {
         "Complete",
         "RSS MB",
         "store MB",
-        "errors"
+        "errors",
+        "srv cores",
+        "ms/grant",
+        "gen cores"
     );
     for r in &mut rows {
         println!(
-            "{:<10} {:>7} {:>10.0} {:>10.0} {:>12.0} {:>8.1} {:>16} {:>16} {:>16} {:>16} {:>8.0} {:>8.1} {:>6}",
+            "{:<10} {:>7} {:>10.0} {:>10.0} {:>12.0} {:>8.1} {:>16} {:>16} {:>16} {:>16} {:>8.0} {:>8.1} {:>6} {:>9.2} {:>8.3} {:>9.2}",
             r.workload.name(),
             r.workers,
             r.grants_per_s,
@@ -612,10 +753,27 @@ fn main() {
             quantiles(&mut r.lat.complete),
             r.rss_mb,
             r.store_mb,
-            r.errors
+            r.errors,
+            r.server_cores,
+            r.server_ms_per_grant(),
+            r.client_cores
         );
     }
-    println!("(latencies in ms; grants and completions are durable: acknowledged after the flush that covers them)");
+    println!("(latencies in ms; grants and completions are durable: acknowledged after the flush that covers them;");
+    println!(
+        " srv cores / gen cores: CPU used by the server and by this load generator; ms/grant: server CPU per grant)"
+    );
+    for null in rows.iter().filter(|r| r.workload == Workload::Null) {
+        if let Some(real) = rows.iter().find(|r| r.workload == Workload::LeaseFail && r.workers == null.workers) {
+            println!(
+                "floor at {} workers: the null server answers {:.0} Lease+Fail/s; ibsweep grants {:.0}/s durably = {:.0} % of it",
+                null.workers,
+                null.grants_per_s,
+                real.grants_per_s,
+                real.grants_per_s / null.grants_per_s * 100.0
+            );
+        }
+    }
     let best = |w: Workload, f: fn(&Row) -> f64| rows.iter().filter(|r| r.workload == w).map(f).fold(0.0, f64::max);
     let noop = best(Workload::Noop, |r| r.completions_per_s);
     let lease_fail = best(Workload::LeaseFail, |r| r.grants_per_s);

@@ -167,7 +167,7 @@ pub async fn serve_with<S: JobStore>(
     let sweeps = SweepServiceServer::new(Sweeps(Arc::clone(&scheduler)))
         .max_decoding_message_size(limits.max_request_bytes)
         .max_encoding_message_size(limits.max_request_bytes);
-    let workers = WorkerServiceServer::new(Workers(Arc::clone(&scheduler)))
+    let workers = WorkerServiceServer::new(Workers::new(Arc::clone(&scheduler)))
         .max_decoding_message_size(limits.max_upload_bytes)
         .max_encoding_message_size(limits.max_upload_bytes);
     let result = builder
@@ -288,19 +288,59 @@ async fn blocking<S: JobStore, T: Send + 'static>(
     }
 }
 
-/// Hot-path work (a lease, a heartbeat, a failure: a few keys, no scans) runs inline on the
-/// runtime; its flush is deferred and awaited with every other request's ([`Scheduler::durable`]),
-/// so a thousand waiting workers cost no threads.
-async fn fast<S: JobStore, T>(
-    scheduler: &Arc<Scheduler<S>>,
-    work: impl FnOnce(&Scheduler<S>) -> Result<T>,
-) -> Result<T, Status> {
-    let (result, needs_flush) = deferring(|| work(scheduler));
-    let value = result.map_err(Status::from)?;
-    if needs_flush {
-        scheduler.durable().await.map_err(Status::from)?;
+/// One thread that runs every hot-path transition (a lease, a heartbeat, a failure: a few
+/// keys, no scans) back to back, with its flush deferred; the caller awaits the answer, then
+/// durability with every other request ([`Scheduler::durable`]).
+///
+/// Why a thread of its own: these transitions are serialized by the scheduler's index lock
+/// anyway. Run inline on the runtime's two threads, the one that lost the race for the lock
+/// blocked, and with it the network work it could have done, and each hand-over of the lock
+/// waited for a sleeping thread to be scheduled. Queued to one thread they never contend,
+/// and the runtime only does I/O. Measured in docs/benchmarks.md.
+#[derive(Debug)]
+struct HotPath {
+    queue: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+impl HotPath {
+    /// The thread ends when the service (the only sender) is dropped; it holds no
+    /// scheduler of its own, so a stopped server leaves its store closed.
+    fn start() -> HotPath {
+        let (queue, jobs) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        std::thread::Builder::new()
+            .name("ibsweep-hot".into())
+            .spawn(move || {
+                for job in jobs {
+                    // A panicking transition drops its answer (its caller gets INTERNAL);
+                    // the others go on.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            })
+            .expect("start the hot-path thread");
+        HotPath { queue }
     }
-    Ok(value)
+
+    async fn run<S: JobStore, T: Send + 'static>(
+        &self,
+        scheduler: &Arc<Scheduler<S>>,
+        work: impl FnOnce(&Scheduler<S>) -> Result<T> + Send + 'static,
+    ) -> Result<T, Status> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let s = Arc::clone(scheduler);
+        self.queue
+            .send(Box::new(move || {
+                let _ = answer.send(deferring(|| work(&s)));
+            }))
+            .map_err(|_| Status::unavailable("the coordinator is shutting down"))?;
+        let (result, needs_flush) = answered
+            .await
+            .map_err(|_| Status::internal("the transition failed unexpectedly (see the coordinator's log)"))?;
+        let value = result.map_err(Status::from)?;
+        if needs_flush {
+            scheduler.durable().await.map_err(Status::from)?;
+        }
+        Ok(value)
+    }
 }
 
 /// Heavier work on a blocking thread, acknowledged after an awaited, shared flush.
@@ -543,12 +583,22 @@ pub fn ingest_one<S: JobStore>(scheduler: &Scheduler<S>, chunk: pb::HistogramChu
 
 /// The worker-facing service.
 #[derive(Debug)]
-pub struct Workers<S: JobStore>(Arc<Scheduler<S>>);
+pub struct Workers<S: JobStore> {
+    scheduler: Arc<Scheduler<S>>,
+    hot: HotPath,
+}
 
 impl<S: JobStore> Workers<S> {
     /// The service over `scheduler` (fuzz targets call its handlers directly).
     pub fn new(scheduler: Arc<Scheduler<S>>) -> Workers<S> {
-        Workers(scheduler)
+        Workers { scheduler, hot: HotPath::start() }
+    }
+
+    async fn fast<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Scheduler<S>) -> Result<T> + Send + 'static,
+    ) -> Result<T, Status> {
+        self.hot.run(&self.scheduler, work).await
     }
 }
 
@@ -597,14 +647,15 @@ impl<S: JobStore> WorkerService for Workers<S> {
         }
         let name = r.name.clone();
         let previous = optional_id::<WorkerId>(&r.previous_worker_id)?;
-        let registration = blocking(&self.0, move |s| s.register(&r.name, r.threads, &r.device, previous)).await?;
+        let registration =
+            blocking(&self.scheduler, move |s| s.register(&r.name, r.threads, &r.device, previous)).await?;
         let id = registration.id;
         if registration.reused {
             tracing::info!(worker = %id, "worker {name} registered again (reconnected)");
         } else {
             tracing::info!(worker = %id, "worker {name} registered");
         }
-        let timing = self.0.timing();
+        let timing = self.scheduler.timing();
         Ok(Response::new(pb::RegisterResponse {
             worker_id: id.to_string(),
             heartbeat_interval_ms: timing.heartbeat_interval_ms as u32,
@@ -614,7 +665,7 @@ impl<S: JobStore> WorkerService for Workers<S> {
 
     async fn lease(&self, request: Request<pb::LeaseRequest>) -> Result<Response<pb::LeaseResponse>, Status> {
         let worker: WorkerId = parse(&request.into_inner().worker_id)?;
-        let grant = fast(&self.0, move |s| s.lease(worker)).await?;
+        let grant = self.fast(move |s| s.lease(worker)).await?;
         let lease = match grant {
             Some(g) => {
                 tracing::info!(job = %g.job_id, token = %g.token, attempt = g.attempt, "leased to {worker}");
@@ -627,7 +678,7 @@ impl<S: JobStore> WorkerService for Workers<S> {
                     spec_json: serde_json::to_string(&g.spec).map_err(|e| Status::internal(e.to_string()))?,
                     deadline_ms: g.deadline_ms,
                     resume: g.resume.map(|c| pb::CheckpointInfo { epoch: c.epoch, size: c.size, sha256: c.sha256 }),
-                    final_checkpoint: self.0.keeps_final_checkpoints() && g.spec.checkpoint_every > 0,
+                    final_checkpoint: self.scheduler.keeps_final_checkpoints() && g.spec.checkpoint_every > 0,
                 })
             }
             None => None,
@@ -642,7 +693,7 @@ impl<S: JobStore> WorkerService for Workers<S> {
         let r = request.into_inner();
         let job: JobId = parse(&r.job_id)?;
         let claim = claim(&r.worker_id, r.fencing_token, &r.lease_secret)?;
-        let beat = fast(&self.0, move |s| s.heartbeat(&claim, job, r.epoch)).await?;
+        let beat = self.fast(move |s| s.heartbeat(&claim, job, r.epoch)).await?;
         Ok(Response::new(pb::HeartbeatResponse { cancelled: beat.cancelled, deadline_ms: beat.deadline_ms }))
     }
 
@@ -654,7 +705,7 @@ impl<S: JobStore> WorkerService for Workers<S> {
         let (mut accepted, mut duplicates) = (0, 0);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
-            let scheduler = Arc::clone(&self.0);
+            let scheduler = Arc::clone(&self.scheduler);
             let ingested = tokio::task::spawn_blocking(move || ingest_one(&scheduler, chunk))
                 .await
                 .map_err(|e| Status::internal(format!("store task failed: {e}")))??;
@@ -665,7 +716,7 @@ impl<S: JobStore> WorkerService for Workers<S> {
             }
         }
         // Acknowledge only what is on disk.
-        self.0.durable().await?;
+        self.scheduler.durable().await?;
         Ok(Response::new(pb::UploadResponse { accepted, duplicates }))
     }
 
@@ -673,7 +724,7 @@ impl<S: JobStore> WorkerService for Workers<S> {
         let r = request.into_inner();
         let job: JobId = parse(&r.job_id)?;
         let claim = claim(&r.worker_id, r.fencing_token, &r.lease_secret)?;
-        let rows = blocking_durable(&self.0, move |s| {
+        let rows = blocking_durable(&self.scheduler, move |s| {
             s.complete(&claim, job, (&r.train_indices_hash, &r.test_indices_hash), r.chunks)
         })
         .await?;
@@ -687,7 +738,7 @@ impl<S: JobStore> WorkerService for Workers<S> {
         let claim = claim(&r.worker_id, r.fencing_token, &r.lease_secret)?;
         let shown: String = r.reason.chars().take(200).collect();
         tracing::warn!(job = %job, release = r.release, "job ended without results: {shown}");
-        fast(&self.0, move |s| s.fail(&claim, job, &r.reason, r.release)).await?;
+        self.fast(move |s| s.fail(&claim, job, &r.reason, r.release)).await?;
         Ok(Response::new(pb::FailResponse {}))
     }
 
@@ -711,7 +762,7 @@ impl<S: JobStore> WorkerService for Workers<S> {
         // so a slow disk holds back the stream instead of piling pieces up in memory.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
         let writer = {
-            let scheduler = Arc::clone(&self.0);
+            let scheduler = Arc::clone(&self.scheduler);
             tokio::task::spawn_blocking(move || {
                 let mut incoming = scheduler.begin_checkpoint(&header)?;
                 while let Some(bytes) = rx.blocking_recv() {
@@ -757,7 +808,7 @@ impl<S: JobStore> WorkerService for Workers<S> {
         let r = request.into_inner();
         let job: JobId = parse(&r.job_id)?;
         let claim = claim(&r.worker_id, r.fencing_token, &r.lease_secret)?;
-        let (checkpoint, path) = blocking(&self.0, move |s| s.resume_checkpoint(&claim, job)).await?;
+        let (checkpoint, path) = blocking(&self.scheduler, move |s| s.resume_checkpoint(&claim, job)).await?;
         let info = pb::CheckpointInfo { epoch: checkpoint.epoch, size: checkpoint.size, sha256: checkpoint.sha256 };
         let stream = stream_file(path, move |first, data| pb::CheckpointPiece {
             claim: None,
@@ -775,7 +826,7 @@ impl<S: JobStore> WorkerService for Workers<S> {
         let c = r.claim.ok_or_else(|| Status::invalid_argument("the claim is missing"))?;
         let job: JobId = parse(&c.job_id)?;
         let claim = claim(&c.worker_id, c.fencing_token, &c.lease_secret)?;
-        blocking(&self.0, move |s| s.discard_checkpoint(&claim, job, &r.reason)).await?;
+        blocking(&self.scheduler, move |s| s.discard_checkpoint(&claim, job, &r.reason)).await?;
         Ok(Response::new(pb::DiscardCheckpointResponse {}))
     }
 }
