@@ -263,7 +263,10 @@ impl JobStore for SledStore {
 mod tests {
     use super::*;
 
-    fn writes(entries: &[(Tree, &[u8], Option<&[u8]>)]) -> Writes {
+    /// (tree, key, value; `None` removes)
+    type Write<'a> = (Tree, &'a [u8], Option<&'a [u8]>);
+
+    fn writes(entries: &[Write<'_>]) -> Writes {
         entries.iter().map(|(t, k, v)| ((*t, k.to_vec()), v.map(<[u8]>::to_vec))).collect()
     }
 
