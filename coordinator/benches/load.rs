@@ -4,8 +4,9 @@
 //! Workloads, each at N = 1, 10, 100, 1,000 workers for a fixed time:
 //! - `paper`: what workers do in a real sweep: lease, train (simulated: a sleep of
 //!   IBSWEEP_LOAD_JOB_SECONDS, default 5, with a heartbeat every second), upload the job's
-//!   histograms (10,000 entries per layer, 8 layers, 2 splits), complete. The latency a
-//!   worker sees with 1,000 of them attached;
+//!   histograms (10,000 entries per layer, 8 layers, 2 splits), complete. The workers start
+//!   spread over one job time (a steady state, not a herd): the latency a worker sees with
+//!   1,000 of them attached;
 //! - `jobs`: the same without the training time: histogram ingest at saturation;
 //! - `noop`: the same with the smallest job there is (2 histograms of one entry);
 //! - `lease-fail`: Lease then Fail, the protocol the anchors were measured with.
@@ -271,6 +272,7 @@ async fn worker(
     totals: Arc<Totals>,
     stop: Arc<AtomicBool>,
     job_time: Duration,
+    start_after: Duration,
 ) -> Latencies {
     let mut client = WorkerServiceClient::new(channel(&url).await).max_decoding_message_size(8 << 20);
     let mut lat = Latencies::default();
@@ -285,6 +287,7 @@ async fn worker(
             Err(_) => return lat,
         }
     };
+    tokio::time::sleep(start_after).await;
     while !stop.load(Ordering::Relaxed) {
         let t = Instant::now();
         let lease = call!(totals, client.lease(pb::LeaseRequest { worker_id: worker_id.clone() }));
@@ -448,8 +451,15 @@ async fn run(workload: Workload, workers: usize, seconds: u64, job_time: Duratio
     });
     let totals = Arc::new(Totals::default());
     let stop = Arc::new(AtomicBool::new(false));
+    // Workers of a real sweep do not all start in the same millisecond: in `paper` they start
+    // spread over one job time, so the run is the steady state of `workers` attached workers
+    // (one lease every job time each), not a thundering herd at second 0.
+    let start_after = |i: usize| match workload {
+        Workload::Paper => job_time.mul_f64(i as f64 / workers as f64),
+        _ => Duration::ZERO,
+    };
     let tasks: Vec<_> = (0..workers)
-        .map(|_| {
+        .map(|i| {
             tokio::spawn(worker(
                 coordinator.url.clone(),
                 workload,
@@ -457,11 +467,17 @@ async fn run(workload: Workload, workers: usize, seconds: u64, job_time: Duratio
                 Arc::clone(&totals),
                 Arc::clone(&stop),
                 job_time,
+                start_after(i),
             ))
         })
         .collect();
-    // Count from when every worker is registered and working: the first second is warm-up.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Count from when every worker is registered and working: warm-up is a second, or in
+    // `paper` the job time over which the workers start.
+    let warm_up = match workload {
+        Workload::Paper => job_time.max(Duration::from_secs(1)),
+        _ => Duration::from_secs(1),
+    };
+    tokio::time::sleep(warm_up).await;
     let before = (
         totals.grants.load(Ordering::SeqCst),
         totals.completions.load(Ordering::SeqCst),
@@ -526,6 +542,7 @@ async fn restart(finished: u64) -> (f64, f64) {
                 Arc::clone(&layers),
                 Arc::clone(&totals),
                 Arc::clone(&stop),
+                Duration::ZERO,
                 Duration::ZERO,
             ))
         })

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TTL, chunks, finish, open as scheduler, register};
+use common::{TTL, assert_consistent, chunks, finish, open as scheduler, register};
 use ibsweep_coordinator::clock::ManualClock;
 use ibsweep_coordinator::error::Error;
 use ibsweep_coordinator::ids::{LeaseToken, WorkerId};
@@ -136,6 +136,7 @@ macro_rules! conformance {
                 let c = status.record.counts;
                 assert_eq!((c.done, c.pending(), c.running), (4, 0, 0));
                 assert_eq!(s.profiles(sweep).unwrap().len(), 16);
+                assert_consistent(&s);
             }
 
             #[test]
@@ -152,6 +153,7 @@ macro_rules! conformance {
                 assert_eq!(s.expire_leases().unwrap(), 0, "the heartbeat extended the lease");
                 clock.advance(TTL);
                 assert_eq!(s.expire_leases().unwrap(), 1);
+                assert_consistent(&s);
                 let second = s.lease(w).unwrap().unwrap();
                 assert_eq!((second.job_id, second.attempt), (first.job_id, 2), "the expired job comes back first");
                 assert!(second.token > first.token);
@@ -170,6 +172,7 @@ macro_rules! conformance {
                 assert_eq!((status.record.counts.failed, status.failures.len()), (1, 1));
                 // retry --failed puts it back with fresh attempts.
                 assert_eq!(s.retry_failed(sweep).unwrap(), 1);
+                assert_consistent(&s);
                 let third = s.lease(w).unwrap().unwrap();
                 assert_eq!((third.job_id, third.attempt), (first.job_id, 3));
                 // A released job does not use up an attempt.
@@ -180,6 +183,23 @@ macro_rules! conformance {
                 let fourth = s.lease(w).unwrap().unwrap();
                 s.fail(&fourth.claim(w), fourth.job_id, "training diverged at epoch 1, layer conv1", false).unwrap();
                 assert!(s.job(first.job_id).unwrap().history.last().unwrap().contains("diverged"));
+                assert_consistent(&s);
+            }
+
+            #[test]
+            fn the_audit_names_records_that_disagree() {
+                let clock = ManualClock::new(1_000_000);
+                let s = scheduler($make, &clock);
+                s.submit("tiny.yaml", GRID).unwrap();
+                let w = register(&s, "w");
+                let grant = s.lease(w).unwrap().unwrap();
+                assert_consistent(&s);
+                // What a torn commit would leave: the job record without its live-lease entry.
+                s.store().transaction(&mut |txn| txn.remove(Tree::Active, &grant.token.0.to_be_bytes())).unwrap();
+                let problems = s.audit().unwrap();
+                assert_eq!(problems.len(), 1, "{problems:?}");
+                assert!(problems[0].contains(&format!("job {}", grant.job_id)), "{problems:?}");
+                assert!(problems[0].contains("no live-lease entry"), "{problems:?}");
             }
 
             #[test]
@@ -190,6 +210,7 @@ macro_rules! conformance {
                 let w = register(&s, "w");
                 let running = s.lease(w).unwrap().unwrap();
                 assert_eq!(s.cancel(sweep).unwrap(), 4);
+                assert_consistent(&s);
                 let other = register(&s, "other");
                 assert!(s.lease(other).unwrap().is_none(), "a cancelled sweep hands out nothing");
                 assert!(s.heartbeat(&running.claim(w), running.job_id, 1).unwrap().cancelled);
@@ -198,6 +219,7 @@ macro_rules! conformance {
                 let c = status.record.counts;
                 assert_eq!((c.cancelled, c.pending(), c.running), (4, 0, 0));
                 assert!(s.retry_failed(sweep).is_err());
+                assert_consistent(&s);
             }
         }
     };

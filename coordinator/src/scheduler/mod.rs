@@ -16,6 +16,7 @@
 //! together. Ingest only touches per-attempt staging and runs without it; the store's
 //! transactions keep it consistent with a concurrent heartbeat.
 
+mod audit;
 mod checkpoints;
 mod commit;
 mod control;

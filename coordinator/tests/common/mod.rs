@@ -91,3 +91,10 @@ pub fn finish<S: JobStore>(s: &Scheduler<S>, worker: WorkerId, grant: &Grant) ->
     }
     s.complete(&grant.claim(worker), grant.job_id, ("a", "b"), chunks.len() as u64).unwrap()
 }
+
+/// Fails the test, listing them, if the store's records disagree with each other.
+#[allow(dead_code)]
+pub fn assert_consistent<S: JobStore>(s: &Scheduler<S>) {
+    let problems = s.audit().unwrap();
+    assert!(problems.is_empty(), "the store is inconsistent:\n{}", problems.join("\n"));
+}
