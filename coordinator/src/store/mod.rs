@@ -99,8 +99,9 @@ pub trait Txn {
 
 /// A transactional store of ordered trees.
 pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
-    /// Runs `body` atomically. It may run more than once (optimistic concurrency), so it
-    /// must only act through the `Txn`. An `Err` from `body` aborts and writes nothing.
+    /// Runs `body` atomically: its writes all become visible and durable together (after
+    /// the next [`JobStore::flush`]), or none do, even across a crash. Commits are serialized.
+    /// `body` must act only through the `Txn`; an `Err` from it aborts and writes nothing.
     fn transaction<R>(&self, body: &mut dyn FnMut(&mut dyn Txn) -> Result<R>) -> Result<R>
     where
         Self: Sized;
