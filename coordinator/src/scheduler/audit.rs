@@ -4,7 +4,7 @@
 //! is how tests (and anyone in doubt after one) see that they do. It reads every job
 //! record: an offline check, not a query for the serving path.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::Scheduler;
 use crate::error::Result;
@@ -25,7 +25,7 @@ impl<S: JobStore> Scheduler<S> {
             .collect::<Result<_>>()?;
         let index: HashMap<Vec<u8>, Vec<u8>> = self.store.scan(Tree::JobIndex, &[])?.into_iter().collect();
         let active: HashMap<Vec<u8>, Vec<u8>> = self.store.scan(Tree::Active, &[])?.into_iter().collect();
-        let requeued: HashMap<Vec<u8>, Vec<u8>> = self.store.scan(Tree::Requeue, &[])?.into_iter().collect();
+        let requeued: HashSet<Vec<u8>> = self.store.scan(Tree::Requeue, &[])?.into_iter().map(|(k, _)| k).collect();
 
         // Per sweep: running, done, failed, records, as the job records say.
         let mut seen: HashMap<SweepId, (Counts, u64)> = HashMap::new();
@@ -35,15 +35,13 @@ impl<S: JobStore> Scheduler<S> {
             if index.get(job.job_id.as_bytes().as_slice()) != Some(&key_bytes) {
                 problems.push(format!("{at}: its job-index entry is missing or points elsewhere"));
             }
-            match job.lease() {
-                Some(lease) if job.kind() == StateKind::Running => {
-                    if active.get(token_key(lease.token).as_slice()) != Some(&key_bytes) {
-                        problems.push(format!("{at}: running under lease {} with no live-lease entry", lease.token));
-                    }
-                }
-                _ => {}
+            // Only a running job has a lease.
+            if let Some(lease) = job.lease()
+                && active.get(token_key(lease.token).as_slice()) != Some(&key_bytes)
+            {
+                problems.push(format!("{at}: running under lease {} with no live-lease entry", lease.token));
             }
-            let queued = requeued.contains_key(&key_bytes);
+            let queued = requeued.contains(&key_bytes);
             if (job.kind() == StateKind::Pending) != queued {
                 problems.push(format!(
                     "{at}: {} but {}in the re-queue",
@@ -62,13 +60,13 @@ impl<S: JobStore> Scheduler<S> {
         }
         for (token, key) in &active {
             let live = JobKey::from_bytes(key).ok().and_then(|k| jobs.get(&k)).and_then(Job::lease);
-            if !live.is_some_and(|l| token_key(l.token).as_slice() == token.as_slice()) {
+            if live.is_none_or(|l| token_key(l.token).as_slice() != token.as_slice()) {
                 problems.push(format!("live-lease entry {token:02x?} names no job running under it"));
             }
         }
-        for (value_key, _) in &requeued {
-            if JobKey::from_bytes(value_key).ok().and_then(|k| jobs.get(&k)).is_none() {
-                problems.push(format!("re-queue entry {value_key:02x?} names no job record"));
+        for key in &requeued {
+            if JobKey::from_bytes(key).ok().and_then(|k| jobs.get(&k)).is_none() {
+                problems.push(format!("re-queue entry {key:02x?} names no job record"));
             }
         }
         for (_, value) in self.store.scan(Tree::Sweeps, &[])? {
