@@ -30,11 +30,13 @@ use tonic::transport::Channel;
 
 const CLIENTS: usize = 12;
 
-/// 2,000 small jobs, two tries each, so failures re-queue before they fail for good.
+/// 100,000 small jobs (enough for hundreds of kills), two tries each, so failures re-queue
+/// before they fail for good.
 fn grid() -> String {
     let seeds: Vec<String> = (0..2000).map(|s| s.to_string()).collect();
     format!(
-        "name: crash\nparameters:\n  dataset: {{value: mnist}}\n  width: {{value: 1}}\n  depth: {{value: 1}}\n  kernel: {{value: 3}}\n  seed: {{values: [{}]}}\n  epochs: {{value: 1}}\nmeasure: {{epochs: [0], splits: [test], bin_sizes: [0.67]}}\ntrain: {{train_size: 10, test_size: 1, batch_size: 1}}\nlimits: {{max_attempts: 2}}\n",
+        "name: crash\nparameters:\n  dataset: {{value: mnist}}\n  width: {{values: [{}]}}\n  depth: {{value: 1}}\n  kernel: {{value: 3}}\n  seed: {{values: [{}]}}\n  epochs: {{value: 1}}\nmeasure: {{epochs: [0], splits: [test], bin_sizes: [0.67]}}\ntrain: {{train_size: 10, test_size: 1, batch_size: 1}}\nlimits: {{max_attempts: 2}}\n",
+        (1..=50).map(|w| w.to_string()).collect::<Vec<_>>().join(", "),
         seeds.join(", ")
     )
 }
@@ -154,7 +156,14 @@ async fn every_commit_is_whole_after_kill_9_under_load() {
             .map(|_| tokio::spawn(client(channel.clone(), rng.below(u64::MAX), Arc::clone(&seen), Arc::clone(&stop))))
             .collect();
         // Let the load build, then kill at a random moment of it.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while seen.grants.load(Ordering::Relaxed) < 20 {
+            assert!(
+                Instant::now() < deadline && !clients.iter().all(|c| c.is_finished()),
+                "kill {}: the clients stopped leasing before the kill ({} grants)",
+                round + 1,
+                seen.grants.load(Ordering::Relaxed)
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
