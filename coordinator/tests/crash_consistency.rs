@@ -142,7 +142,7 @@ async fn every_commit_is_whole_after_kill_9_under_load() {
     let mut rng = Rng(seed | 1);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("store");
-    let total = Arc::new(AtomicU64::new(0));
+    let mut total = 0;
     for round in 0..kills {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let coordinator = start(&data, port);
@@ -172,7 +172,7 @@ async fn every_commit_is_whole_after_kill_9_under_load() {
         for c in clients {
             c.await.unwrap();
         }
-        total.fetch_add(seen.grants.load(Ordering::Relaxed), Ordering::Relaxed);
+        total += seen.grants.load(Ordering::Relaxed);
         // What a restarted coordinator finds.
         let store = SledStore::open(&data).unwrap();
         let scheduler = Scheduler::open(store, Arc::new(SystemClock), Timing::default()).unwrap();
@@ -189,6 +189,6 @@ async fn every_commit_is_whole_after_kill_9_under_load() {
         }
         assert!(!ended.is_empty(), "kill {}: no Fail was answered before the kill", round + 1);
         let counts = scheduler.status(None).unwrap()[0].record.counts;
-        println!("kill {}: consistent ({} grants so far; {counts:?})", round + 1, total.load(Ordering::Relaxed));
+        println!("kill {}: consistent ({total} grants so far; {counts:?})", round + 1);
     }
 }
