@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["ibsweep/v1/sweep.proto", "ibsweep/v1/worker.proto"];
+    let protos = ["ibsweep/v1/job.proto", "ibsweep/v1/sweep.proto", "ibsweep/v1/worker.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

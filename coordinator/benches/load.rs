@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use ibsweep_proto::connect::Bearer;
 use ibsweep_proto::v1::sweep_service_client::SweepServiceClient;
 use ibsweep_proto::v1::worker_service_client::WorkerServiceClient;
 use ibsweep_proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
@@ -274,7 +275,7 @@ async fn worker(
     job_time: Duration,
     start_after: Duration,
 ) -> Latencies {
-    let mut client = WorkerServiceClient::new(channel(&url).await).max_decoding_message_size(8 << 20);
+    let mut client = WorkerServiceClient::with_interceptor(channel(&url).await, Bearer::default()).max_decoding_message_size(8 << 20);
     let mut lat = Latencies::default();
     let worker_id = loop {
         let registered = client.register(pb::RegisterRequest::cpu("load", 1)).await;
@@ -298,12 +299,9 @@ async fn worker(
             call!(
                 totals,
                 client.fail(pb::FailRequest {
-                    worker_id: worker_id.clone(),
-                    job_id: lease.job_id.clone(),
-                    fencing_token: lease.fencing_token,
+                    claim: Some(lease.claim(&worker_id)),
                     reason: "load test".into(),
                     release: false,
-                    lease_secret: lease.lease_secret.clone(),
                 })
             );
             continue;
@@ -311,13 +309,7 @@ async fn worker(
         let t = Instant::now();
         call!(
             totals,
-            client.heartbeat(pb::HeartbeatRequest {
-                worker_id: worker_id.clone(),
-                job_id: lease.job_id.clone(),
-                fencing_token: lease.fencing_token,
-                epoch: 0,
-                lease_secret: lease.lease_secret.clone(),
-            })
+            client.heartbeat(pb::HeartbeatRequest { claim: Some(lease.claim(&worker_id)), epoch: 0 })
         );
         lat.heartbeat.push(t.elapsed());
         if workload == Workload::Paper {
@@ -327,13 +319,7 @@ async fn worker(
                 tokio::time::sleep(Duration::from_secs(1).min(until - Instant::now())).await;
                 let t = Instant::now();
                 let beat = client
-                    .heartbeat(pb::HeartbeatRequest {
-                        worker_id: worker_id.clone(),
-                        job_id: lease.job_id.clone(),
-                        fencing_token: lease.fencing_token,
-                        epoch: 1,
-                        lease_secret: lease.lease_secret.clone(),
-                    })
+                    .heartbeat(pb::HeartbeatRequest { claim: Some(lease.claim(&worker_id)), epoch: 1 })
                     .await;
                 match beat {
                     Ok(_) => lat.heartbeat.push(t.elapsed()),
@@ -341,13 +327,13 @@ async fn worker(
                 }
             }
         }
-        let (epoch, splits, names, entries): (u32, &[&str], Vec<String>, u32) = match workload {
+        let (epoch, splits, names, entries): (u32, &[pb::Split], Vec<String>, u32) = match workload {
             Workload::Paper | Workload::Jobs => {
                 let mut names: Vec<String> = (1..LAYERS).map(|i| format!("conv{i}")).collect();
                 names.push("softmax".into());
-                (1, &["train", "test"], names, ENTRIES)
+                (1, &[pb::Split::Train, pb::Split::Test], names, ENTRIES)
             }
-            _ => (0, &["test"], vec!["conv1".into(), "softmax".into()], 1),
+            _ => (0, &[pb::Split::Test], vec!["conv1".into(), "softmax".into()], 1),
         };
         let mut sequence = 0;
         for split in splits {
@@ -357,21 +343,20 @@ async fn worker(
                 .map(|(i, name)| {
                     sequence += 1;
                     pb::HistogramChunk {
-                        job_id: lease.job_id.clone(),
-                        fencing_token: lease.fencing_token,
+                        claim: Some(lease.claim(&worker_id)),
                         sequence: sequence - 1,
-                        epoch,
-                        split: (*split).into(),
-                        layer: i as u32 + 1,
-                        layer_name: name.clone(),
-                        bin_size: 0.67,
-                        loss: 1.0,
-                        accuracy: 0.5,
+                        measurement: Some(pb::Measurement {
+                            epoch,
+                            split: (*split).into(),
+                            layer: i as u32 + 1,
+                            layer_name: name.clone(),
+                            bin_size: 0.67,
+                            loss: 1.0,
+                            accuracy: 0.5,
+                        }),
                         histogram: layers[i].clone(),
                         piece: 0,
                         pieces: 1,
-                        worker_id: worker_id.clone(),
-                        lease_secret: lease.lease_secret.clone(),
                     }
                 })
                 .collect();
@@ -386,13 +371,10 @@ async fn worker(
         call!(
             totals,
             client.complete(pb::CompleteRequest {
-                worker_id: worker_id.clone(),
-                job_id: lease.job_id.clone(),
-                fencing_token: lease.fencing_token,
+                claim: Some(lease.claim(&worker_id)),
                 train_indices_hash: "load".into(),
                 test_indices_hash: "load".into(),
                 chunks: sequence,
-                lease_secret: lease.lease_secret.clone(),
             })
         );
         lat.complete.push(t.elapsed());
@@ -441,7 +423,7 @@ async fn run(workload: Workload, workers: usize, seconds: u64, job_time: Duratio
         _ => Coordinator::start(&data, free_port()),
     };
     if workload != Workload::Null {
-        let mut sweeps = SweepServiceClient::new(channel(&coordinator.url).await);
+        let mut sweeps = SweepServiceClient::with_interceptor(channel(&coordinator.url).await, Bearer::default());
         let grid = workload.grid("load");
         sweeps.submit(pb::SubmitRequest { grid_yaml: grid, file_name: "load.yaml".into() }).await.unwrap();
     }
@@ -528,7 +510,7 @@ async fn restart(finished: u64) -> (f64, f64) {
     let data = dir.path().join("store");
     let port = free_port();
     let coordinator = Coordinator::start(&data, port);
-    let mut sweeps = SweepServiceClient::new(channel(&coordinator.url).await);
+    let mut sweeps = SweepServiceClient::with_interceptor(channel(&coordinator.url).await, Bearer::default());
     let grid = Workload::Noop.grid("restart");
     sweeps.submit(pb::SubmitRequest { grid_yaml: grid, file_name: "restart.yaml".into() }).await.unwrap();
     let layers = Arc::new(vec![histogram(1); 2]);
@@ -565,7 +547,7 @@ async fn restart(finished: u64) -> (f64, f64) {
     let coordinator = Coordinator::start(&data, port);
     let mut client = loop {
         if let Ok(c) = Channel::from_shared(coordinator.url.clone()).unwrap().connect().await {
-            break WorkerServiceClient::new(c);
+            break WorkerServiceClient::with_interceptor(c, Bearer::default());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
@@ -665,8 +647,8 @@ impl WorkerService for NullWorkers {
 
     async fn upload_checkpoint(
         &self,
-        _: Request<tonic::Streaming<pb::CheckpointPiece>>,
-    ) -> Result<Response<pb::CheckpointResponse>, Status> {
+        _: Request<tonic::Streaming<pb::UploadCheckpointPiece>>,
+    ) -> Result<Response<pb::UploadCheckpointResponse>, Status> {
         Err(null_refusal())
     }
 
@@ -674,7 +656,7 @@ impl WorkerService for NullWorkers {
 
     async fn download_checkpoint(
         &self,
-        _: Request<pb::CheckpointRequest>,
+        _: Request<pb::DownloadCheckpointRequest>,
     ) -> Result<Response<Self::DownloadCheckpointStream>, Status> {
         Err(null_refusal())
     }

@@ -70,9 +70,20 @@ impl Client {
         let mut stream = r.map_err(|s| self.error(s))?.into_inner();
         let mut rows = Vec::new();
         while let Some(row) = stream.message().await.map_err(|s| self.error(s))? {
-            rows.push(serde_json::from_str::<MiRow>(&row.json)?);
+            rows.push(MiRow::try_from(row).map_err(|e| anyhow::anyhow!("the coordinator sent a bad result row: {e}"))?);
         }
         Ok(rows)
+    }
+
+    /// Every job of a sweep with its attempts, in expansion order.
+    pub async fn jobs(&mut self, sweep: &str) -> ClientResult<Vec<pb::JobInfo>> {
+        let r = self.inner.jobs(pb::JobsRequest { sweep_id: sweep.to_string() }).await;
+        let mut stream = r.map_err(|s| self.error(s))?.into_inner();
+        let mut jobs = Vec::new();
+        while let Some(job) = stream.message().await.map_err(|s| self.error(s))? {
+            jobs.push(job);
+        }
+        Ok(jobs)
     }
 
     pub async fn cancel(&mut self, sweep: &str) -> ClientResult<u64> {
@@ -92,9 +103,9 @@ impl Client {
 
     /// A job's kept checkpoint, written to `out` as it arrives; checked against the
     /// SHA-256 the coordinator announces before `out` is used.
-    pub async fn checkpoint(&mut self, job: &str, out: &mut dyn std::io::Write) -> ClientResult<pb::CheckpointMeta> {
+    pub async fn checkpoint(&mut self, job: &str, out: &mut dyn std::io::Write) -> ClientResult<pb::CheckpointInfo> {
         use sha2::Digest;
-        let r = self.inner.checkpoint(pb::ExportCheckpointRequest { job_id: job.to_string() }).await;
+        let r = self.inner.export_checkpoint(pb::ExportCheckpointRequest { job_id: job.to_string() }).await;
         let mut stream = r.map_err(|s| self.error(s))?.into_inner();
         let mut meta = None;
         let mut hasher = sha2::Sha256::new();

@@ -29,8 +29,12 @@ pub enum Error {
     /// A configured limit was reached (workers, connections, ...).
     #[error("{0}")]
     ResourceExhausted(String),
-    #[error("protocol version {got} is not supported; this coordinator speaks version {want}: upgrade the worker")]
-    ProtocolMismatch { got: u32, want: u32 },
+    /// `got` is a version, or "3 or older" for a client that sends no version header.
+    #[error(
+        "this client speaks ibsweep protocol {got}; this coordinator speaks protocol {want}: use a worker and a \
+         `coordinator` command from the same release as the coordinator"
+    )]
+    ProtocolMismatch { got: String, want: u32 },
     #[error("store: {0}")]
     Store(String),
     #[error("the store at {path} has format version {found}, this coordinator reads {expected}")]

@@ -14,8 +14,7 @@ use tonic::Request;
 
 use crate::checkpoints::CheckpointDir;
 use crate::clock::ManualClock;
-use crate::ids::{Claim, LeaseToken};
-use crate::scheduler::{CheckpointHeader, Scheduler, Timing};
+use crate::scheduler::{Scheduler, Timing};
 use crate::service::{Sweeps, Workers};
 use crate::store::MemoryStore;
 
@@ -48,13 +47,14 @@ fn fill(value: &mut String, live: &str) {
     }
 }
 
-/// Puts the live lease into the fields every job call carries, where the input left them empty.
-fn fill_claim(live: &Live, worker: &mut String, job: &mut String, secret: &mut String, token: &mut u64) {
-    fill(worker, &live.worker);
-    fill(job, &live.lease.job_id);
-    fill(secret, &live.lease.lease_secret);
-    if *token == 0 {
-        *token = live.lease.fencing_token;
+/// Puts the live lease into the claim, where the input left its fields empty.
+fn fill_claim(live: &Live, claim: &mut Option<pb::LeaseClaim>) {
+    let c = claim.get_or_insert_with(pb::LeaseClaim::default);
+    fill(&mut c.worker_id, &live.worker);
+    fill(&mut c.job_id, &live.lease.job_id);
+    fill(&mut c.lease_secret, &live.lease.lease_secret);
+    if c.fencing_token == 0 {
+        c.fencing_token = live.lease.fencing_token;
     }
 }
 
@@ -131,71 +131,63 @@ pub fn drive(data: &[u8]) {
             }
             7 => {
                 if let Ok(mut m) = pb::HeartbeatRequest::decode(body) {
-                    fill_claim(&live, &mut m.worker_id, &mut m.job_id, &mut m.lease_secret, &mut m.fencing_token);
+                    fill_claim(&live, &mut m.claim);
                     let _ = workers.heartbeat(Request::new(m)).await;
                 }
             }
             8 => {
                 // Upload is a client stream; its handler converts each chunk and ingests it.
                 if let Ok(mut m) = pb::HistogramChunk::decode(body) {
-                    fill_claim(&live, &mut m.worker_id, &mut m.job_id, &mut m.lease_secret, &mut m.fencing_token);
+                    fill_claim(&live, &mut m.claim);
                     let _ = crate::service::ingest_one(&scheduler, m);
                 }
             }
             9 => {
                 if let Ok(mut m) = pb::CompleteRequest::decode(body) {
-                    fill_claim(&live, &mut m.worker_id, &mut m.job_id, &mut m.lease_secret, &mut m.fencing_token);
+                    fill_claim(&live, &mut m.claim);
                     let _ = workers.complete(Request::new(m)).await;
                 }
             }
             10 => {
                 if let Ok(mut m) = pb::FailRequest::decode(body) {
-                    fill_claim(&live, &mut m.worker_id, &mut m.job_id, &mut m.lease_secret, &mut m.fencing_token);
+                    fill_claim(&live, &mut m.claim);
                     let _ = workers.fail(Request::new(m)).await;
+                }
+            }
+            11 => {
+                if let Ok(mut m) = pb::JobsRequest::decode(body) {
+                    fill(&mut m.sweep_id, &live.sweep);
+                    let _ = sweeps.jobs(Request::new(m)).await;
                 }
             }
             12 => {
                 // A one-piece checkpoint upload: the stream handler's steps, in order.
-                if let Ok(m) = pb::CheckpointPiece::decode(body) {
-                    let mut c = m.claim.unwrap_or_default();
-                    fill_claim(&live, &mut c.worker_id, &mut c.job_id, &mut c.lease_secret, &mut c.fencing_token);
-                    let info = m.info.unwrap_or_default();
-                    if let (Ok(job_id), Ok(worker), Ok(secret)) =
-                        (c.job_id.parse(), c.worker_id.parse(), c.lease_secret.parse())
+                if let Ok(mut m) = pb::UploadCheckpointPiece::decode(body) {
+                    fill_claim(&live, &mut m.claim);
+                    if let Ok((header, data)) = crate::service::checkpoint_header(m)
+                        && let Ok(mut incoming) = scheduler.begin_checkpoint(&header)
+                        && incoming.write(&data).is_ok()
                     {
-                        let header = CheckpointHeader {
-                            job_id,
-                            claim: Claim { worker, token: LeaseToken(c.fencing_token), secret },
-                            epoch: info.epoch,
-                            size: info.size,
-                            sha256: info.sha256,
-                        };
-                        if let Ok(mut incoming) = scheduler.begin_checkpoint(&header)
-                            && incoming.write(&m.data).is_ok()
-                        {
-                            let _ = scheduler.finish_checkpoint(&header, incoming);
-                        }
+                        let _ = scheduler.finish_checkpoint(&header, incoming);
                     }
                 }
             }
             13 => {
-                if let Ok(mut m) = pb::CheckpointRequest::decode(body) {
-                    fill_claim(&live, &mut m.worker_id, &mut m.job_id, &mut m.lease_secret, &mut m.fencing_token);
+                if let Ok(mut m) = pb::DownloadCheckpointRequest::decode(body) {
+                    fill_claim(&live, &mut m.claim);
                     let _ = workers.download_checkpoint(Request::new(m)).await;
                 }
             }
             14 => {
                 if let Ok(mut m) = pb::DiscardCheckpointRequest::decode(body) {
-                    let mut c = m.claim.take().unwrap_or_default();
-                    fill_claim(&live, &mut c.worker_id, &mut c.job_id, &mut c.lease_secret, &mut c.fencing_token);
-                    m.claim = Some(c);
+                    fill_claim(&live, &mut m.claim);
                     let _ = workers.discard_checkpoint(Request::new(m)).await;
                 }
             }
             15 => {
                 if let Ok(mut m) = pb::ExportCheckpointRequest::decode(body) {
                     fill(&mut m.job_id, &live.lease.job_id);
-                    let _ = sweeps.checkpoint(Request::new(m)).await;
+                    let _ = sweeps.export_checkpoint(Request::new(m)).await;
                 }
             }
             _ => {

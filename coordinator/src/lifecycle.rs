@@ -111,6 +111,25 @@ pub struct CheckpointRef {
     pub stored_ms: u64,
 }
 
+/// One attempt that has ended: who ran it, from which epoch to which, and how it ended.
+/// Kept with the job for good, so a finished job still shows its kills and resumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// 1 for the first attempt, then 2, 3, ...
+    pub number: u32,
+    /// The name the holding worker registered with.
+    pub worker: String,
+    /// The epoch the attempt started after (0 from scratch, N when resumed).
+    pub start_epoch: u32,
+    /// The last finished epoch the attempt reported.
+    pub end_epoch: u32,
+    /// `done`, or why it ended without results (cut to [`MAX_REASON_BYTES`]).
+    pub ended: String,
+    /// Whether it used up one of the job's tries.
+    pub counted: bool,
+    pub ended_ms: u64,
+}
+
 /// One job that has left the implicit pending state of a lazily expanded sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -127,6 +146,9 @@ pub struct Job {
     /// `serve --keep-final-checkpoints`).
     #[serde(default)]
     pub checkpoint: Option<CheckpointRef>,
+    /// Every attempt that has ended, oldest first (absent from records until one has).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempt_log: Vec<AttemptRecord>,
 }
 
 /// Why a transition was refused. Nothing here names another lease's token: a refusal tells
@@ -190,6 +212,7 @@ impl Job {
             train_indices_hash: String::new(),
             test_indices_hash: String::new(),
             checkpoint: None,
+            attempt_log: Vec::new(),
         }
     }
 
@@ -336,6 +359,7 @@ impl Job {
         }
         let lease = self.check(claim)?;
         let mut next = self.clone();
+        next.attempt_log.push(self.ended_attempt(lease, "done".into(), true, now));
         next.state = JobState::Done {
             token: claim.token,
             finished_ms: now,
@@ -388,6 +412,7 @@ impl Job {
             truncate(reason),
             if counts { "" } else { " [no try used]" }
         ));
+        next.attempt_log.push(self.ended_attempt(&lease, truncate(reason), counts, now));
         let failures = failures + u32::from(counts);
         next.state = if cancel_requested || sweep_cancelled {
             JobState::Cancelled
@@ -397,6 +422,41 @@ impl Job {
             JobState::Pending { failures }
         };
         Ok(next)
+    }
+
+    /// The live attempt as it ends now.
+    fn ended_attempt(&self, lease: &Lease, ended: String, counted: bool, now: u64) -> AttemptRecord {
+        let end_epoch = match &self.state {
+            JobState::Running { epoch_reached, .. } => *epoch_reached,
+            _ => 0,
+        };
+        AttemptRecord {
+            number: self.attempts,
+            worker: lease.worker_name.clone(),
+            start_epoch: self.start_epoch(),
+            end_epoch,
+            ended,
+            counted,
+            ended_ms: now,
+        }
+    }
+
+    /// Every attempt, oldest first: the ended ones, then the live one (with `ended` empty
+    /// and `ended_ms` 0) while the job runs.
+    pub fn attempts_so_far(&self) -> Vec<AttemptRecord> {
+        let mut all = self.attempt_log.clone();
+        if let JobState::Running { lease, epoch_reached, .. } = &self.state {
+            all.push(AttemptRecord {
+                number: self.attempts,
+                worker: lease.worker_name.clone(),
+                start_epoch: self.start_epoch(),
+                end_epoch: *epoch_reached,
+                ended: String::new(),
+                counted: false,
+                ended_ms: 0,
+            });
+        }
+        all
     }
 
     /// The live lease's deadline has passed at `now`.

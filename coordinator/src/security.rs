@@ -18,6 +18,8 @@ use subtle::ConstantTimeEq;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
+use ibsweep_proto::{PROTOCOL_HEADER, PROTOCOL_VERSION};
+
 use crate::error::{Error, Result};
 
 /// Certificate files for `serve --tls-cert --tls-key [--tls-client-ca]`.
@@ -72,8 +74,8 @@ impl Security {
         let tokens = Arc::new(Tokens { user: digest(&self.user_token), worker: digest(&self.worker_token) });
         let mtls = self.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
         (
-            Gate { role: Role::User, tokens: Arc::clone(&tokens), require_client_cert: false },
-            Gate { role: Role::Worker, tokens, require_client_cert: mtls },
+            Gate { role: Role::User, tokens: Arc::clone(&tokens), require_client_cert: false, check_protocol: true },
+            Gate { role: Role::Worker, tokens, require_client_cert: mtls, check_protocol: true },
         )
     }
 }
@@ -110,9 +112,16 @@ pub struct Gate {
     role: Role,
     tokens: Arc<Tokens>,
     require_client_cert: bool,
+    /// Off for reflection, which generic tools (grpcurl) call without ibsweep's header.
+    check_protocol: bool,
 }
 
 impl Gate {
+    /// The same gate for a service any gRPC tool may call (reflection).
+    pub fn for_generic_clients(self) -> Gate {
+        Gate { check_protocol: false, ..self }
+    }
+
     fn expected(&self) -> Option<[u8; 32]> {
         match self.role {
             Role::User => self.tokens.user,
@@ -136,8 +145,24 @@ impl Gate {
     }
 }
 
+/// The protocol a call's client speaks, from [`PROTOCOL_HEADER`]: clients of protocol 3
+/// and older send none, and are refused by name before their messages are misread.
+pub fn check_protocol(request: &Request<()>) -> Result<(), Error> {
+    let sent = request.metadata().get(PROTOCOL_HEADER).map(|v| v.to_str().unwrap_or("?").to_string());
+    match sent {
+        Some(v) if v == PROTOCOL_VERSION.to_string() => Ok(()),
+        Some(v) => Err(Error::ProtocolMismatch { got: v, want: PROTOCOL_VERSION }),
+        None => Err(Error::ProtocolMismatch { got: "3 or older".into(), want: PROTOCOL_VERSION }),
+    }
+}
+
 impl Interceptor for Gate {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        if self.check_protocol
+            && let Err(e) = check_protocol(&request)
+        {
+            return Err(self.refuse(&request, e.into()));
+        }
         if self.require_client_cert && request.peer_certs().is_none_or(|certs| certs.is_empty()) {
             return Err(self.refuse(
                 &request,

@@ -23,6 +23,7 @@ use ibsweep_coordinator::clock::SystemClock;
 use ibsweep_coordinator::ids::JobId;
 use ibsweep_coordinator::scheduler::{Scheduler, Timing};
 use ibsweep_coordinator::store::SledStore;
+use ibsweep_proto::connect::Bearer;
 use ibsweep_proto::v1::sweep_service_client::SweepServiceClient;
 use ibsweep_proto::v1::worker_service_client::WorkerServiceClient;
 use ibsweep_proto::v1::{self as pb};
@@ -98,7 +99,7 @@ struct Seen {
 
 async fn client(channel: Channel, seed: u64, seen: Arc<Seen>, stop: Arc<AtomicBool>) {
     let mut rng = Rng(seed | 1);
-    let mut c = WorkerServiceClient::new(channel);
+    let mut c = WorkerServiceClient::with_interceptor(channel, Bearer::default());
     let Ok(r) = c.register(pb::RegisterRequest::cpu("crash", 1)).await else { return };
     let worker_id = r.into_inner().worker_id;
     while !stop.load(Ordering::Relaxed) {
@@ -106,24 +107,15 @@ async fn client(channel: Channel, seed: u64, seen: Arc<Seen>, stop: Arc<AtomicBo
         let Some(lease) = r.into_inner().lease else { return };
         seen.grants.fetch_add(1, Ordering::Relaxed);
         if rng.below(3) == 0 {
-            let beat = pb::HeartbeatRequest {
-                worker_id: worker_id.clone(),
-                job_id: lease.job_id.clone(),
-                fencing_token: lease.fencing_token,
-                epoch: 0,
-                lease_secret: lease.lease_secret.clone(),
-            };
+            let beat = pb::HeartbeatRequest { claim: Some(lease.claim(&worker_id)), epoch: 0 };
             if c.heartbeat(beat).await.is_err() {
                 return;
             }
         }
         let fail = pb::FailRequest {
-            worker_id: worker_id.clone(),
-            job_id: lease.job_id.clone(),
-            fencing_token: lease.fencing_token,
+            claim: Some(lease.claim(&worker_id)),
             reason: "crash test".into(),
             release: rng.below(2) == 0,
-            lease_secret: lease.lease_secret,
         };
         if c.fail(fail).await.is_err() {
             return;
@@ -149,7 +141,7 @@ async fn every_commit_is_whole_after_kill_9_under_load() {
         let channel = connect(port).await;
         if round == 0 {
             let submit = pb::SubmitRequest { grid_yaml: grid(), file_name: "crash.yaml".into() };
-            SweepServiceClient::new(channel.clone()).submit(submit).await.unwrap();
+            SweepServiceClient::with_interceptor(channel.clone(), Bearer::default()).submit(submit).await.unwrap();
         }
         let (seen, stop) = (Arc::new(Seen::default()), Arc::new(AtomicBool::new(false)));
         let clients: Vec<_> = (0..CLIENTS)

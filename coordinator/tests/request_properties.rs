@@ -21,13 +21,12 @@ proptest! {
         piece in 0u32..4,
         pieces in 0u32..4,
         bin_size in prop_oneof![Just(0.67), any::<f64>()],
-        split in prop_oneof![Just("test".to_string()), Just("train".to_string()), ".{0,8}"],
+        split in prop_oneof![Just(pb::Split::Test as i32), Just(pb::Split::Train as i32), any::<i32>()],
         histogram in proptest::collection::vec(any::<u8>(), 0..256),
         layer_name in prop_oneof![Just("conv1".to_string()), Just("softmax".to_string()), ".{0,8}"],
     ) {
-        let chunk = pb::HistogramChunk {
-            epoch, layer, piece, pieces, bin_size, split, histogram, layer_name, ..Default::default()
-        };
+        let measurement = pb::Measurement { epoch, layer, bin_size, split, layer_name, ..Default::default() };
+        let chunk = pb::HistogramChunk { measurement: Some(measurement), piece, pieces, histogram, ..Default::default() };
         let mut data = vec![8u8];
         data.extend(chunk.encode_to_vec());
         drive(&data);
@@ -41,7 +40,7 @@ proptest! {
         sha256 in prop_oneof![".{0,70}", "[0-9a-f]{64}"],
         reason in ".{0,400}",
     ) {
-        let piece = pb::CheckpointPiece {
+        let piece = pb::UploadCheckpointPiece {
             claim: None,
             info: Some(pb::CheckpointInfo { epoch, size, sha256 }),
             data,

@@ -85,6 +85,7 @@ async fn codes(config: &ClientConfig) -> Vec<(&'static str, Code)> {
     let mut s = sweeps(config).await;
     let mut w = workers(config).await;
     let id = uuid::Uuid::nil().to_string();
+    let claim = || Some(pb::LeaseClaim { worker_id: id.clone(), job_id: id.clone(), ..Default::default() });
     vec![
         (
             "Submit",
@@ -96,7 +97,8 @@ async fn codes(config: &ClientConfig) -> Vec<(&'static str, Code)> {
         ("Cancel", code(s.cancel(pb::CancelRequest { sweep_id: id.clone() }).await.map(|_| ()))),
         ("Retry", code(s.retry(pb::RetryRequest { sweep_id: id.clone(), failed: true }).await.map(|_| ()))),
         ("Workers", code(s.workers(pb::WorkersRequest {}).await.map(|_| ()))),
-        ("Checkpoint", code(s.checkpoint(pb::ExportCheckpointRequest { job_id: id.clone() }).await.map(|_| ()))),
+        ("Jobs", code(s.jobs(pb::JobsRequest { sweep_id: id.clone() }).await.map(|_| ()))),
+        ("ExportCheckpoint", code(s.export_checkpoint(pb::ExportCheckpointRequest { job_id: id.clone() }).await.map(|_| ()))),
         (
             "Register",
             code(
@@ -115,7 +117,7 @@ async fn codes(config: &ClientConfig) -> Vec<(&'static str, Code)> {
         (
             "Heartbeat",
             code(
-                w.heartbeat(pb::HeartbeatRequest { worker_id: id.clone(), job_id: id.clone(), ..Default::default() })
+                w.heartbeat(pb::HeartbeatRequest { claim: claim(), ..Default::default() })
                     .await
                     .map(|_| ()),
             ),
@@ -127,7 +129,7 @@ async fn codes(config: &ClientConfig) -> Vec<(&'static str, Code)> {
         (
             "Complete",
             code(
-                w.complete(pb::CompleteRequest { worker_id: id.clone(), job_id: id.clone(), ..Default::default() })
+                w.complete(pb::CompleteRequest { claim: claim(), ..Default::default() })
                     .await
                     .map(|_| ()),
             ),
@@ -135,23 +137,19 @@ async fn codes(config: &ClientConfig) -> Vec<(&'static str, Code)> {
         (
             "Fail",
             code(
-                w.fail(pb::FailRequest { worker_id: id.clone(), job_id: id.clone(), ..Default::default() })
+                w.fail(pb::FailRequest { claim: claim(), ..Default::default() })
                     .await
                     .map(|_| ()),
             ),
         ),
         (
             "UploadCheckpoint",
-            code(w.upload_checkpoint(tokio_stream::iter(Vec::<pb::CheckpointPiece>::new())).await.map(|_| ())),
+            code(w.upload_checkpoint(tokio_stream::iter(Vec::<pb::UploadCheckpointPiece>::new())).await.map(|_| ())),
         ),
         (
             "DownloadCheckpoint",
             code(
-                w.download_checkpoint(pb::CheckpointRequest {
-                    worker_id: id.clone(),
-                    job_id: id.clone(),
-                    ..Default::default()
-                })
+                w.download_checkpoint(pb::DownloadCheckpointRequest { claim: claim() })
                 .await
                 .map(|_| ()),
             ),
@@ -160,7 +158,7 @@ async fn codes(config: &ClientConfig) -> Vec<(&'static str, Code)> {
             "DiscardCheckpoint",
             code(
                 w.discard_checkpoint(pb::DiscardCheckpointRequest {
-                    claim: Some(pb::CheckpointRequest { worker_id: id.clone(), job_id: id, ..Default::default() }),
+                    claim: claim(),
                     reason: String::new(),
                 })
                 .await

@@ -8,10 +8,12 @@ use ibsweep_coordinator::scheduler::{Scheduler, Timing};
 use ibsweep_coordinator::service::{ServeOptions, serve_with};
 use ibsweep_coordinator::store::MemoryStore;
 use ibsweep_proto::PROTOCOL_VERSION;
+use ibsweep_proto::connect::{Bearer, ClientConfig};
 use ibsweep_proto::v1::sweep_service_client::SweepServiceClient;
 use ibsweep_proto::v1::worker_service_client::WorkerServiceClient;
 use ibsweep_proto::v1::{self as pb};
 use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 const GRID: &str = "\
@@ -28,9 +30,12 @@ limits: {max_attempts: 2}
 
 const TTL: u64 = 5_000;
 
+type Sweeps = SweepServiceClient<InterceptedService<Channel, Bearer>>;
+type Workers = WorkerServiceClient<InterceptedService<Channel, Bearer>>;
+
 struct Harness {
     clock: ManualClock,
-    sweeps: SweepServiceClient<Channel>,
+    sweeps: Sweeps,
     channel: Channel,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -51,13 +56,13 @@ async fn start() -> Harness {
     tokio::spawn(serve_with(listener, scheduler, ServeOptions::default(), async {
         let _ = stopped.await;
     }));
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-    Harness { clock, sweeps: SweepServiceClient::new(channel.clone()), channel, _stop: stop }
+    let (channel, bearer) = ClientConfig::new(format!("http://{addr}")).connect().await.unwrap();
+    Harness { clock, sweeps: SweepServiceClient::with_interceptor(channel.clone(), bearer), channel, _stop: stop }
 }
 
 impl Harness {
-    async fn worker(&self, name: &str) -> (WorkerServiceClient<Channel>, String) {
-        let mut client = WorkerServiceClient::new(self.channel.clone());
+    async fn worker(&self, name: &str) -> (Workers, String) {
+        let mut client = WorkerServiceClient::with_interceptor(self.channel.clone(), Bearer::default());
         let r = client
             .register(pb::RegisterRequest {
                 protocol_version: PROTOCOL_VERSION,
@@ -82,23 +87,17 @@ impl Harness {
     }
 }
 
-async fn lease(client: &mut WorkerServiceClient<Channel>, worker: &str) -> Option<pb::Lease> {
+async fn lease(client: &mut Workers, worker: &str) -> Option<pb::Lease> {
     client.lease(pb::LeaseRequest { worker_id: worker.into() }).await.unwrap().into_inner().lease
 }
 
 async fn heartbeat(
-    client: &mut WorkerServiceClient<Channel>,
+    client: &mut Workers,
     worker: &str,
     l: &pb::Lease,
 ) -> Result<pb::HeartbeatResponse, tonic::Status> {
     client
-        .heartbeat(pb::HeartbeatRequest {
-            worker_id: worker.into(),
-            job_id: l.job_id.clone(),
-            fencing_token: l.fencing_token,
-            epoch: 0,
-            lease_secret: l.lease_secret.clone(),
-        })
+        .heartbeat(pb::HeartbeatRequest { claim: Some(l.claim(worker)), epoch: 0 })
         .await
         .map(|r| r.into_inner())
 }
@@ -106,7 +105,7 @@ async fn heartbeat(
 #[tokio::test]
 async fn registration_checks_the_protocol_version() {
     let h = start().await;
-    let mut client = WorkerServiceClient::new(h.channel.clone());
+    let mut client = WorkerServiceClient::with_interceptor(h.channel.clone(), Bearer::default());
     let err = client
         .register(pb::RegisterRequest {
             protocol_version: PROTOCOL_VERSION + 1,
@@ -118,7 +117,25 @@ async fn registration_checks_the_protocol_version() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(err.message().contains(&format!("speaks version {PROTOCOL_VERSION}")), "{}", err.message());
+    let want = format!("speaks ibsweep protocol {}; this coordinator speaks protocol {PROTOCOL_VERSION}", PROTOCOL_VERSION + 1);
+    assert!(err.message().contains(&want), "{}", err.message());
+}
+
+#[tokio::test]
+async fn a_client_of_protocol_3_is_refused_by_name_on_either_service() {
+    let h = start().await;
+    // Protocol 3 clients sent no version header; a bare channel is one.
+    let mut worker = WorkerServiceClient::new(h.channel.clone());
+    let err = worker.register(pb::RegisterRequest::cpu("old", 1)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let want = format!("speaks ibsweep protocol 3 or older; this coordinator speaks protocol {PROTOCOL_VERSION}");
+    assert!(err.message().contains(&want), "{}", err.message());
+    let mut cli = SweepServiceClient::new(h.channel.clone());
+    let err = cli.status(pb::StatusRequest::default()).await.unwrap_err();
+    assert!(err.message().contains(&want), "{}", err.message());
+    // Health stays open to every probe.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(h.channel.clone());
+    health.check(tonic_health::pb::HealthCheckRequest::default()).await.unwrap();
 }
 
 #[tokio::test]
@@ -131,8 +148,8 @@ async fn two_workers_never_share_a_job_and_expiry_requeues() {
     let lb = lease(&mut b, &wb).await.unwrap();
     assert_ne!(la.job_id, lb.job_id);
     assert!(lb.fencing_token > la.fencing_token);
-    let spec: serde_json::Value = serde_json::from_str(&la.spec_json).unwrap();
-    assert_eq!(spec["dataset"], "mnist");
+    let spec = ibsweep_shared::job::JobSpec::try_from(la.spec.clone().unwrap()).unwrap();
+    assert_eq!(spec.dataset, ibsweep_shared::job::Dataset::Mnist);
 
     // a keeps heartbeating; b goes silent past the TTL.
     let (mut c, wc) = h.worker("c").await;
@@ -162,27 +179,20 @@ async fn two_workers_never_share_a_job_and_expiry_requeues() {
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("stale lease"), "{}", err.message());
     let err = b
-        .complete(pb::CompleteRequest {
-            worker_id: wb.clone(),
-            job_id: lb.job_id.clone(),
-            fencing_token: lb.fencing_token,
-            lease_secret: lb.lease_secret.clone(),
-            chunks: 0,
-            ..Default::default()
-        })
+        .complete(pb::CompleteRequest { claim: Some(lb.claim(&wb)), chunks: 0, ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     let chunk = pb::HistogramChunk {
-        job_id: lb.job_id.clone(),
-        worker_id: wb.clone(),
-        lease_secret: lb.lease_secret.clone(),
-        fencing_token: lb.fencing_token,
-        epoch: 0,
-        split: "test".into(),
-        layer: 1,
-        layer_name: "conv1".into(),
-        bin_size: 0.67,
+        claim: Some(lb.claim(&wb)),
+        measurement: Some(pb::Measurement {
+            epoch: 0,
+            split: pb::Split::Test.into(),
+            layer: 1,
+            layer_name: "conv1".into(),
+            bin_size: 0.67,
+            ..Default::default()
+        }),
         histogram: ibsweep_shared::measure::LayerHistogram::new(10).to_bytes(),
         pieces: 1,
         ..Default::default()
@@ -203,26 +213,12 @@ async fn cancel_reaches_the_worker_at_its_heartbeat_and_retry_requeues_failures(
     let (mut a, wa) = h.worker("a").await;
     // Fail one job twice (max_attempts: 2): it is failed with both reasons.
     let first = lease(&mut a, &wa).await.unwrap();
-    a.fail(pb::FailRequest {
-        worker_id: wa.clone(),
-        job_id: first.job_id.clone(),
-        fencing_token: first.fencing_token,
-        reason: "boom 1".into(),
-        release: false,
-        lease_secret: first.lease_secret.clone(),
-    })
+    a.fail(pb::FailRequest { claim: Some(first.claim(&wa)), reason: "boom 1".into(), release: false })
     .await
     .unwrap();
     let second = lease(&mut a, &wa).await.unwrap();
     assert_eq!(second.job_id, first.job_id);
-    a.fail(pb::FailRequest {
-        worker_id: wa.clone(),
-        job_id: second.job_id.clone(),
-        fencing_token: second.fencing_token,
-        reason: "boom 2".into(),
-        release: false,
-        lease_secret: second.lease_secret.clone(),
-    })
+    a.fail(pb::FailRequest { claim: Some(second.claim(&wa)), reason: "boom 2".into(), release: false })
     .await
     .unwrap();
     let status = h.sweeps.status(pb::StatusRequest { sweep_id: sweep.clone() }).await.unwrap().into_inner();

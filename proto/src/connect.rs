@@ -45,7 +45,7 @@ impl fmt::Display for ConnectError {
 
 impl std::error::Error for ConnectError {}
 
-/// Adds the bearer token to every request. Its `Debug` never shows the token.
+/// Adds the bearer token (and the protocol version) to every request. Its `Debug` never shows the token.
 #[derive(Clone, Default)]
 pub struct Bearer(Option<AsciiMetadataValue>);
 
@@ -55,8 +55,11 @@ impl fmt::Debug for Bearer {
     }
 }
 
+/// Every call says which protocol its client speaks, so the coordinator can refuse an old
+/// client by name before misreading its messages.
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert(crate::PROTOCOL_HEADER, AsciiMetadataValue::from(crate::PROTOCOL_VERSION));
         if let Some(value) = &self.0 {
             request.metadata_mut().insert("authorization", value.clone());
         }

@@ -2,12 +2,24 @@
 //! tonic-prost-build with protox (no system `protoc`).
 //!
 //! Bump [`PROTOCOL_VERSION`] with any change a peer of the old version would misread.
-//! [`connect`] is the one way clients (commands and workers) reach a coordinator.
+//!
+//! # Layout
+//! - [`v1`]: the generated messages and services.
+//! - [`convert`]: the shared vocabulary (job specs, splits, result rows) to and from the
+//!   wire, once for every peer.
+//! - [`connect`]: the one way clients (commands and workers) reach a coordinator; every
+//!   call carries [`PROTOCOL_HEADER`].
 
 pub mod connect;
+pub mod convert;
 
-/// Sent by workers at registration; the coordinator refuses any other.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// Sent by workers at registration and by every client in [`PROTOCOL_HEADER`]; the
+/// coordinator refuses any other. 4: typed claims, splits, job specs and result rows.
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// The request header that carries the client's [`PROTOCOL_VERSION`]. Clients of
+/// protocol 3 and older do not send it, so the coordinator can name their version too.
+pub const PROTOCOL_HEADER: &str = "ibsweep-protocol";
 
 /// Everything in package `ibsweep.v1`.
 pub mod v1 {
@@ -28,6 +40,18 @@ impl v1::RegisterRequest {
             threads,
             device: "cpu".into(),
             previous_worker_id: String::new(),
+        }
+    }
+}
+
+impl v1::Lease {
+    /// What `worker_id` presents with every call about this lease.
+    pub fn claim(&self, worker_id: &str) -> v1::LeaseClaim {
+        v1::LeaseClaim {
+            worker_id: worker_id.to_string(),
+            job_id: self.job_id.clone(),
+            fencing_token: self.fencing_token,
+            lease_secret: self.lease_secret.clone(),
         }
     }
 }

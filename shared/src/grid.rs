@@ -51,6 +51,7 @@ const TRAIN_KEYS: &[&str] = &[
     "sampling",
     "checkpoint_every",
     "checkpoint_minutes",
+    "eval_every",
 ];
 
 /// Parameters whose validity depends on each other; their product is checked jointly.
@@ -87,6 +88,9 @@ struct TrainSection {
     sampling: Option<Sampling>,
     checkpoint_every: Option<u32>,
     checkpoint_minutes: Option<f64>,
+    /// Absent from the canonical form when unset, so grids written before it keep their IDs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    eval_every: Option<u32>,
 }
 
 /// Per-sweep limits.

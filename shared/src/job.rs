@@ -313,6 +313,10 @@ pub struct JobSpec {
     /// Checkpoint after this many minutes of training since the last one.
     #[serde(default = "default_checkpoint_minutes", skip_serializing_if = "is_default_checkpoint_minutes")]
     pub checkpoint_minutes: f64,
+    /// Evaluate the test split every this many epochs; measured epochs always are, so no
+    /// result row depends on it (hence out of the canonical form at its default, 1).
+    #[serde(default = "default_eval_every", skip_serializing_if = "is_default_eval_every")]
+    pub eval_every: u32,
 }
 
 /// A 10,000-epoch job loses at most 50 epochs (or 10 minutes) to a preemption.
@@ -330,6 +334,13 @@ fn default_checkpoint_minutes() -> f64 {
 }
 fn is_default_checkpoint_minutes(v: &f64) -> bool {
     *v == DEFAULT_CHECKPOINT_MINUTES
+}
+
+fn default_eval_every() -> u32 {
+    1
+}
+fn is_default_eval_every(v: &u32) -> bool {
+    *v == 1
 }
 
 fn default_pooling() -> Pooling {
@@ -430,6 +441,9 @@ impl JobSpec {
         if self.batch_size == 0 {
             return err("batch_size must be at least 1".into());
         }
+        if self.eval_every == 0 {
+            return err("eval_every must be at least 1 (1: evaluate the test split after every epoch)".into());
+        }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return err(format!("lr must be a positive number, got {}", self.lr));
         }
@@ -502,6 +516,14 @@ impl JobSpec {
     /// Whether `epoch` is measured, without building the list.
     pub fn is_measured_epoch(&self, epoch: u32) -> bool {
         self.measure.epochs.contains(epoch, self.epochs)
+    }
+
+    /// Whether the whole test split is evaluated after `epoch` for its loss and accuracy:
+    /// every `eval_every`-th epoch and the last. Measured epochs compute them while
+    /// measuring, whatever this says. Evaluation only reports, it never changes the weights
+    /// or the random streams, so skipping it leaves every result row as it was.
+    pub fn evaluates_test(&self, epoch: u32) -> bool {
+        epoch.is_multiple_of(self.eval_every.max(1)) || epoch == self.epochs
     }
 
     /// The measured layers with their output sizes, or the error naming the layer where the
@@ -591,6 +613,7 @@ mod tests {
             measure: MeasureSpec::default(),
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             checkpoint_minutes: DEFAULT_CHECKPOINT_MINUTES,
+            eval_every: 1,
         }
     }
 

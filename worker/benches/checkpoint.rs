@@ -19,14 +19,14 @@ use ibsweep_coordinator::clock::SystemClock;
 use ibsweep_coordinator::scheduler::{Scheduler, Timing};
 use ibsweep_coordinator::service::{ServeOptions, serve_with};
 use ibsweep_coordinator::store::SledStore;
-use ibsweep_proto::v1::worker_service_client::WorkerServiceClient;
-use ibsweep_proto::v1::{self as pb};
+use ibsweep_proto::connect::ClientConfig;
 use ibsweep_shared::job::{DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_MINUTES, JobSpec};
+use ibsweep_worker::attach::GrpcApi;
+use ibsweep_worker::attach::api::{CheckpointInfo, CoordinatorApi, Offer, Registration};
 use ibsweep_worker::checkpoint;
 use ibsweep_worker::data;
 use ibsweep_worker::train::{self, Event, JobData, Plan, RunConfig};
 
-const PIECE: usize = 1 << 20;
 
 struct Figures {
     name: &'static str,
@@ -59,7 +59,7 @@ fn train(spec: &JobSpec, data: &JobData) -> (f64, f64, Vec<u8>) {
     let mut save_times = Vec::new();
     let mut last = Vec::new();
     let mut epoch_done = Instant::now();
-    train::run_job_with(spec, data, &config, &Plan { checkpoints: true, ..Plan::default() }, &|| None, &mut |event| {
+    train::run_job_with(spec, data, &config, &Plan { checkpoints: true, ..Plan::default() }, &|| false, &mut |event| {
         match event {
             Event::Epoch(m) if m.epoch > 0 && m.epoch < spec.epochs => {
                 epoch_times.push(m.seconds);
@@ -102,35 +102,23 @@ async fn round_trip(spec: &JobSpec, bytes: &[u8]) -> (f64, f64, u64) {
     let server = tokio::spawn(serve_with(listener, Arc::clone(&scheduler), ServeOptions::default(), async {
         let _ = stopped.await;
     }));
-    let mut client = loop {
-        match WorkerServiceClient::connect(format!("http://{addr}")).await {
-            Ok(c) => break c.max_decoding_message_size(4 << 20),
+    let config = ClientConfig::new(format!("http://{addr}"));
+    let api = loop {
+        match GrpcApi::connect(&config).await {
+            Ok(api) => break api,
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     };
-    let worker = client.register(pb::RegisterRequest::cpu("bench", 1)).await.unwrap().into_inner().worker_id;
-    let lease = client.lease(pb::LeaseRequest { worker_id: worker.clone() }).await.unwrap().into_inner().lease.unwrap();
-    let claim = pb::CheckpointRequest {
-        worker_id: worker,
-        job_id: lease.job_id.clone(),
-        fencing_token: lease.fencing_token,
-        lease_secret: lease.lease_secret.clone(),
-    };
+    let registration = Registration { name: "bench".into(), threads: 1, device: "cpu".into(), previous: None };
+    let worker = api.register(&registration).await.unwrap().worker_id;
+    let Offer::Lease(lease) = api.lease(&worker).await.unwrap() else { panic!("the bench sweep has a job") };
     let started = Instant::now();
-    let mut pieces: Vec<pb::CheckpointPiece> =
-        bytes.chunks(PIECE).map(|d| pb::CheckpointPiece { claim: None, info: None, data: d.to_vec() }).collect();
-    pieces[0].claim = Some(claim.clone());
-    pieces[0].info =
-        Some(pb::CheckpointInfo { epoch: 1, size: bytes.len() as u64, sha256: checkpoint::sha256_hex(bytes) });
-    client.upload_checkpoint(tokio_stream::iter(pieces)).await.unwrap();
+    api.upload_checkpoint(&lease.claim, 1, bytes).await.unwrap();
     let upload = started.elapsed().as_secs_f64();
     let disk = scheduler.checkpoint_bytes();
     let started = Instant::now();
-    let mut stream = client.download_checkpoint(claim).await.unwrap().into_inner();
-    let mut back = Vec::with_capacity(bytes.len());
-    while let Some(piece) = stream.message().await.unwrap() {
-        back.extend_from_slice(&piece.data);
-    }
+    let info = CheckpointInfo { epoch: 1, size: bytes.len() as u64, sha256: checkpoint::sha256_hex(bytes) };
+    let back = api.download_checkpoint(&lease.claim, &info).await.unwrap();
     let download = started.elapsed().as_secs_f64();
     assert_eq!(back, bytes);
     let _ = stop.send(());

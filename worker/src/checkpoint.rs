@@ -62,7 +62,7 @@ pub fn encode(spec: &JobSpec, epoch: u32, adam: &Adam, rng_word_pos: u128) -> Re
         .iter()
         .map(|(name, shape, bytes)| TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v)))
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::InvalidInput(format!("checkpoint tensor: {e:?}")))?;
+        .map_err(|e| Error::Checkpoint(format!("tensor: {e:?}")))?;
     let metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("epoch".to_string(), epoch.to_string()),
@@ -74,12 +74,12 @@ pub fn encode(spec: &JobSpec, epoch: u32, adam: &Adam, rng_word_pos: u128) -> Re
         ("rng_word_pos".to_string(), rng_word_pos.to_string()),
         ("job".to_string(), canonical_job(spec)),
     ]);
-    safetensors::serialize(views, &Some(metadata)).map_err(|e| Error::InvalidInput(format!("checkpoint: {e:?}")))
+    safetensors::serialize(views, &Some(metadata)).map_err(|e| Error::Checkpoint(format!("{e:?}")))
 }
 
 /// Reads and checks a checkpoint of `spec`: its format, its job, its numbers.
 pub fn decode(spec: &JobSpec, bytes: &[u8]) -> Result<TrainingState> {
-    let bad = |what: String| Error::InvalidInput(format!("checkpoint: {what}"));
+    let bad = Error::Checkpoint;
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors file: {e:?}")))?;
     let meta = header.metadata().clone().ok_or_else(|| bad("no metadata".into()))?;
     let field = |key: &str| meta.get(key).ok_or_else(|| bad(format!("metadata has no `{key}`")));
@@ -121,8 +121,7 @@ impl TrainingState {
     pub fn restore(&self, adam: &mut Adam) -> Result<()> {
         let expected = adam.slots.len() * 3;
         if self.tensors.len() != expected {
-            return Err(Error::InvalidInput(format!(
-                "checkpoint: {} tensors, the network needs {expected}",
+            return Err(Error::Checkpoint(format!("{} tensors, the network needs {expected}",
                 self.tensors.len()
             )));
         }
@@ -137,11 +136,10 @@ impl TrainingState {
                     let (shape, values) = self
                         .tensors
                         .get(&name)
-                        .ok_or_else(|| Error::InvalidInput(format!("checkpoint: `{name}` is missing")))?;
+                        .ok_or_else(|| Error::Checkpoint(format!("`{name}` is missing")))?;
                     let want: Vec<usize> = tensor.size().iter().map(|&d| d as usize).collect();
                     if *shape != want {
-                        return Err(Error::InvalidInput(format!(
-                            "checkpoint: `{name}` has shape {shape:?}, the network's is {want:?}"
+                        return Err(Error::Checkpoint(format!("`{name}` has shape {shape:?}, the network's is {want:?}"
                         )));
                     }
                     let source = Tensor::from_slice(values).view(tensor.size().as_slice()).to_device(tensor.device());

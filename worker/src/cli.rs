@@ -150,12 +150,17 @@ pub fn run(cli: Cli) -> Result<()> {
         // Bad TLS files or a malformed address are the user's to fix, not to retry.
         client.endpoint().map_err(|e| Error::InvalidInput(e.to_string()))?;
         client.bearer().map_err(|e| Error::InvalidInput(e.to_string()))?;
-        let config = AttachConfig { client, name: cli.name.unwrap_or_else(attach::default_name), compute: cli.compute };
+        let config = AttachConfig {
+            client,
+            name: cli.name.unwrap_or_else(attach::default_name),
+            datasets: cli.compute.datasets(),
+            run: cli.compute.run_config()?,
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
-            .map_err(|e| Error::InvalidInput(format!("cannot start the async runtime: {e}")))?;
+            .map_err(|e| Error::Setup(format!("cannot start the async runtime: {e}")))?;
         return runtime.block_on(async {
             let (tx, rx) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
@@ -172,7 +177,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let interrupted = Arc::new(AtomicBool::new(false));
             let flag = Arc::clone(&interrupted);
             ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
-                .map_err(|e| Error::InvalidInput(format!("cannot install the Ctrl-C handler: {e}")))?;
+                .map_err(|e| Error::Setup(format!("cannot install the Ctrl-C handler: {e}")))?;
             run::run_local(&spec, &args.out, &args.compute.datasets(), config, interrupted)?;
             eprintln!("wrote {}", args.out.join("mi.csv").display());
             Ok(())

@@ -21,7 +21,7 @@ use ibsweep_shared::job::JobSpec;
 use ibsweep_shared::results::{CsvWriter, MiRow};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Stop};
 use crate::train::{self, Event, JobData, RunConfig};
 
 /// Reads and validates a job file; errors name the file, line and column.
@@ -129,12 +129,12 @@ pub fn run_local(
         std::thread::Builder::new()
             .name("train".into())
             .spawn(move || {
-                let stop = move || stop_flag.load(Ordering::Relaxed).then(|| "interrupted".to_string());
+                let stop = move || stop_flag.load(Ordering::Relaxed);
                 train::run_job(&spec, &data, &config, &stop, &mut |event| {
-                    tx.send(event).map_err(|_| Error::Stopped("output closed".into()))
+                    tx.send(event).map_err(|_| Error::Stopped(Stop::Abandoned))
                 })
             })
-            .map_err(|e| Error::InvalidInput(format!("cannot start the training thread: {e}")))?
+            .map_err(|e| Error::Setup(format!("cannot start the training thread: {e}")))?
     };
     let mut write_result = Ok(());
     for event in rx {
@@ -165,7 +165,7 @@ pub fn run_local(
             break;
         }
     }
-    let trained = trainer.join().map_err(|_| Error::Stopped("training thread panicked".into()))?;
+    let trained = trainer.join().map_err(|_| Error::Panicked("see the message above".into()))?;
     if trained.is_ok() && write_result.is_ok() {
         bar.finish();
     } else {
@@ -174,7 +174,7 @@ pub fn run_local(
     }
     write_result?;
     trained.map_err(|e| match e {
-        Error::Stopped(reason) => Error::Stopped(format!("{reason}; what was measured so far is in {}", out.display())),
+        Error::Stopped(_) => Error::Interrupted { measured_in: out.to_path_buf() },
         other => other,
     })
 }

@@ -21,7 +21,7 @@ use tch::{Device, Kind, Tensor};
 use crate::adam::Adam;
 use crate::checkpoint::{self, TrainingState};
 use crate::data::{self, CLASSES, Images, Part};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Stop};
 use crate::model::Network;
 
 /// A job's images: the seeded training subset and the test subset, with the hashes of the
@@ -173,14 +173,14 @@ pub fn run_job(
     spec: &JobSpec,
     data: &JobData,
     config: &RunConfig,
-    stop: &dyn Fn() -> Option<String>,
+    stop: &dyn Fn() -> bool,
     on_event: &mut dyn FnMut(Event) -> Result<()>,
 ) -> Result<()> {
     run_job_with(spec, data, config, &Plan::default(), stop, on_event)
 }
 
 /// Trains `spec` on `data` as `plan` says, sending events as it goes. `stop` is polled
-/// between mini-batches; when it returns a reason, the run ends with [`Error::Stopped`].
+/// between mini-batches; when it returns true, the run ends with [`Error::Stopped`].
 /// A resumed run produces exactly the events the uninterrupted run would have produced
 /// after the checkpoint's epoch (at the same thread count).
 pub fn run_job_with(
@@ -188,7 +188,7 @@ pub fn run_job_with(
     data: &JobData,
     config: &RunConfig,
     plan: &Plan<'_>,
-    stop: &dyn Fn() -> Option<String>,
+    stop: &dyn Fn() -> bool,
     on_event: &mut dyn FnMut(Event) -> Result<()>,
 ) -> Result<()> {
     spec.validate()?;
@@ -197,7 +197,7 @@ pub fn run_job_with(
         .num_threads(config.threads.max(1))
         .thread_name(|i| format!("binning-{i}"))
         .build()
-        .map_err(|e| Error::InvalidInput(format!("cannot start binning threads: {e}")))?;
+        .map_err(|e| Error::Setup(format!("cannot start binning threads: {e}")))?;
     // Weights (and dropout-free forward passes) are then a function of the seed.
     tch::manual_seed(spec.seed as i64);
     let vs = nn::VarStore::new(config.device);
@@ -233,8 +233,8 @@ pub fn run_job_with(
             order.shuffle(&mut rng);
             let (mut loss_sum, mut correct) = (0.0, 0.0);
             for chunk in order.chunks(batch) {
-                if let Some(reason) = stop() {
-                    return Err(Error::Stopped(reason));
+                if stop() {
+                    return Err(Error::Stopped(Stop::Requested));
                 }
                 let index = Tensor::from_slice(chunk).to_device(config.device);
                 let (x, y) = (train_x.index_select(0, &index), train_y.index_select(0, &index));
@@ -268,12 +268,12 @@ pub fn run_job_with(
                     Split::Test => (metrics.test_loss, metrics.test_accuracy) = (Some(m.loss), Some(m.accuracy)),
                 }
                 on_event(Event::Measured(m))?;
-                if let Some(reason) = stop() {
-                    return Err(Error::Stopped(reason));
+                if stop() {
+                    return Err(Error::Stopped(Stop::Requested));
                 }
             }
         }
-        if epoch > 0 && metrics.test_loss.is_none() {
+        if epoch > 0 && metrics.test_loss.is_none() && spec.evaluates_test(epoch) {
             let (l, a) = evaluate(&net, &test_x, &test_y, batch);
             (metrics.test_loss, metrics.test_accuracy) = (Some(l), Some(a));
         }
@@ -291,7 +291,7 @@ pub fn run_job_with(
             last_checkpoint = Instant::now();
         }
         if draining {
-            return Err(Error::Stopped(format!("stopped after a checkpoint at epoch {epoch}")));
+            return Err(Error::Stopped(Stop::Drained { epoch }));
         }
     }
     Ok(())

@@ -35,7 +35,7 @@ fn config() -> RunConfig {
 fn run(spec: &JobSpec, data: &JobData) -> (Vec<SplitMeasurement>, Vec<train::EpochMetrics>) {
     let _guard = TORCH.lock().unwrap_or_else(|e| e.into_inner());
     let (mut measured, mut epochs) = (Vec::new(), Vec::new());
-    train::run_job(spec, data, &config(), &|| None, &mut |event| {
+    train::run_job(spec, data, &config(), &|| false, &mut |event| {
         match event {
             Event::Measured(m) => measured.push(m),
             Event::Epoch(e) => epochs.push(e),
@@ -54,7 +54,7 @@ type Trace = Vec<(u32, String, Vec<Vec<u8>>, [Option<f64>; 4])>;
 fn planned(spec: &JobSpec, data: &JobData, plan: &Plan<'_>) -> (Trace, Vec<(u32, Vec<u8>)>) {
     let _guard = TORCH.lock().unwrap_or_else(|e| e.into_inner());
     let (mut trace, mut checkpoints) = (Vec::new(), Vec::new());
-    train::run_job_with(spec, data, &config(), plan, &|| None, &mut |event| {
+    train::run_job_with(spec, data, &config(), plan, &|| false, &mut |event| {
         match event {
             Event::Measured(m) => trace.push((
                 m.epoch,

@@ -67,6 +67,10 @@ pub enum Command {
         /// Live progress bars until every watched sweep has finished (plain lines without a TTY).
         #[arg(long)]
         watch: bool,
+        /// Every job of the sweep, finished ones included, with each attempt (worker,
+        /// start epoch, end, reason).
+        #[arg(long, conflicts_with = "watch", requires = "sweep")]
+        jobs: bool,
     },
     /// MI rows of a sweep.
     Results {
@@ -141,29 +145,35 @@ pub async fn run(cli: Cli) -> CliResult<()> {
     if let Command::Serve(args) = cli.command {
         return serve::run(*args, token).await;
     }
+    // Commands that read only local files never reach for a coordinator, so they work
+    // with none running.
+    if let Command::Plot { from_csv: Some(csv), out, filters, format, only, .. } = cli.command {
+        return results::plot_csv(&csv, out, &filters, format, plot_kinds(only)).await;
+    }
     let url = cli.coordinator;
     let config = ClientConfig { url: url.clone(), token, tls_ca: cli.tls_ca, tls_identity: None };
     let mut client = Client::connect(&config).await?;
     match cli.command {
         Command::Serve(_) => unreachable!("handled above"),
         Command::Submit { grid, json } => submit::run(&mut client, &grid, json).await,
-        Command::Status { sweep, json, watch } => status::run(&mut client, sweep, json, watch).await,
+        Command::Status { sweep, json, watch, jobs } => status::run(&mut client, sweep, json, watch, jobs).await,
         Command::Results { sweep, format, filters, out } => {
             results::results(&mut client, &sweep, format, &filters, out.as_deref()).await
         }
-        Command::Plot { sweep, from_csv, out, filters, format, only } => {
-            let kinds = if only.is_empty() { PlotKind::ALL.to_vec() } else { only };
-            match (sweep, from_csv) {
-                (_, Some(csv)) => results::plot_csv(&csv, out, &filters, format, kinds).await,
-                (Some(sweep), None) => results::plot(&mut client, &sweep, out, &filters, format, kinds).await,
-                (None, None) => unreachable!("clap requires a sweep or --from-csv"),
-            }
+        Command::Plot { sweep, out, filters, format, only, .. } => {
+            let sweep = sweep.expect("clap requires a sweep or --from-csv, and --from-csv returned above");
+            results::plot(&mut client, &sweep, out, &filters, format, plot_kinds(only)).await
         }
         Command::Cancel { sweep } => control::cancel(&mut client, &sweep).await,
         Command::Checkpoint { job, out } => control::checkpoint(&mut client, &job, &out).await,
         Command::Retry { sweep, failed: _ } => control::retry(&mut client, &sweep).await,
         Command::Workers { json } => control::workers(&mut client, &url, json).await,
     }
+}
+
+/// `--only`, or every kind when it is not given.
+fn plot_kinds(only: Vec<PlotKind>) -> Vec<PlotKind> {
+    if only.is_empty() { PlotKind::ALL.to_vec() } else { only }
 }
 
 /// Ctrl-C or SIGTERM.

@@ -4,6 +4,8 @@
 use std::io::Write;
 
 use ibsweep_proto::v1::{self as pb};
+use ibsweep_shared::grid::canonical_job;
+use ibsweep_shared::job::JobSpec;
 use ibsweep_shared::results::{CsvWriter, MiRow};
 
 use super::Format;
@@ -61,7 +63,7 @@ pub fn render_status(status: &pb::StatusResponse) -> String {
             }
         }
         for f in &s.failures {
-            out += &format!("  failed job {} {}\n", f.job_id, f.params_json);
+            out += &format!("  failed job {} {}\n", f.job_id, params(f.spec.as_ref()));
             for r in &f.reasons {
                 out += &format!("    {r}\n");
             }
@@ -81,6 +83,64 @@ pub fn render_status(status: &pb::StatusResponse) -> String {
         }
     }
     out
+}
+
+/// A job's parameters as one line (the grid's canonical JSON); empty when unknown.
+fn params(spec: Option<&pb::JobSpec>) -> String {
+    spec.and_then(|s| JobSpec::try_from(s.clone()).ok()).map(|s| canonical_job(&s)).unwrap_or_default()
+}
+
+fn state_name(state: i32) -> &'static str {
+    match pb::JobState::try_from(state).unwrap_or(pb::JobState::Unspecified) {
+        pb::JobState::Pending => "pending",
+        pb::JobState::Running => "running",
+        pb::JobState::Done => "done",
+        pb::JobState::Failed => "failed",
+        pb::JobState::Cancelled => "cancelled",
+        pb::JobState::Unspecified => "unknown",
+    }
+}
+
+/// One attempt as a person reads it: `attempt 2 on node1: resumed at epoch 24, reached
+/// epoch 30: done`.
+pub fn attempt_line(a: &pb::Attempt) -> String {
+    let started =
+        if a.start_epoch == 0 { "started at epoch 0".to_string() } else { format!("resumed at epoch {}", a.start_epoch) };
+    let ended = if a.ended.is_empty() { "running".to_string() } else { a.ended.clone() };
+    let uncounted = if !a.ended.is_empty() && !a.counted { " [no try used]" } else { "" };
+    format!("attempt {} on {}: {started}, reached epoch {}: {ended}{uncounted}", a.number, a.worker, a.end_epoch)
+}
+
+/// `status SWEEP --jobs`: every job, its state and parameters, then one line per attempt.
+pub fn render_jobs(jobs: &[pb::JobInfo]) -> String {
+    let mut out = String::new();
+    for j in jobs {
+        let checkpoint = j.checkpoint_epoch.map(|e| format!(", checkpoint at epoch {e}")).unwrap_or_default();
+        out += &format!("job {} #{} {}{checkpoint}: {}\n", j.job_id, j.index, state_name(j.state), params(j.spec.as_ref()));
+        for a in &j.attempts {
+            out += &format!("  {}\n", attempt_line(a));
+        }
+    }
+    out
+}
+
+/// `status SWEEP --jobs --json`: one object per job.
+pub fn jobs_json(jobs: &[pb::JobInfo]) -> serde_json::Value {
+    serde_json::Value::Array(
+        jobs.iter()
+            .map(|j| {
+                serde_json::json!({
+                    "job_id": j.job_id, "index": j.index, "state": state_name(j.state),
+                    "params": params(j.spec.as_ref()), "checkpoint_epoch": j.checkpoint_epoch,
+                    "attempts": j.attempts.iter().map(|a| serde_json::json!({
+                        "attempt": a.number, "worker": a.worker, "start_epoch": a.start_epoch,
+                        "end_epoch": a.end_epoch, "ended": a.ended, "counted": a.counted, "ended_ms": a.ended_ms,
+                    })).collect::<Vec<_>>(),
+                    "history": j.history,
+                })
+            })
+            .collect(),
+    )
 }
 
 /// One running job: who, which attempt, where it started, how far it is, its checkpoint.
@@ -181,7 +241,7 @@ pub fn status_json(r: &pb::StatusResponse) -> serde_json::Value {
                 "sweep_id": s.sweep_id, "name": s.name, "total": s.total, "cancelled": s.cancelled,
                 "pending": c.pending, "running": c.running, "done": c.done, "failed": c.failed, "cancelled_jobs": c.cancelled,
                 "mean_job_seconds": s.mean_job_seconds,
-                "failures": s.failures.iter().map(|f| serde_json::json!({"job_id": f.job_id, "params": f.params_json, "reasons": f.reasons})).collect::<Vec<_>>(),
+                "failures": s.failures.iter().map(|f| serde_json::json!({"job_id": f.job_id, "params": params(f.spec.as_ref()), "reasons": f.reasons})).collect::<Vec<_>>(),
                 "running_jobs": s.running.iter().map(|j| running_json(j, r.now_ms)).collect::<Vec<_>>(),
             })
         }).collect::<Vec<_>>(),
@@ -245,7 +305,7 @@ mod tests {
                 mean_job_seconds: 10.0,
                 failures: vec![pb::Failure {
                     job_id: "j".into(),
-                    params_json: "{}".into(),
+                    spec: None,
                     reasons: vec!["boom".into()],
                 }],
                 created_ms: 0,

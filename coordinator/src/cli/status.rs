@@ -1,13 +1,23 @@
-//! `coordinator status [SWEEP] [--json | --watch]`.
+//! `coordinator status [SWEEP] [--json | --watch | --jobs]`.
 
 use std::io::Write;
 
 use super::output;
 use crate::client::{Client, ClientResult};
 
-pub async fn run(client: &mut Client, sweep: Option<String>, json: bool, watch_flag: bool) -> ClientResult<()> {
+pub async fn run(client: &mut Client, sweep: Option<String>, json: bool, watch_flag: bool, jobs: bool) -> ClientResult<()> {
     if watch_flag {
         return watch(client, sweep).await;
+    }
+    if jobs {
+        let sweep = sweep.ok_or_else(|| anyhow::anyhow!("--jobs lists one sweep's jobs: give the sweep ID"))?;
+        let jobs = client.jobs(&sweep).await?;
+        if json {
+            println!("{}", output::jobs_json(&jobs));
+        } else {
+            print!("{}", output::render_jobs(&jobs));
+        }
+        return Ok(());
     }
     let r = client.status(sweep).await?;
     if json {

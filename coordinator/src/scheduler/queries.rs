@@ -2,13 +2,14 @@
 //! the maintained counters, never from a recount; results are read a page at a time.
 
 use ibsweep_shared::grid::canonical_job;
+use ibsweep_shared::job::JobSpec;
 use ibsweep_shared::measure::CountProfile;
 use ibsweep_shared::results::MiRow;
 
 use super::Scheduler;
 use crate::error::{Error, Result};
 use crate::ids::{JobId, SweepId};
-use crate::lifecycle::{Job, StateKind};
+use crate::lifecycle::{Job, JobState, StateKind};
 use crate::records::*;
 use crate::store::{JobStore, Tree};
 
@@ -22,8 +23,8 @@ const RUNNING_SHOWN: usize = 100;
 #[derive(Debug, Clone)]
 pub struct SweepStatus {
     pub record: SweepRecord,
-    /// (job id, params, reasons) of failed jobs, at most 50.
-    pub failures: Vec<(JobId, String, Vec<String>)>,
+    /// (job id, spec, reasons) of failed jobs, at most 50.
+    pub failures: Vec<(JobId, Option<JobSpec>, Vec<String>)>,
     /// Jobs under a lease now, at most 100, with their progress and checkpoint.
     pub running: Vec<Job>,
 }
@@ -74,7 +75,7 @@ impl<S: JobStore> Scheduler<S> {
         Ok(out)
     }
 
-    fn failures(&self, record: &SweepRecord) -> Result<Vec<(JobId, String, Vec<String>)>> {
+    fn failures(&self, record: &SweepRecord) -> Result<Vec<(JobId, Option<JobSpec>, Vec<String>)>> {
         let mut failures = Vec::new();
         let mut after: Option<Vec<u8>> = None;
         while failures.len() < FAILURES_SHOWN {
@@ -84,8 +85,8 @@ impl<S: JobStore> Scheduler<S> {
             for (key, value) in &page {
                 let job: Job = JOBS.decode(value)?;
                 if job.kind() == StateKind::Failed && failures.len() < FAILURES_SHOWN {
-                    let params = self.spec_of(JobKey::from_bytes(key)?).map(|s| canonical_job(&s)).unwrap_or_default();
-                    failures.push((job.job_id, params, job.history.clone()));
+                    let spec = self.spec_of(JobKey::from_bytes(key)?).ok();
+                    failures.push((job.job_id, spec, job.history.clone()));
                 }
             }
         }
@@ -104,6 +105,36 @@ impl<S: JobStore> Scheduler<S> {
             .collect::<Result<_>>()?;
         workers.sort_by_key(|w| (w.registered_ms, w.id));
         Ok(workers)
+    }
+
+    /// Up to `limit` jobs of a sweep from expansion index `from` on, each with its spec:
+    /// stored jobs as stored, the rest as the implicit pending (or, in a cancelled
+    /// sweep, cancelled) jobs they are. Returns where the next page starts, `None` at the
+    /// end. Excluded grid points are not jobs and are skipped.
+    pub fn jobs_page(&self, sweep: SweepId, from: u64, limit: usize) -> Result<(Vec<(Job, JobSpec)>, Option<u64>)> {
+        let record = self.read_sweep(sweep)?;
+        let grid = self.grid(sweep)?;
+        let mut jobs = Vec::new();
+        let mut index = from;
+        while index < record.index_len && jobs.len() < limit {
+            let key = JobKey { sweep, index };
+            index += 1;
+            let Some(spec) = grid.point(key.index) else { continue };
+            let spec = spec.map_err(|e| Error::Corrupt { tree: "sweeps", detail: e })?;
+            let stored = self.txn(&mut |txn| JOBS.get(txn, &key.to_bytes()))?;
+            let job = match stored {
+                Some(job) => job,
+                None => {
+                    let mut job = Job::new(JobId::for_job(sweep, &canonical_job(&spec)), key.index);
+                    if record.cancelled {
+                        job.state = JobState::Cancelled;
+                    }
+                    job
+                }
+            };
+            jobs.push((job, spec));
+        }
+        Ok((jobs, (index < record.index_len).then_some(index)))
     }
 
     /// The job behind an ID (state, attempts, history).
