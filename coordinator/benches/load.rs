@@ -275,7 +275,8 @@ async fn worker(
     job_time: Duration,
     start_after: Duration,
 ) -> Latencies {
-    let mut client = WorkerServiceClient::with_interceptor(channel(&url).await, Bearer::default()).max_decoding_message_size(8 << 20);
+    let mut client = WorkerServiceClient::with_interceptor(channel(&url).await, Bearer::default())
+        .max_decoding_message_size(8 << 20);
     let mut lat = Latencies::default();
     let worker_id = loop {
         let registered = client.register(pb::RegisterRequest::cpu("load", 1)).await;
@@ -307,10 +308,7 @@ async fn worker(
             continue;
         }
         let t = Instant::now();
-        call!(
-            totals,
-            client.heartbeat(pb::HeartbeatRequest { claim: Some(lease.claim(&worker_id)), epoch: 0 })
-        );
+        call!(totals, client.heartbeat(pb::HeartbeatRequest { claim: Some(lease.claim(&worker_id)), epoch: 0 }));
         lat.heartbeat.push(t.elapsed());
         if workload == Workload::Paper {
             // Training: a heartbeat every second, as the worker's heartbeat task sends them.
@@ -318,9 +316,8 @@ async fn worker(
             while Instant::now() < until && !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_secs(1).min(until - Instant::now())).await;
                 let t = Instant::now();
-                let beat = client
-                    .heartbeat(pb::HeartbeatRequest { claim: Some(lease.claim(&worker_id)), epoch: 1 })
-                    .await;
+                let beat =
+                    client.heartbeat(pb::HeartbeatRequest { claim: Some(lease.claim(&worker_id)), epoch: 1 }).await;
                 match beat {
                     Ok(_) => lat.heartbeat.push(t.elapsed()),
                     Err(status) => totals.error(&status),

@@ -85,3 +85,28 @@ fn sample_figures_when_asked() {
         plot_all(&rows(), std::path::Path::new(&dir), ImageFormat::Png).unwrap();
     }
 }
+
+/// `plot --from-csv` reads only the file: it works with no coordinator anywhere (the
+/// address given is a closed port).
+#[test]
+fn plot_from_csv_needs_no_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv_path = dir.path().join("results.csv");
+    let mut csv = ibsweep_shared::results::CsvWriter::new(std::fs::File::create(&csv_path).unwrap());
+    for row in rows() {
+        csv.write(&row).unwrap();
+    }
+    csv.flush().unwrap();
+    drop(csv);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coordinator"))
+        .args(["--coordinator", &format!("http://{closed}"), "plot", "--from-csv"])
+        .arg(&csv_path)
+        .args(["--only", "planes", "--out"])
+        .arg(dir.path().join("plots"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = std::fs::read_dir(dir.path().join("plots")).unwrap().count();
+    assert_eq!(written, 2, "one information plane per width");
+}

@@ -98,7 +98,10 @@ async fn codes(config: &ClientConfig) -> Vec<(&'static str, Code)> {
         ("Retry", code(s.retry(pb::RetryRequest { sweep_id: id.clone(), failed: true }).await.map(|_| ()))),
         ("Workers", code(s.workers(pb::WorkersRequest {}).await.map(|_| ()))),
         ("Jobs", code(s.jobs(pb::JobsRequest { sweep_id: id.clone() }).await.map(|_| ()))),
-        ("ExportCheckpoint", code(s.export_checkpoint(pb::ExportCheckpointRequest { job_id: id.clone() }).await.map(|_| ()))),
+        (
+            "ExportCheckpoint",
+            code(s.export_checkpoint(pb::ExportCheckpointRequest { job_id: id.clone() }).await.map(|_| ())),
+        ),
         (
             "Register",
             code(
@@ -116,53 +119,28 @@ async fn codes(config: &ClientConfig) -> Vec<(&'static str, Code)> {
         ("Lease", code(w.lease(pb::LeaseRequest { worker_id: id.clone() }).await.map(|_| ()))),
         (
             "Heartbeat",
-            code(
-                w.heartbeat(pb::HeartbeatRequest { claim: claim(), ..Default::default() })
-                    .await
-                    .map(|_| ()),
-            ),
+            code(w.heartbeat(pb::HeartbeatRequest { claim: claim(), ..Default::default() }).await.map(|_| ())),
         ),
         (
             "UploadHistograms",
             code(w.upload_histograms(tokio_stream::iter(Vec::<pb::HistogramChunk>::new())).await.map(|_| ())),
         ),
-        (
-            "Complete",
-            code(
-                w.complete(pb::CompleteRequest { claim: claim(), ..Default::default() })
-                    .await
-                    .map(|_| ()),
-            ),
-        ),
-        (
-            "Fail",
-            code(
-                w.fail(pb::FailRequest { claim: claim(), ..Default::default() })
-                    .await
-                    .map(|_| ()),
-            ),
-        ),
+        ("Complete", code(w.complete(pb::CompleteRequest { claim: claim(), ..Default::default() }).await.map(|_| ()))),
+        ("Fail", code(w.fail(pb::FailRequest { claim: claim(), ..Default::default() }).await.map(|_| ()))),
         (
             "UploadCheckpoint",
             code(w.upload_checkpoint(tokio_stream::iter(Vec::<pb::UploadCheckpointPiece>::new())).await.map(|_| ())),
         ),
         (
             "DownloadCheckpoint",
-            code(
-                w.download_checkpoint(pb::DownloadCheckpointRequest { claim: claim() })
-                .await
-                .map(|_| ()),
-            ),
+            code(w.download_checkpoint(pb::DownloadCheckpointRequest { claim: claim() }).await.map(|_| ())),
         ),
         (
             "DiscardCheckpoint",
             code(
-                w.discard_checkpoint(pb::DiscardCheckpointRequest {
-                    claim: claim(),
-                    reason: String::new(),
-                })
-                .await
-                .map(|_| ()),
+                w.discard_checkpoint(pb::DiscardCheckpointRequest { claim: claim(), reason: String::new() })
+                    .await
+                    .map(|_| ()),
             ),
         ),
     ]

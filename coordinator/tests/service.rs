@@ -91,15 +91,8 @@ async fn lease(client: &mut Workers, worker: &str) -> Option<pb::Lease> {
     client.lease(pb::LeaseRequest { worker_id: worker.into() }).await.unwrap().into_inner().lease
 }
 
-async fn heartbeat(
-    client: &mut Workers,
-    worker: &str,
-    l: &pb::Lease,
-) -> Result<pb::HeartbeatResponse, tonic::Status> {
-    client
-        .heartbeat(pb::HeartbeatRequest { claim: Some(l.claim(worker)), epoch: 0 })
-        .await
-        .map(|r| r.into_inner())
+async fn heartbeat(client: &mut Workers, worker: &str, l: &pb::Lease) -> Result<pb::HeartbeatResponse, tonic::Status> {
+    client.heartbeat(pb::HeartbeatRequest { claim: Some(l.claim(worker)), epoch: 0 }).await.map(|r| r.into_inner())
 }
 
 #[tokio::test]
@@ -117,7 +110,10 @@ async fn registration_checks_the_protocol_version() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    let want = format!("speaks ibsweep protocol {}; this coordinator speaks protocol {PROTOCOL_VERSION}", PROTOCOL_VERSION + 1);
+    let want = format!(
+        "speaks ibsweep protocol {}; this coordinator speaks protocol {PROTOCOL_VERSION}",
+        PROTOCOL_VERSION + 1
+    );
     assert!(err.message().contains(&want), "{}", err.message());
 }
 
@@ -213,14 +209,10 @@ async fn cancel_reaches_the_worker_at_its_heartbeat_and_retry_requeues_failures(
     let (mut a, wa) = h.worker("a").await;
     // Fail one job twice (max_attempts: 2): it is failed with both reasons.
     let first = lease(&mut a, &wa).await.unwrap();
-    a.fail(pb::FailRequest { claim: Some(first.claim(&wa)), reason: "boom 1".into(), release: false })
-    .await
-    .unwrap();
+    a.fail(pb::FailRequest { claim: Some(first.claim(&wa)), reason: "boom 1".into(), release: false }).await.unwrap();
     let second = lease(&mut a, &wa).await.unwrap();
     assert_eq!(second.job_id, first.job_id);
-    a.fail(pb::FailRequest { claim: Some(second.claim(&wa)), reason: "boom 2".into(), release: false })
-    .await
-    .unwrap();
+    a.fail(pb::FailRequest { claim: Some(second.claim(&wa)), reason: "boom 2".into(), release: false }).await.unwrap();
     let status = h.sweeps.status(pb::StatusRequest { sweep_id: sweep.clone() }).await.unwrap().into_inner();
     let s = &status.sweeps[0];
     assert_eq!(s.counts.unwrap().failed, 1);

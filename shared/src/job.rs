@@ -629,6 +629,17 @@ mod tests {
     }
 
     #[test]
+    fn eval_every_stays_out_of_the_canonical_form_at_its_default_and_keeps_the_last_epoch() {
+        assert!(serde_json::to_value(spec()).unwrap().get("eval_every").is_none());
+        let sparse = JobSpec { eval_every: 4, epochs: 10, ..spec() };
+        let evaluated: Vec<u32> = (1..=10).filter(|&e| sparse.evaluates_test(e)).collect();
+        assert_eq!(evaluated, vec![4, 8, 10]);
+        assert!((1..=10).all(|e| spec().evaluates_test(e)));
+        let bad = JobSpec { eval_every: 0, ..spec() };
+        assert!(bad.validate().unwrap_err().0.starts_with("eval_every"));
+    }
+
+    #[test]
     fn layer_shapes() {
         let layers = spec().layers().unwrap();
         let names: Vec<_> = layers.iter().map(|l| l.name.as_str()).collect();

@@ -27,7 +27,6 @@ use ibsweep_worker::checkpoint;
 use ibsweep_worker::data;
 use ibsweep_worker::train::{self, Event, JobData, Plan, RunConfig};
 
-
 struct Figures {
     name: &'static str,
     params: usize,

@@ -121,9 +121,7 @@ impl TrainingState {
     pub fn restore(&self, adam: &mut Adam) -> Result<()> {
         let expected = adam.slots.len() * 3;
         if self.tensors.len() != expected {
-            return Err(Error::Checkpoint(format!("{} tensors, the network needs {expected}",
-                self.tensors.len()
-            )));
+            return Err(Error::Checkpoint(format!("{} tensors, the network needs {expected}", self.tensors.len())));
         }
         tch::no_grad(|| -> Result<()> {
             for slot in &mut adam.slots {
@@ -133,13 +131,12 @@ impl TrainingState {
                     ("adam.exp_avg_sq", &mut slot.exp_avg_sq),
                 ] {
                     let name = format!("{prefix}/{}", slot.name);
-                    let (shape, values) = self
-                        .tensors
-                        .get(&name)
-                        .ok_or_else(|| Error::Checkpoint(format!("`{name}` is missing")))?;
+                    let (shape, values) =
+                        self.tensors.get(&name).ok_or_else(|| Error::Checkpoint(format!("`{name}` is missing")))?;
                     let want: Vec<usize> = tensor.size().iter().map(|&d| d as usize).collect();
                     if *shape != want {
-                        return Err(Error::Checkpoint(format!("`{name}` has shape {shape:?}, the network's is {want:?}"
+                        return Err(Error::Checkpoint(format!(
+                            "`{name}` has shape {shape:?}, the network's is {want:?}"
                         )));
                     }
                     let source = Tensor::from_slice(values).view(tensor.size().as_slice()).to_device(tensor.device());

@@ -243,3 +243,26 @@ fn job_file_errors_name_the_file_line_and_parameter() {
         assert!(stderr.contains(needle) && stderr.contains(&format!("job{i}.yaml")), "expected '{needle}' in {stderr}");
     }
 }
+
+/// `eval_every` skips the test split's evaluation on unmeasured epochs, and changes no
+/// measurement: the histograms are byte for byte those of a run that evaluates every epoch.
+#[test]
+fn eval_every_skips_unmeasured_evaluations_and_changes_no_histogram() {
+    let every =
+        spec(serde_json::json!({"epochs": 5, "measure": {"epochs": [0, 2], "splits": ["test"], "bin_sizes": [0.67]}}));
+    let sparse = JobSpec { eval_every: 3, ..every.clone() };
+    let data = JobData::load(&every, &data::default_datasets_dir()).unwrap();
+    let (m_every, e_every) = run(&every, &data);
+    let (m_sparse, e_sparse) = run(&sparse, &data);
+    let bytes = |ms: &[SplitMeasurement]| -> Vec<Vec<u8>> {
+        ms.iter().flat_map(|m| m.layers.iter().flat_map(|l| l.histograms.iter().map(|(_, h)| h.to_bytes()))).collect()
+    };
+    assert_eq!(bytes(&m_every), bytes(&m_sparse));
+    let evaluated = |es: &[train::EpochMetrics]| -> Vec<u32> {
+        es.iter().filter(|e| e.test_loss.is_some()).map(|e| e.epoch).collect()
+    };
+    assert_eq!(evaluated(&e_every), vec![0, 1, 2, 3, 4, 5]);
+    // Epoch 2 is measured (so evaluated), 3 is the third, 5 the last.
+    assert_eq!(evaluated(&e_sparse), vec![0, 2, 3, 5]);
+    assert_eq!(e_every[5].test_loss, e_sparse[5].test_loss, "the weights are the same");
+}

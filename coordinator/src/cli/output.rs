@@ -104,8 +104,11 @@ fn state_name(state: i32) -> &'static str {
 /// One attempt as a person reads it: `attempt 2 on node1: resumed at epoch 24, reached
 /// epoch 30: done`.
 pub fn attempt_line(a: &pb::Attempt) -> String {
-    let started =
-        if a.start_epoch == 0 { "started at epoch 0".to_string() } else { format!("resumed at epoch {}", a.start_epoch) };
+    let started = if a.start_epoch == 0 {
+        "started at epoch 0".to_string()
+    } else {
+        format!("resumed at epoch {}", a.start_epoch)
+    };
     let ended = if a.ended.is_empty() { "running".to_string() } else { a.ended.clone() };
     let uncounted = if !a.ended.is_empty() && !a.counted { " [no try used]" } else { "" };
     format!("attempt {} on {}: {started}, reached epoch {}: {ended}{uncounted}", a.number, a.worker, a.end_epoch)
@@ -116,7 +119,13 @@ pub fn render_jobs(jobs: &[pb::JobInfo]) -> String {
     let mut out = String::new();
     for j in jobs {
         let checkpoint = j.checkpoint_epoch.map(|e| format!(", checkpoint at epoch {e}")).unwrap_or_default();
-        out += &format!("job {} #{} {}{checkpoint}: {}\n", j.job_id, j.index, state_name(j.state), params(j.spec.as_ref()));
+        out += &format!(
+            "job {} #{} {}{checkpoint}: {}\n",
+            j.job_id,
+            j.index,
+            state_name(j.state),
+            params(j.spec.as_ref())
+        );
         for a in &j.attempts {
             out += &format!("  {}\n", attempt_line(a));
         }
@@ -303,11 +312,7 @@ mod tests {
                 total: 4,
                 counts: Some(pb::StateCounts { pending: 1, running: 1, done: 2, failed: 0, cancelled: 0 }),
                 mean_job_seconds: 10.0,
-                failures: vec![pb::Failure {
-                    job_id: "j".into(),
-                    spec: None,
-                    reasons: vec!["boom".into()],
-                }],
+                failures: vec![pb::Failure { job_id: "j".into(), spec: None, reasons: vec!["boom".into()] }],
                 created_ms: 0,
                 cancelled: false,
                 running: vec![pb::RunningJob {
@@ -375,5 +380,36 @@ mod tests {
         );
         let running = &json["sweeps"][0]["running_jobs"][0];
         assert_eq!((running["start_epoch"].as_u64(), running["checkpoint_age_s"].as_u64()), (Some(24), Some(6)));
+    }
+
+    #[test]
+    fn jobs_list_every_attempt_in_text_and_json() {
+        let attempt = |number, worker: &str, ended: &str, counted| pb::Attempt {
+            number,
+            worker: worker.into(),
+            start_epoch: if number == 1 { 0 } else { 24 },
+            end_epoch: 26 + number,
+            ended: ended.into(),
+            counted,
+            ended_ms: 0,
+        };
+        let jobs = vec![pb::JobInfo {
+            job_id: "j1".into(),
+            index: 0,
+            spec: None,
+            state: pb::JobState::Done as i32,
+            attempts: vec![attempt(1, "node0", "lease expired", true), attempt(2, "node1", "done", true)],
+            history: vec![],
+            checkpoint_epoch: Some(24),
+        }];
+        let text = render_jobs(&jobs);
+        assert_eq!(
+            text,
+            "job j1 #0 done, checkpoint at epoch 24: \n  attempt 1 on node0: started at epoch 0, reached epoch 27: lease expired\n  attempt 2 on node1: resumed at epoch 24, reached epoch 28: done\n"
+        );
+        let json = jobs_json(&jobs);
+        assert_eq!(json[0]["state"], "done");
+        assert_eq!(json[0]["attempts"][1]["worker"], "node1");
+        assert_eq!(json[0]["attempts"][0]["ended"], "lease expired");
     }
 }

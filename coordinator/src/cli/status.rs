@@ -5,7 +5,13 @@ use std::io::Write;
 use super::output;
 use crate::client::{Client, ClientResult};
 
-pub async fn run(client: &mut Client, sweep: Option<String>, json: bool, watch_flag: bool, jobs: bool) -> ClientResult<()> {
+pub async fn run(
+    client: &mut Client,
+    sweep: Option<String>,
+    json: bool,
+    watch_flag: bool,
+    jobs: bool,
+) -> ClientResult<()> {
     if watch_flag {
         return watch(client, sweep).await;
     }

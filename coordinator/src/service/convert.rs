@@ -35,7 +35,8 @@ pub(super) fn optional_sweep(s: &str) -> Result<Option<SweepId>, Status> {
 /// The job a claim is about, and the claim itself.
 pub(super) fn claim(c: Option<pb::LeaseClaim>) -> Result<(JobId, Claim), Status> {
     let c = c.ok_or_else(|| Status::invalid_argument("the lease claim is missing"))?;
-    let claim = Claim { worker: parse(&c.worker_id)?, token: LeaseToken(c.fencing_token), secret: parse(&c.lease_secret)? };
+    let claim =
+        Claim { worker: parse(&c.worker_id)?, token: LeaseToken(c.fencing_token), secret: parse(&c.lease_secret)? };
     Ok((parse(&c.job_id)?, claim))
 }
 

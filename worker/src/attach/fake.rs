@@ -125,8 +125,7 @@ impl CoordinatorApi for FakeCoordinator {
             return Ok(Offer::RetryAfter(Duration::from_millis(50)));
         };
         state.next_token += 1;
-        let claim =
-            Claim { worker_id: worker_id.into(), job_id, token: state.next_token, secret: "0".repeat(32) };
+        let claim = Claim { worker_id: worker_id.into(), job_id, token: state.next_token, secret: "0".repeat(32) };
         let resume = resume.map(|(info, bytes)| {
             state.seen.checkpoints.push((claim.job_id.clone(), info.epoch, bytes));
             info

@@ -159,11 +159,7 @@ impl CoordinatorApi for GrpcApi {
     }
 
     async fn upload_checkpoint(&self, c: &Claim, epoch: u32, bytes: &[u8]) -> Result<u64, CallError> {
-        let info = pb::CheckpointInfo {
-            epoch,
-            size: bytes.len() as u64,
-            sha256: crate::checkpoint::sha256_hex(bytes),
-        };
+        let info = pb::CheckpointInfo { epoch, size: bytes.len() as u64, sha256: crate::checkpoint::sha256_hex(bytes) };
         let mut pieces: Vec<pb::UploadCheckpointPiece> = bytes
             .chunks(MAX_PIECE_BYTES)
             .map(|data| pb::UploadCheckpointPiece { claim: None, info: None, data: data.to_vec() })

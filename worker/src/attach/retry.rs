@@ -46,12 +46,7 @@ impl RetryPolicy {
 
     /// Makes `call` until it succeeds or the policy says stop; `what` names the call in
     /// the log and in the answer. `limit` caps the tries even outside shutdown.
-    pub async fn run<T, Fut>(
-        &self,
-        what: &str,
-        limit: Option<u32>,
-        mut call: impl FnMut() -> Fut,
-    ) -> Result<T, GaveUp>
+    pub async fn run<T, Fut>(&self, what: &str, limit: Option<u32>, mut call: impl FnMut() -> Fut) -> Result<T, GaveUp>
     where
         Fut: Future<Output = Result<T, CallError>>,
     {

@@ -119,7 +119,11 @@ impl<A: CoordinatorApi> Session<A> {
 
     /// The checkpoint this attempt resumes from, if the lease names one and it can be
     /// used; an unusable one is discarded so the job starts from scratch.
-    async fn resume_state(&self, lease: &Lease, spec: &JobSpec) -> std::result::Result<Option<TrainingState>, StopReason> {
+    async fn resume_state(
+        &self,
+        lease: &Lease,
+        spec: &JobSpec,
+    ) -> std::result::Result<Option<TrainingState>, StopReason> {
         let Some(info) = &lease.resume else { return Ok(None) };
         let job = &lease.claim.job_id;
         match self.fetch_checkpoint(&lease.claim, info, spec).await {
@@ -131,7 +135,11 @@ impl<A: CoordinatorApi> Session<A> {
             Err(FetchFailed::Unusable(why)) => {
                 tracing::warn!(job = %job, "the checkpoint at epoch {} cannot be used: {why}; starting from scratch", info.epoch);
                 let claim = &lease.claim;
-                match self.retry.run("discarding the checkpoint", None, || self.api.discard_checkpoint(claim, &why)).await {
+                match self
+                    .retry
+                    .run("discarding the checkpoint", None, || self.api.discard_checkpoint(claim, &why))
+                    .await
+                {
                     Ok(()) => Ok(None),
                     Err(GaveUp::LeaseLost(why) | GaveUp::Exhausted(why)) => Err(StopReason::LeaseLost(why)),
                     Err(GaveUp::Refused(why)) => {
