@@ -1,6 +1,6 @@
 //! The coordinator's one error type, and its one mapping to gRPC status codes.
 
-use crate::ids::{JobId, LeaseToken, SweepId};
+use crate::ids::{BadId, JobId, LeaseToken, SweepId};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -60,6 +60,12 @@ impl Error {
 impl From<crate::lifecycle::CountError> for Error {
     fn from(e: crate::lifecycle::CountError) -> Self {
         Error::Corrupt { tree: "sweeps", detail: e.to_string() }
+    }
+}
+
+impl From<BadId> for Error {
+    fn from(e: BadId) -> Self {
+        Error::InvalidArgument(e.0)
     }
 }
 

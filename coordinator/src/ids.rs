@@ -6,7 +6,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::Error;
+/// Text that is not an ID (or a lease secret); the message says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadId(pub String);
 
 /// Namespace of sweep IDs: UUIDv5 of a grid's canonical content.
 const SWEEP_NAMESPACE: Uuid = Uuid::from_u128(0x6962_7377_6565_7000_8000_0000_0000_0001);
@@ -33,11 +36,11 @@ macro_rules! uuid_id {
         }
 
         impl FromStr for $name {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self, Error> {
+            type Err = BadId;
+            fn from_str(s: &str) -> Result<Self, BadId> {
                 Uuid::parse_str(s.trim())
                     .map($name)
-                    .map_err(|_| Error::InvalidArgument(format!("`{s}` is not a {} ID (a UUID)", $what)))
+                    .map_err(|_| BadId(format!("`{s}` is not a {} ID (a UUID)", $what)))
             }
         }
     };
@@ -123,21 +126,21 @@ impl From<LeaseSecret> for String {
 }
 
 impl TryFrom<String> for LeaseSecret {
-    type Error = Error;
-    fn try_from(s: String) -> Result<Self, Error> {
+    type Error = BadId;
+    fn try_from(s: String) -> Result<Self, BadId> {
         s.parse()
     }
 }
 
 impl FromStr for LeaseSecret {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
+    type Err = BadId;
+    fn from_str(s: &str) -> Result<Self, BadId> {
         if s.len() != 32 {
-            return Err(Error::InvalidArgument("the lease secret must be 32 hex digits".into()));
+            return Err(BadId("the lease secret must be 32 hex digits".into()));
         }
         u128::from_str_radix(s, 16)
             .map(LeaseSecret)
-            .map_err(|_| Error::InvalidArgument("the lease secret must be 32 hex digits".into()))
+            .map_err(|_| BadId("the lease secret must be 32 hex digits".into()))
     }
 }
 

@@ -14,11 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
 use crate::error::{Error, Result};
-use crate::scheduler::Scheduler;
-use crate::store::JobStore;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabels {
@@ -110,10 +107,9 @@ impl Metrics {
         self.rpc_seconds.get_or_create(&MethodLabels { method: method.to_string() }).observe(seconds);
     }
 
-    /// The text exposition, with gauges refreshed from the scheduler.
-    pub fn render<S: JobStore>(&self, scheduler: &Scheduler<S>) -> Result<String> {
-        for s in scheduler.status(None)? {
-            let c = s.record.counts;
+    /// The text exposition, with the gauges set from `gauges` first.
+    pub fn render(&self, gauges: &Gauges) -> Result<String> {
+        for (sweep, name, c) in &gauges.sweeps {
             for (state, n) in [
                 ("pending", c.pending()),
                 ("running", c.running),
@@ -121,14 +117,13 @@ impl Metrics {
                 ("failed", c.failed),
                 ("cancelled", c.cancelled),
             ] {
-                let labels =
-                    JobLabels { sweep: s.record.id.to_string(), name: s.record.name.clone(), state: state.into() };
+                let labels = JobLabels { sweep: sweep.to_string(), name: name.clone(), state: state.into() };
                 self.jobs.get_or_create(&labels).set(i64::try_from(n).unwrap_or(i64::MAX));
             }
         }
-        self.workers.set(scheduler.workers()?.len() as i64);
-        self.store_bytes.set(i64::try_from(scheduler.store().size_on_disk()).unwrap_or(i64::MAX));
-        self.checkpoint_bytes.set(i64::try_from(scheduler.checkpoint_bytes()).unwrap_or(i64::MAX));
+        self.workers.set(i64::try_from(gauges.workers).unwrap_or(i64::MAX));
+        self.store_bytes.set(i64::try_from(gauges.store_bytes).unwrap_or(i64::MAX));
+        self.checkpoint_bytes.set(i64::try_from(gauges.checkpoint_bytes).unwrap_or(i64::MAX));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .map_err(|e| Error::Store(format!("metrics encoding: {e}")))?;
@@ -136,41 +131,14 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` on `listener` until `shutdown` completes.
-pub async fn serve_metrics<S: JobStore>(
-    listener: TcpListener,
-    scheduler: Arc<Scheduler<S>>,
-    metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    use axum::http::{StatusCode, header};
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let (scheduler, metrics) = (Arc::clone(&scheduler), Arc::clone(&metrics));
-            async move {
-                match tokio::task::spawn_blocking(move || metrics.render(&scheduler)).await {
-                    Ok(Ok(text)) => (
-                        StatusCode::OK,
-                        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-                        text,
-                    ),
-                    Ok(Err(e)) => {
-                        (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], e.to_string())
-                    }
-                    Err(e) => {
-                        (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], e.to_string())
-                    }
-                }
-            }
-        }),
-    );
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!("metrics at http://{addr}/metrics");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::Store(format!("metrics server: {e}")))
+/// What the gauges show, read at scrape time from the scheduler's maintained counters.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// (sweep, name, job counts) per sweep.
+    pub sweeps: Vec<(crate::ids::SweepId, String, crate::lifecycle::Counts)>,
+    pub workers: usize,
+    pub store_bytes: u64,
+    pub checkpoint_bytes: u64,
 }
 
 /// A tower layer timing every gRPC request by its method path.

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use common::{N, TTL, chunks, register, tiny_grid};
 use ibsweep_coordinator::clock::ManualClock;
-use ibsweep_coordinator::metrics::serve_metrics;
+use ibsweep_coordinator::service::serve_metrics;
+use ibsweep_proto::connect::ClientConfig;
 use ibsweep_coordinator::scheduler::{Scheduler, Timing};
 use ibsweep_coordinator::service::{ServeOptions, serve_with};
 use ibsweep_coordinator::store::MemoryStore;
@@ -46,7 +47,8 @@ async fn counters_and_gauges_move_during_a_sweep() {
     let before = scrape(metrics_addr).await;
     assert_eq!(value(&before, "ibsweep_leases_granted_total"), 0.0);
 
-    let mut sweeps = SweepServiceClient::connect(format!("http://{grpc_addr}")).await.unwrap();
+    let (channel, bearer) = ClientConfig::new(format!("http://{grpc_addr}")).connect().await.unwrap();
+    let mut sweeps = SweepServiceClient::with_interceptor(channel, bearer);
     let sweep = sweeps
         .submit(pb::SubmitRequest { grid_yaml: tiny_grid("metered", 3), file_name: "m.yaml".into() })
         .await

@@ -8,7 +8,7 @@
 //! an attempt dies, `drop_attempt` discards only what it staged after its last checkpoint.
 
 use super::Scheduler;
-use super::ingest::expected;
+use super::staging::{self, COMMITTED, suffix_epoch};
 use crate::checkpoints::{CheckpointDir, Incoming};
 use crate::error::{Error, Result};
 use crate::ids::{Claim, JobId};
@@ -16,13 +16,6 @@ use crate::lifecycle::{CheckpointRef, Job, StateKind};
 use crate::records::*;
 use crate::store::{JobStore, Tree};
 
-/// The staging "attempt" that holds histograms committed with a checkpoint.
-pub(super) const COMMITTED: u32 = 0;
-
-/// The measured epoch a staged key's suffix starts with.
-fn suffix_epoch(suffix: &[u8]) -> u32 {
-    suffix.get(..4).map_or(u32::MAX, |b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
-}
 
 /// What a checkpoint upload announces in its first piece.
 #[derive(Debug, Clone)]
@@ -135,19 +128,9 @@ impl<S: JobStore> Scheduler<S> {
             .map(|(k, _)| k[attempt.len()..].to_vec())
             .filter(|suffix| suffix_epoch(suffix) <= epoch)
             .collect();
-        let mut have: Vec<Vec<u8>> = self
-            .store
-            .scan(Tree::Staged, &committed)?
-            .into_iter()
-            .map(|(k, _)| k[committed.len()..].to_vec())
-            .collect();
-        have.extend(moving.iter().cloned());
-        have.sort();
-        if let Some((_, missing)) = expected(&spec)?
-            .iter()
-            .filter(|(suffix, _)| suffix_epoch(suffix) <= epoch)
-            .find(|(suffix, _)| have.binary_search(suffix).is_err())
-        {
+        let already = self.store.scan(Tree::Staged, &committed)?;
+        let have = already.iter().map(|(k, _)| &k[committed.len()..]).chain(moving.iter().map(Vec::as_slice));
+        if let Some(missing) = staging::first_missing(&staging::expected(&spec)?, have.collect(), Some(epoch)) {
             return Err(Error::InvalidArgument(format!(
                 "job {job_id}: checkpoint at epoch {epoch}, but histogram ({missing}) never arrived"
             )));

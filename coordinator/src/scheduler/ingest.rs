@@ -12,7 +12,7 @@ use ibsweep_shared::measure::{BinSize, CountProfile, LayerHistogram};
 use ibsweep_shared::results::{Measurement, MiRow};
 
 use super::Scheduler;
-use super::checkpoints::COMMITTED;
+use super::staging::{self, COMMITTED};
 use crate::error::{Error, Result};
 use crate::ids::{Claim, JobId};
 use crate::lifecycle::{JobState, StateKind};
@@ -81,26 +81,6 @@ fn check_key(spec: &JobSpec, chunk: &Chunk) -> Result<()> {
         return Err(chunk.refuse("not one of the job's bin sizes"));
     }
     Ok(())
-}
-
-/// Every histogram a job must deliver, as staged-key suffixes, in key order.
-pub(super) fn expected(spec: &JobSpec) -> Result<Vec<(Vec<u8>, String)>> {
-    let layers = spec.layers().map_err(|e| Error::InvalidArgument(e.0))?;
-    let mut out = Vec::new();
-    for epoch in spec.measured_epochs() {
-        for &split in &spec.measure.splits {
-            for layer in &layers {
-                for bin in &spec.measure.bin_sizes {
-                    out.push((
-                        measurement_suffix(epoch, split, layer.index, bin.get()),
-                        format!("epoch {epoch}, {}, layer `{}`, bin {}", split.as_str(), layer.name, bin.get()),
-                    ));
-                }
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// A whole histogram as staged: its counts must sum to the split's `n`; the record holds
@@ -244,11 +224,9 @@ impl<S: JobStore> Scheduler<S> {
         // Histograms committed with a checkpoint, then this attempt's.
         let mut staged = self.store.scan(Tree::Staged, &key.attempt(COMMITTED))?;
         staged.extend(self.store.scan(Tree::Staged, &attempt)?);
-        let expected = expected(&spec)?;
-        let mut have: Vec<&[u8]> = staged.iter().map(|(k, _)| &k[attempt.len()..]).collect();
-        have.sort_unstable();
-        if let Some((_, missing)) = expected.iter().find(|(suffix, _)| have.binary_search(&suffix.as_slice()).is_err())
-        {
+        let expected = staging::expected(&spec)?;
+        let have: Vec<&[u8]> = staged.iter().map(|(k, _)| &k[attempt.len()..]).collect();
+        if let Some(missing) = staging::first_missing(&expected, have, None) {
             return Err(Error::FailedPrecondition(format!(
                 "job {job_id}: histogram ({missing}) never arrived; {} of {} are here",
                 staged.len(),

@@ -23,6 +23,7 @@ mod control;
 mod ingest;
 mod leasing;
 mod queries;
+mod staging;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -9,7 +9,7 @@ use ibsweep_shared::job::JobSpec;
 use tonic::Status;
 
 use crate::error::Error;
-use crate::ids::{Claim, JobId, LeaseToken, SweepId, WorkerId};
+use crate::ids::{BadId, Claim, JobId, LeaseToken, SweepId, WorkerId};
 use crate::lifecycle::{AttemptRecord, CheckpointRef, Job, JobState, StateKind};
 use crate::records::WorkerRecord;
 use crate::scheduler::{CheckpointHeader, Chunk, Grant, SweepStatus};
@@ -19,12 +19,12 @@ fn invalid(e: WireError) -> Status {
 }
 
 /// An ID (or a lease secret) from its text.
-pub(super) fn parse<T: std::str::FromStr<Err = Error>>(s: &str) -> Result<T, Status> {
-    s.parse().map_err(Status::from)
+pub(super) fn parse<T: std::str::FromStr<Err = BadId>>(s: &str) -> Result<T, Status> {
+    s.parse().map_err(|e: BadId| Status::from(Error::from(e)))
 }
 
 /// An ID that may be left empty.
-pub(super) fn optional_id<T: std::str::FromStr<Err = Error>>(s: &str) -> Result<Option<T>, Status> {
+pub(super) fn optional_id<T: std::str::FromStr<Err = BadId>>(s: &str) -> Result<Option<T>, Status> {
     if s.is_empty() { Ok(None) } else { parse(s).map(Some) }
 }
 

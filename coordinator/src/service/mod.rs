@@ -12,9 +12,11 @@
 //! - [`sweeps`], [`workers`]: one file per gRPC service; handlers only parse, call the
 //!   scheduler in a lane, and answer.
 //! - [`streaming`]: files to and from piece streams (checkpoints).
+//! - [`metrics_endpoint`]: `/metrics` over HTTP, gauges read at scrape time.
 
 mod convert;
 mod lanes;
+mod metrics_endpoint;
 mod net;
 mod streaming;
 mod sweeps;
@@ -43,6 +45,7 @@ use crate::store::{JobStore, SledStore};
 /// the upload handler's steps with it).
 #[doc(hidden)]
 pub use convert::checkpoint_header;
+pub use metrics_endpoint::serve_metrics;
 pub use sweeps::Sweeps;
 pub use workers::{Workers, ingest_one};
 
@@ -110,7 +113,7 @@ pub async fn serve(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let metrics = metrics_listener.map(|l| {
         let mut stopped = stopped.clone();
-        tokio::spawn(crate::metrics::serve_metrics(l, Arc::clone(&scheduler), scheduler.metrics(), async move {
+        tokio::spawn(serve_metrics(l, Arc::clone(&scheduler), scheduler.metrics(), async move {
             let _ = stopped.changed().await;
         }))
     });
