@@ -38,9 +38,7 @@ macro_rules! uuid_id {
         impl FromStr for $name {
             type Err = BadId;
             fn from_str(s: &str) -> Result<Self, BadId> {
-                Uuid::parse_str(s.trim())
-                    .map($name)
-                    .map_err(|_| BadId(format!("`{s}` is not a {} ID (a UUID)", $what)))
+                Uuid::parse_str(s.trim()).map($name).map_err(|_| BadId(format!("`{s}` is not a {} ID (a UUID)", $what)))
             }
         }
     };
@@ -138,9 +136,7 @@ impl FromStr for LeaseSecret {
         if s.len() != 32 {
             return Err(BadId("the lease secret must be 32 hex digits".into()));
         }
-        u128::from_str_radix(s, 16)
-            .map(LeaseSecret)
-            .map_err(|_| BadId("the lease secret must be 32 hex digits".into()))
+        u128::from_str_radix(s, 16).map(LeaseSecret).map_err(|_| BadId("the lease secret must be 32 hex digits".into()))
     }
 }
 

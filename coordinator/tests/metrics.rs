@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use common::{N, TTL, chunks, register, tiny_grid};
 use ibsweep_coordinator::clock::ManualClock;
-use ibsweep_coordinator::service::serve_metrics;
-use ibsweep_proto::connect::ClientConfig;
 use ibsweep_coordinator::scheduler::{Scheduler, Timing};
+use ibsweep_coordinator::service::serve_metrics;
 use ibsweep_coordinator::service::{ServeOptions, serve_with};
 use ibsweep_coordinator::store::MemoryStore;
+use ibsweep_proto::connect::ClientConfig;
 use ibsweep_proto::v1::sweep_service_client::SweepServiceClient;
 use ibsweep_proto::v1::{self as pb};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

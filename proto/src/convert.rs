@@ -42,81 +42,55 @@ fn required<T>(field: &str, value: Option<T>) -> Result<T, WireError> {
 
 impl From<Split> for pb::Split {
     fn from(split: Split) -> pb::Split {
-        match split {
-            Split::Train => pb::Split::Train,
-            Split::Test => pb::Split::Test,
-        }
+        split_to(split)
     }
 }
 
 /// The split in field `field` of a message.
 pub fn split(field: &str, raw: i32) -> Result<Split, WireError> {
-    enum_field(field, raw, |s: pb::Split| match s {
-        pb::Split::Train => Some(Split::Train),
-        pb::Split::Test => Some(Split::Test),
-        pb::Split::Unspecified => None,
-    })
+    split_from(field, raw)
 }
 
-fn dataset_to(d: Dataset) -> pb::Dataset {
-    match d {
-        Dataset::Mnist => pb::Dataset::Mnist,
-        Dataset::FashionMnist => pb::Dataset::FashionMnist,
-    }
+/// Both directions between a domain enum and its protobuf enum, variant by variant: to
+/// the wire cannot fail; from it, unspecified and unknown values are refused by field.
+macro_rules! enum_pair {
+    ($to:ident, $from:ident, $domain:ty, $wire:ty, [$($d:path => $w:path),+ $(,)?]) => {
+        fn $to(value: $domain) -> $wire {
+            match value {
+                $($d => $w),+
+            }
+        }
+
+        fn $from(field: &str, raw: i32) -> Result<$domain, WireError> {
+            enum_field(field, raw, |value: $wire| match value {
+                $($w => Some($d),)+
+                #[allow(unreachable_patterns)]
+                _ => None,
+            })
+        }
+    };
 }
 
-fn dataset_from(field: &str, raw: i32) -> Result<Dataset, WireError> {
-    enum_field(field, raw, |d: pb::Dataset| match d {
-        pb::Dataset::Mnist => Some(Dataset::Mnist),
-        pb::Dataset::FashionMnist => Some(Dataset::FashionMnist),
-        pb::Dataset::Unspecified => None,
-    })
-}
-
-fn pooling_to(p: Pooling) -> pb::Pooling {
-    match p {
-        Pooling::None => pb::Pooling::None,
-        Pooling::Max2 => pb::Pooling::Max2,
-    }
-}
-
-fn pooling_from(field: &str, raw: i32) -> Result<Pooling, WireError> {
-    enum_field(field, raw, |p: pb::Pooling| match p {
-        pb::Pooling::None => Some(Pooling::None),
-        pb::Pooling::Max2 => Some(Pooling::Max2),
-        pb::Pooling::Unspecified => None,
-    })
-}
-
-fn activation_to(a: Activation) -> pb::Activation {
-    match a {
-        Activation::Tanh => pb::Activation::Tanh,
-        Activation::Relu => pb::Activation::Relu,
-    }
-}
-
-fn activation_from(field: &str, raw: i32) -> Result<Activation, WireError> {
-    enum_field(field, raw, |a: pb::Activation| match a {
-        pb::Activation::Tanh => Some(Activation::Tanh),
-        pb::Activation::Relu => Some(Activation::Relu),
-        pb::Activation::Unspecified => None,
-    })
-}
-
-fn sampling_to(s: Sampling) -> pb::Sampling {
-    match s {
-        Sampling::Random => pb::Sampling::Random,
-        Sampling::PerClassWithReplacement => pb::Sampling::PerClassWithReplacement,
-    }
-}
-
-fn sampling_from(field: &str, raw: i32) -> Result<Sampling, WireError> {
-    enum_field(field, raw, |s: pb::Sampling| match s {
-        pb::Sampling::Random => Some(Sampling::Random),
-        pb::Sampling::PerClassWithReplacement => Some(Sampling::PerClassWithReplacement),
-        pb::Sampling::Unspecified => None,
-    })
-}
+enum_pair!(dataset_to, dataset_from, Dataset, pb::Dataset, [
+    Dataset::Mnist => pb::Dataset::Mnist,
+    Dataset::FashionMnist => pb::Dataset::FashionMnist,
+]);
+enum_pair!(pooling_to, pooling_from, Pooling, pb::Pooling, [
+    Pooling::None => pb::Pooling::None,
+    Pooling::Max2 => pb::Pooling::Max2,
+]);
+enum_pair!(activation_to, activation_from, Activation, pb::Activation, [
+    Activation::Tanh => pb::Activation::Tanh,
+    Activation::Relu => pb::Activation::Relu,
+]);
+enum_pair!(sampling_to, sampling_from, Sampling, pb::Sampling, [
+    Sampling::Random => pb::Sampling::Random,
+    Sampling::PerClassWithReplacement => pb::Sampling::PerClassWithReplacement,
+]);
+enum_pair!(split_to, split_from, Split, pb::Split, [
+    Split::Train => pb::Split::Train,
+    Split::Test => pb::Split::Test,
+]);
 
 impl From<&EpochSchedule> for pb::EpochSchedule {
     fn from(schedule: &EpochSchedule) -> pb::EpochSchedule {
@@ -339,6 +313,26 @@ mod tests {
             let spec = JobSpec { measure: MeasureSpec { epochs: schedule, ..spec.measure.clone() }, ..spec.clone() };
             assert_eq!(JobSpec::try_from(pb::JobSpec::from(&spec)).unwrap(), spec);
         }
+    }
+
+    #[test]
+    fn every_enum_value_survives_the_wire() {
+        for d in [Dataset::Mnist, Dataset::FashionMnist] {
+            assert_eq!(dataset_from("d", dataset_to(d) as i32).unwrap(), d);
+        }
+        for p in [Pooling::None, Pooling::Max2] {
+            assert_eq!(pooling_from("p", pooling_to(p) as i32).unwrap(), p);
+        }
+        for a in [Activation::Tanh, Activation::Relu] {
+            assert_eq!(activation_from("a", activation_to(a) as i32).unwrap(), a);
+        }
+        for s in [Sampling::Random, Sampling::PerClassWithReplacement] {
+            assert_eq!(sampling_from("s", sampling_to(s) as i32).unwrap(), s);
+        }
+        for s in [Split::Train, Split::Test] {
+            assert_eq!(split("s", pb::Split::from(s) as i32).unwrap(), s);
+        }
+        assert!(pooling_from("spec.pooling", 0).unwrap_err().0.starts_with("spec.pooling"));
     }
 
     #[test]

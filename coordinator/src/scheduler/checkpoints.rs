@@ -16,7 +16,6 @@ use crate::lifecycle::{CheckpointRef, Job, StateKind};
 use crate::records::*;
 use crate::store::{JobStore, Tree};
 
-
 /// What a checkpoint upload announces in its first piece.
 #[derive(Debug, Clone)]
 pub struct CheckpointHeader {
