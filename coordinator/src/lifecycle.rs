@@ -130,6 +130,24 @@ pub struct AttemptRecord {
     pub ended_ms: u64,
 }
 
+/// The attempt in one line, as `status` and the job's history show it: `attempt 2 on
+/// node1: resumed at epoch 24, reached epoch 30: lease expired [no try used]`.
+impl std::fmt::Display for AttemptRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "attempt {} on {}: ", self.number, self.worker)?;
+        match self.start_epoch {
+            0 => f.write_str("started at epoch 0")?,
+            n => write!(f, "resumed at epoch {n}")?,
+        }
+        write!(f, ", reached epoch {}: ", self.end_epoch)?;
+        if self.ended.is_empty() {
+            return f.write_str("running");
+        }
+        f.write_str(&self.ended)?;
+        if self.counted { Ok(()) } else { f.write_str(" [no try used]") }
+    }
+}
+
 /// One job that has left the implicit pending state of a lazily expanded sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -359,7 +377,7 @@ impl Job {
         }
         let lease = self.check(claim)?;
         let mut next = self.clone();
-        next.attempt_log.push(self.ended_attempt(lease, "done".into(), true, now));
+        next.attempt_log.push(self.live_attempt(lease, "done".into(), true, now));
         next.state = JobState::Done {
             token: claim.token,
             finished_ms: now,
@@ -394,7 +412,7 @@ impl Job {
                 }
             },
         };
-        let JobState::Running { failures, cancel_requested, epoch_reached, start_epoch, .. } = self.state else {
+        let JobState::Running { failures, cancel_requested, .. } = self.state else {
             unreachable!("check() returned a live lease");
         };
         let (reason, counts) = match ending {
@@ -403,16 +421,9 @@ impl Job {
             Ending::Expired { reason, counts } => (reason.as_str(), *counts),
         };
         let mut next = self.clone();
-        let started =
-            if start_epoch == 0 { "started at epoch 0".to_string() } else { format!("resumed at epoch {start_epoch}") };
-        next.history.push(format!(
-            "attempt {} on {}: {started}, reached epoch {epoch_reached}: {}{}",
-            self.attempts,
-            lease.worker_name,
-            truncate(reason),
-            if counts { "" } else { " [no try used]" }
-        ));
-        next.attempt_log.push(self.ended_attempt(&lease, truncate(reason), counts, now));
+        let attempt = self.live_attempt(&lease, truncate(reason), counts, now);
+        next.history.push(attempt.to_string());
+        next.attempt_log.push(attempt);
         let failures = failures + u32::from(counts);
         next.state = if cancel_requested || sweep_cancelled {
             JobState::Cancelled
@@ -424,8 +435,9 @@ impl Job {
         Ok(next)
     }
 
-    /// The live attempt as it ends now.
-    fn ended_attempt(&self, lease: &Lease, ended: String, counted: bool, now: u64) -> AttemptRecord {
+    /// The live attempt, held under `lease`, as a record that says it `ended` (empty
+    /// while it runs) at `ended_ms`.
+    fn live_attempt(&self, lease: &Lease, ended: String, counted: bool, ended_ms: u64) -> AttemptRecord {
         let end_epoch = match &self.state {
             JobState::Running { epoch_reached, .. } => *epoch_reached,
             _ => 0,
@@ -437,7 +449,7 @@ impl Job {
             end_epoch,
             ended,
             counted,
-            ended_ms: now,
+            ended_ms,
         }
     }
 
@@ -445,16 +457,8 @@ impl Job {
     /// and `ended_ms` 0) while the job runs.
     pub fn attempts_so_far(&self) -> Vec<AttemptRecord> {
         let mut all = self.attempt_log.clone();
-        if let JobState::Running { lease, epoch_reached, .. } = &self.state {
-            all.push(AttemptRecord {
-                number: self.attempts,
-                worker: lease.worker_name.clone(),
-                start_epoch: self.start_epoch(),
-                end_epoch: *epoch_reached,
-                ended: String::new(),
-                counted: false,
-                ended_ms: 0,
-            });
+        if let Some(lease) = self.lease() {
+            all.push(self.live_attempt(lease, String::new(), false, 0));
         }
         all
     }

@@ -67,3 +67,25 @@ fn a_running_job_shows_its_live_attempt_last() {
     assert_eq!(attempts.len(), 1);
     assert_eq!((attempts[0].worker.as_str(), attempts[0].end_epoch, attempts[0].ended.as_str()), ("node1", 1, ""));
 }
+
+#[test]
+fn pages_skip_excluded_points_and_a_cancelled_sweep_lists_its_unleased_jobs_as_cancelled() {
+    let clock = ManualClock::new(1_000_000);
+    let s = open(MemoryStore::new(), &clock);
+    let grid = tiny_grid("excluded", 3).replace("width: {values: [1, 2]}", "width: {values: [1, 2, 3]}")
+        + "exclude:\n  - {width: 2}\n";
+    let sweep = s.submit("e.yaml", &grid).unwrap().sweep_id;
+    let w = register(&s, "node1");
+    let leased = s.lease(w).unwrap().unwrap();
+    let (first, next) = s.jobs_page(sweep, 0, 1).unwrap();
+    assert_eq!((first[0].0.job_id, first[0].0.kind(), next), (leased.job_id, StateKind::Running, Some(1)));
+    let (rest, next) = s.jobs_page(sweep, 1, 10).unwrap();
+    assert_eq!(next, None);
+    assert_eq!(rest.iter().map(|(j, spec)| (j.index, spec.width)).collect::<Vec<_>>(), vec![(2, 3)]);
+    assert_eq!(rest[0].0.kind(), StateKind::Pending);
+    s.cancel(sweep).unwrap();
+    let (all, _) = s.jobs_page(sweep, 0, 10).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].0.kind(), StateKind::Cancelled, "never leased, cancelled with its sweep");
+    assert_eq!(all[0].0.job_id, leased.job_id, "the stored job, not a made-up one");
+}

@@ -9,6 +9,7 @@ use ibsweep_shared::job::JobSpec;
 use ibsweep_shared::results::{CsvWriter, MiRow};
 
 use super::Format;
+use crate::lifecycle::AttemptRecord;
 
 /// Rows whose workers were silent this long are not shown by `--watch`.
 pub const GONE_MS: u64 = 300_000;
@@ -101,17 +102,18 @@ fn state_name(state: i32) -> &'static str {
     }
 }
 
-/// One attempt as a person reads it: `attempt 2 on node1: resumed at epoch 24, reached
-/// epoch 30: done`.
+/// One attempt as a person reads it, in the words of the job's history.
 pub fn attempt_line(a: &pb::Attempt) -> String {
-    let started = if a.start_epoch == 0 {
-        "started at epoch 0".to_string()
-    } else {
-        format!("resumed at epoch {}", a.start_epoch)
-    };
-    let ended = if a.ended.is_empty() { "running".to_string() } else { a.ended.clone() };
-    let uncounted = if !a.ended.is_empty() && !a.counted { " [no try used]" } else { "" };
-    format!("attempt {} on {}: {started}, reached epoch {}: {ended}{uncounted}", a.number, a.worker, a.end_epoch)
+    AttemptRecord {
+        number: a.number,
+        worker: a.worker.clone(),
+        start_epoch: a.start_epoch,
+        end_epoch: a.end_epoch,
+        ended: a.ended.clone(),
+        counted: a.counted,
+        ended_ms: a.ended_ms,
+    }
+    .to_string()
 }
 
 /// `status SWEEP --jobs`: every job, its state and parameters, then one line per attempt.

@@ -10,6 +10,10 @@
 //!   and lease expiry.
 //! - [`ingest`]: histogram pieces in, results out: ingest and complete.
 //! - [`queries`]: read-only views: status, workers, jobs, results, count profiles.
+//! - [`staging`]: the staging area's vocabulary (the committed attempt, the histograms a
+//!   job owes, the completeness check), shared by ingest and checkpoints.
+//! - [`checkpoints`], [`audit`], [`commit`]: checkpoint commits, the cross-record audit,
+//!   group-committed flushes.
 //!
 //! Concurrency: every transition that moves the index (grant, heartbeat, end, expiry,
 //! cancel, retry, completion) runs under the index lock, so the index and the store move

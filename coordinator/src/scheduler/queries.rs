@@ -114,27 +114,41 @@ impl<S: JobStore> Scheduler<S> {
     pub fn jobs_page(&self, sweep: SweepId, from: u64, limit: usize) -> Result<(Vec<(Job, JobSpec)>, Option<u64>)> {
         let record = self.read_sweep(sweep)?;
         let grid = self.grid(sweep)?;
-        let mut jobs = Vec::new();
-        let mut index = from;
-        while index < record.index_len && jobs.len() < limit {
-            let key = JobKey { sweep, index };
-            index += 1;
-            let Some(spec) = grid.point(key.index) else { continue };
-            let spec = spec.map_err(|e| Error::Corrupt { tree: "sweeps", detail: e })?;
-            let stored = self.txn(&mut |txn| JOBS.get(txn, &key.to_bytes()))?;
-            let job = match stored {
-                Some(job) => job,
-                None => {
-                    let mut job = Job::new(JobId::for_job(sweep, &canonical_job(&spec)), key.index);
+        let mut points = Vec::new();
+        let mut end = from;
+        while end < record.index_len && points.len() < limit {
+            if let Some(spec) = grid.point(end) {
+                points.push((end, spec.map_err(|e| Error::Corrupt { tree: "sweeps", detail: e })?));
+            }
+            end += 1;
+        }
+        // The page's stored records in one ordered scan: only grid points are stored, so
+        // there are at most as many as the page has points.
+        let after = from.checked_sub(1).map(|index| JobKey { sweep, index }.to_bytes());
+        let mut stored = std::collections::HashMap::new();
+        if !points.is_empty() {
+            for (key, value) in self.store.scan_page(Tree::Jobs, sweep.as_bytes(), after.as_deref(), points.len())? {
+                let index = JobKey::from_bytes(&key)?.index;
+                if index >= end {
+                    break;
+                }
+                stored.insert(index, JOBS.decode(&value)?);
+            }
+        }
+        let jobs = points
+            .into_iter()
+            .map(|(index, spec)| {
+                let job = stored.remove(&index).unwrap_or_else(|| {
+                    let mut job = Job::new(JobId::for_job(sweep, &canonical_job(&spec)), index);
                     if record.cancelled {
                         job.state = JobState::Cancelled;
                     }
                     job
-                }
-            };
-            jobs.push((job, spec));
-        }
-        Ok((jobs, (index < record.index_len).then_some(index)))
+                });
+                (job, spec)
+            })
+            .collect();
+        Ok((jobs, (end < record.index_len).then_some(end)))
     }
 
     /// The job behind an ID (state, attempts, history).

@@ -61,7 +61,8 @@ pub struct AttachConfig {
 pub enum StopReason {
     /// Results delivered and acknowledged.
     Completed,
-    /// The coordinator cancelled the job: reported, no try used by the worker's choice.
+    /// The coordinator cancelled the job: the worker reports that it stopped, and the job
+    /// stays cancelled.
     Cancelled,
     /// The worker is shutting down: the job is handed back without using a try.
     Released,

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::api::{CallError, Disposition};
 
 /// Tries a call gets once shutdown has begun.
-const TRIES_WHILE_SHUTTING_DOWN: u32 = 3;
+const TRIES_WHILE_SHUTTING_DOWN: u32 = 4;
 
 /// 250 ms, doubling, at most 5 s.
 pub fn backoff(attempt: u32) -> Duration {
