@@ -25,7 +25,7 @@
 //!   IBSWEEP_LOAD_DIR=/dev/shm ...   (the store on tmpfs: flushes cost nothing)
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -36,6 +36,8 @@ use ibsweep_proto::v1::worker_service_client::WorkerServiceClient;
 use ibsweep_proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
 use ibsweep_proto::v1::{self as pb};
 use ibsweep_shared::measure::LayerHistogram;
+use ibsweep_testkit::process::{Proc, Serve, cpu_seconds};
+use ibsweep_testkit::{GridBuilder, free_port};
 use prost::Message;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -63,23 +65,16 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 /// The coordinator under test, killed when dropped.
 struct Coordinator {
-    child: Child,
+    process: Proc,
     url: String,
 }
 
 impl Coordinator {
     fn start(data: &Path, port: u16) -> Coordinator {
-        let child = Command::new(env!("CARGO_BIN_EXE_coordinator"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--lease-ttl", "120"])
-            .args(["--max-workers", "100000", "--max-points", "2000000", "--worker-timeout", "3600"])
-            .arg("--data-dir")
-            .arg(data)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start coordinator");
-        Coordinator { child, url: format!("http://127.0.0.1:{port}") }
+        let serve = Serve::new(port, data, 120)
+            .args(&["--max-workers", "100000", "--max-points", "2000000", "--worker-timeout", "3600"])
+            .quiet("warn");
+        Coordinator { url: serve.url(), process: serve.spawn() }
     }
 
     /// The null server: this bench binary again, in its own process like the coordinator.
@@ -89,49 +84,20 @@ impl Coordinator {
             .stdout(Stdio::null())
             .spawn()
             .expect("start the null server");
-        Coordinator { child, url: format!("http://127.0.0.1:{port}") }
+        Coordinator { process: Proc(child), url: format!("http://127.0.0.1:{port}") }
     }
 
-    /// Peak resident memory (VmHWM) in MB.
     fn peak_rss_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
+        self.process.peak_rss_mb()
     }
 
-    /// CPU seconds the coordinator has used so far.
     fn cpu_seconds(&self) -> f64 {
-        cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
+        self.process.cpu_seconds()
     }
 
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn kill(self) {
+        self.process.kill();
     }
-}
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// User + system CPU seconds of a process, from its `/proc/.../stat` (fields 14 and 15, in
-/// USER_HZ, which is 100 on Linux whatever the kernel's tick).
-fn cpu_seconds(stat_path: &str) -> f64 {
-    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
-    // The command name (field 2) may contain spaces: count fields after its closing ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn dir_size(path: &Path) -> u64 {
@@ -179,22 +145,28 @@ impl Workload {
     fn grid(self, name: &str) -> String {
         match self {
             // 8 layers (7 convs + softmax), one measured epoch, both splits of 10,000.
-            Workload::Paper | Workload::Jobs => format!(
-                "name: {name}\nparameters:\n  dataset: {{value: mnist}}\n  width: {{value: 1}}\n  depth: {{value: 7}}\n  kernel: {{value: 3}}\n  seed: {{values: [{}]}}\n  epochs: {{value: 1}}\nmeasure: {{epochs: [1], splits: [train, test], bin_sizes: [0.67]}}\ntrain: {{train_size: {ENTRIES}, test_size: {ENTRIES}}}\nlimits: {{max_attempts: 1}}\n",
-                seeds(10_000)
-            ),
+            Workload::Paper | Workload::Jobs => GridBuilder::tiny(name)
+                .param("depth", 7)
+                .values("seed", 0..10_000)
+                .measure("epochs", "[1]")
+                .measure("splits", "[train, test]")
+                .train("train_size", ENTRIES)
+                .train("test_size", ENTRIES)
+                .train("batch_size", 1000)
+                .limit("max_attempts", 1)
+                .build(),
             // A 10^6-point sweep of the smallest jobs.
-            Workload::Noop | Workload::LeaseFail | Workload::Null => format!(
-                "name: {name}\nparameters:\n  dataset: {{value: mnist}}\n  width: {{value: 1}}\n  depth: {{value: 1}}\n  kernel: {{value: 3}}\n  seed: {{values: [{}]}}\n  lr: {{values: [{}]}}\n  epochs: {{value: 1}}\nmeasure: {{epochs: [0], splits: [test], bin_sizes: [0.67]}}\ntrain: {{train_size: 10, test_size: 1, batch_size: 1}}\nlimits: {{max_attempts: 1}}\n",
-                seeds(1000),
-                (1..=1000).map(|i| format!("{}", f64::from(i) * 1e-6)).collect::<Vec<_>>().join(", ")
-            ),
+            Workload::Noop | Workload::LeaseFail | Workload::Null => GridBuilder::tiny(name)
+                .values("seed", 0..1000)
+                .values("lr", (1..=1000).map(|i| f64::from(i) * 1e-6))
+                .measure("epochs", "[0]")
+                .train("train_size", 10)
+                .train("test_size", 1)
+                .train("batch_size", 1)
+                .limit("max_attempts", 1)
+                .build(),
         }
     }
-}
-
-fn seeds(n: u32) -> String {
-    (0..n).map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// The histogram bytes a job delivers per layer: `entries` patterns of one sample each.
@@ -556,7 +528,7 @@ async fn restart(finished: u64) -> (f64, f64) {
 
 fn plot(rows: &[Row], path: &PathBuf) {
     use plotters::prelude::*;
-    ibsweep_coordinator::plot::register_font().expect("a TrueType font for the plot");
+    ibsweep_coordinator::report::plot::register_font().expect("a TrueType font for the plot");
     let root = BitMapBackend::new(path, (1000, 420)).into_drawing_area();
     root.fill(&WHITE).unwrap();
     let (left, right) = root.split_horizontally(500);

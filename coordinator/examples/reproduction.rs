@@ -10,8 +10,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ibsweep_coordinator::plot::{self, ImageFormat, Kind};
-use ibsweep_coordinator::reproduction::{self, Inputs, PAPER_BIN};
+use ibsweep_coordinator::report::plot::{self, ImageFormat, Kind};
+use ibsweep_coordinator::report::reproduction::{self, Inputs, PAPER_BIN};
 use ibsweep_shared::job::Split;
 use ibsweep_shared::results::MiRow;
 

@@ -5,7 +5,6 @@
 //! - [`ids`]: newtype IDs (sweep, job, worker, fencing token).
 //! - [`store`]: the `JobStore` trait and its sled and in-memory implementations.
 //! - [`metrics`]: Prometheus counters and gauges, `/metrics`, gRPC latency by method.
-//! - [`plot`]: information planes and MI paths (plotters).
 //! - [`lifecycle`]: a job's states and transitions, pure (no store, no clock).
 //! - [`records`]: what the store holds: records, typed keys, typed tables.
 //! - [`checkpoints`]: checkpoint files beside the store, written durably before use.
@@ -14,6 +13,8 @@
 //! - [`security`]: tokens with roles, mutual TLS for workers, server resource limits.
 //! - [`service`]: the gRPC services and `serve`.
 //! - [`cli`]: the `coordinator` command line, one module per command.
+//! - [`report`]: plots and the reproduction's tables, from result rows; used by the CLI
+//!   only, never by the server.
 //! - [`client`]: the client library the commands use (one connection path: TLS, token).
 //! - [`clock`]: injectable time for leases.
 //! - [`error`]: the crate's error type and its mapping to gRPC status codes.
@@ -29,9 +30,8 @@ pub mod harness;
 pub mod ids;
 pub mod lifecycle;
 pub mod metrics;
-pub mod plot;
 pub mod records;
-pub mod reproduction;
+pub mod report;
 pub mod scheduler;
 pub mod security;
 pub mod service;

@@ -13,13 +13,12 @@ use ibsweep_coordinator::error::Error;
 use ibsweep_coordinator::ids::{JobId, WorkerId};
 use ibsweep_coordinator::scheduler::{CheckpointHeader, Grant, Scheduler};
 use ibsweep_coordinator::store::SledStore;
+use ibsweep_testkit::GridBuilder;
 use sha2::Digest;
 
 /// One job of four measured epochs (0..=3), layers conv1 and softmax, test split of N.
 fn grid(max_attempts: u32) -> String {
-    format!(
-        "name: ckpt\nparameters:\n  dataset: {{value: mnist}}\n  width: {{value: 1}}\n  depth: {{value: 1}}\n  kernel: {{value: 3}}\n  epochs: {{value: 3}}\nmeasure: {{epochs: every, splits: [test], bin_sizes: [0.67]}}\ntrain: {{train_size: {N}, test_size: {N}, batch_size: 10, checkpoint_every: 1}}\nlimits: {{max_attempts: {max_attempts}}}\n"
-    )
+    GridBuilder::tiny("ckpt").param("epochs", 3).train("checkpoint_every", 1).limit("max_attempts", max_attempts).build()
 }
 
 fn open_at(dir: &Path, clock: &ManualClock, keep_final: bool) -> Scheduler<SledStore> {

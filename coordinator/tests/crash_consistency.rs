@@ -13,7 +13,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +26,8 @@ use ibsweep_proto::connect::Bearer;
 use ibsweep_proto::v1::sweep_service_client::SweepServiceClient;
 use ibsweep_proto::v1::worker_service_client::WorkerServiceClient;
 use ibsweep_proto::v1::{self as pb};
+use ibsweep_testkit::process::{Proc, Serve};
+use ibsweep_testkit::{GridBuilder, Rng, free_port};
 use tonic::transport::Channel;
 
 const CLIENTS: usize = 12;
@@ -34,47 +35,19 @@ const CLIENTS: usize = 12;
 /// 100,000 small jobs (enough for hundreds of kills), two tries each, so failures re-queue
 /// before they fail for good.
 fn grid() -> String {
-    let seeds: Vec<String> = (0..2000).map(|s| s.to_string()).collect();
-    format!(
-        "name: crash\nparameters:\n  dataset: {{value: mnist}}\n  width: {{values: [{}]}}\n  depth: {{value: 1}}\n  kernel: {{value: 3}}\n  seed: {{values: [{}]}}\n  epochs: {{value: 1}}\nmeasure: {{epochs: [0], splits: [test], bin_sizes: [0.67]}}\ntrain: {{train_size: 10, test_size: 1, batch_size: 1}}\nlimits: {{max_attempts: 2}}\n",
-        (1..=50).map(|w| w.to_string()).collect::<Vec<_>>().join(", "),
-        seeds.join(", ")
-    )
+    GridBuilder::tiny("crash")
+        .values("width", 1..=50)
+        .values("seed", 0..2000)
+        .measure("epochs", "[0]")
+        .train("train_size", 10)
+        .train("test_size", 1)
+        .train("batch_size", 1)
+        .limit("max_attempts", 2)
+        .build()
 }
 
-/// xorshift64: the kill schedule, reproducible from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
-struct Coordinator(Child);
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(data: &std::path::Path, port: u16) -> Coordinator {
-    Coordinator(
-        Command::new(env!("CARGO_BIN_EXE_coordinator"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--lease-ttl", "60"])
-            .arg("--data-dir")
-            .arg(data)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the coordinator"),
-    )
+fn start(data: &std::path::Path, port: u16) -> Proc {
+    Serve::new(port, data, 60).quiet("error").spawn()
 }
 
 async fn connect(port: u16) -> Channel {
@@ -98,7 +71,7 @@ struct Seen {
 }
 
 async fn client(channel: Channel, seed: u64, seen: Arc<Seen>, stop: Arc<AtomicBool>) {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let mut c = WorkerServiceClient::with_interceptor(channel, Bearer::default());
     let Ok(r) = c.register(pb::RegisterRequest::cpu("crash", 1)).await else { return };
     let worker_id = r.into_inner().worker_id;
@@ -127,16 +100,13 @@ async fn client(channel: Channel, seed: u64, seen: Arc<Seen>, stop: Arc<AtomicBo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_commit_is_whole_after_kill_9_under_load() {
     let kills: u64 = std::env::var("IBSWEEP_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
-    let seed = std::env::var("IBSWEEP_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
-    println!("crash consistency: {kills} kills, seed {seed}");
-    let mut rng = Rng(seed | 1);
+    println!("crash consistency: {kills} kills");
+    let (mut rng, _) = Rng::from_env_or_clock("IBSWEEP_CRASH_SEED");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("store");
     let mut total = 0;
     for round in 0..kills {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let coordinator = start(&data, port);
         let channel = connect(port).await;
         if round == 0 {

@@ -8,8 +8,9 @@ use common::{N, TTL, chunks, register, tiny_grid};
 use ibsweep_coordinator::clock::ManualClock;
 use ibsweep_coordinator::scheduler::{Scheduler, Timing};
 use ibsweep_coordinator::service::serve_metrics;
-use ibsweep_coordinator::service::{ServeOptions, serve_with};
+use ibsweep_coordinator::service::ServeOptions;
 use ibsweep_coordinator::store::MemoryStore;
+use ibsweep_testkit::in_process::Server;
 use ibsweep_proto::connect::ClientConfig;
 use ibsweep_proto::v1::sweep_service_client::SweepServiceClient;
 use ibsweep_proto::v1::{self as pb};
@@ -37,17 +38,15 @@ async fn counters_and_gauges_move_during_a_sweep() {
     let clock = ManualClock::new(1_000_000);
     let timing = Timing { lease_ttl_ms: TTL, heartbeat_interval_ms: 100, worker_timeout_ms: 10 * TTL };
     let scheduler = Arc::new(Scheduler::open(MemoryStore::new(), Arc::new(clock.clone()), timing).unwrap());
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc_addr = grpc.local_addr().unwrap();
     let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = metrics_listener.local_addr().unwrap();
-    tokio::spawn(serve_with(grpc, Arc::clone(&scheduler), ServeOptions::default(), std::future::pending()));
+    let server = Server::start(Arc::clone(&scheduler), ServeOptions::default()).await;
     tokio::spawn(serve_metrics(metrics_listener, Arc::clone(&scheduler), scheduler.metrics(), std::future::pending()));
 
     let before = scrape(metrics_addr).await;
     assert_eq!(value(&before, "ibsweep_leases_granted_total"), 0.0);
 
-    let (channel, bearer) = ClientConfig::new(format!("http://{grpc_addr}")).connect().await.unwrap();
+    let (channel, bearer) = ClientConfig::new(server.url.clone()).connect().await.unwrap();
     let mut sweeps = SweepServiceClient::with_interceptor(channel, bearer);
     let sweep = sweeps
         .submit(pb::SubmitRequest { grid_yaml: tiny_grid("metered", 3), file_name: "m.yaml".into() })

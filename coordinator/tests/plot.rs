@@ -1,7 +1,7 @@
 //! Figures from result rows: every kind is written, seeds are averaged into one point, and
 //! both image formats work.
 
-use ibsweep_coordinator::plot::{ImageFormat, Kind, plot, plot_all};
+use ibsweep_coordinator::report::plot::{ImageFormat, Kind, plot, plot_all};
 use ibsweep_shared::job::JobSpec;
 use ibsweep_shared::job::Split;
 use ibsweep_shared::measure::Estimate;
@@ -98,14 +98,13 @@ fn plot_from_csv_needs_no_coordinator() {
     }
     csv.flush().unwrap();
     drop(csv);
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coordinator"))
-        .args(["--coordinator", &format!("http://{closed}"), "plot", "--from-csv"])
-        .arg(&csv_path)
-        .args(["--only", "planes", "--out"])
-        .arg(dir.path().join("plots"))
-        .output()
-        .unwrap();
+    let closed = ibsweep_testkit::closed_addr();
+    let plots = dir.path().join("plots");
+    let (csv_arg, plots_arg) = (csv_path.to_str().unwrap(), plots.to_str().unwrap());
+    let out = ibsweep_testkit::process::client(
+        &format!("http://{closed}"),
+        &["plot", "--from-csv", csv_arg, "--only", "planes", "--out", plots_arg],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let written = std::fs::read_dir(dir.path().join("plots")).unwrap().count();
     assert_eq!(written, 2, "one information plane per width");

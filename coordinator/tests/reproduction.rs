@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use ibsweep_coordinator::reproduction::{self, Inputs};
+use ibsweep_coordinator::report::reproduction::{self, Inputs};
 
 #[test]
 fn the_reports_tables_equal_what_its_results_give() {

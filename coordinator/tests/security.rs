@@ -8,7 +8,7 @@ use std::time::Duration;
 use ibsweep_coordinator::clock::ManualClock;
 use ibsweep_coordinator::scheduler::{Limits, Scheduler, Timing};
 use ibsweep_coordinator::security::{Security, ServeLimits, TlsFiles};
-use ibsweep_coordinator::service::{ServeOptions, serve_with};
+use ibsweep_coordinator::service::ServeOptions;
 use ibsweep_coordinator::store::MemoryStore;
 use ibsweep_proto::PROTOCOL_VERSION;
 use ibsweep_proto::connect::{Bearer, ClientConfig};
@@ -19,24 +19,14 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use ibsweep_testkit::GridBuilder;
+use ibsweep_testkit::in_process::Server;
+
 const USER: &str = "user-token-5f1c";
 const WORKER: &str = "worker-token-9a2e";
 
-const GRID: &str = "\
-name: sec
-parameters:
-  dataset: {value: mnist}
-  width: {values: [1, 2]}
-  depth: {value: 1}
-  kernel: {value: 3}
-  epochs: {value: 1}
-measure: {epochs: every, splits: [test], bin_sizes: [0.67]}
-";
-
-struct Server {
-    url: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
+fn grid() -> String {
+    GridBuilder::tiny("sec").values("width", [1, 2]).build()
 }
 
 async fn start(security: Security, limits: ServeLimits, scheduler_limits: Limits) -> Server {
@@ -47,14 +37,7 @@ async fn start(security: Security, limits: ServeLimits, scheduler_limits: Limits
     )
     .unwrap()
     .with_limits(scheduler_limits);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let scheme = if security.tls.is_some() { "https" } else { "http" };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve_with(listener, Arc::new(scheduler), ServeOptions { security, limits }, async {
-        let _ = stopped.await;
-    }));
-    Server { url: format!("{scheme}://{addr}"), _stop: stop, _dir: tempfile::tempdir().unwrap() }
+    Server::start(Arc::new(scheduler), ServeOptions { security, limits }).await
 }
 
 fn tokens() -> Security {
@@ -89,7 +72,7 @@ async fn codes(config: &ClientConfig) -> Vec<(&'static str, Code)> {
     vec![
         (
             "Submit",
-            code(s.submit(pb::SubmitRequest { grid_yaml: GRID.into(), file_name: "g.yaml".into() }).await.map(|_| ())),
+            code(s.submit(pb::SubmitRequest { grid_yaml: grid(), file_name: "g.yaml".into() }).await.map(|_| ())),
         ),
         ("Status", code(s.status(pb::StatusRequest::default()).await.map(|_| ()))),
         ("Watch", code(s.watch(pb::WatchRequest::default()).await.map(|_| ()))),
@@ -266,7 +249,7 @@ async fn tls_and_mutual_tls_for_workers() {
         tls_identity: None,
     };
     let mut s = sweeps(&user).await;
-    s.submit(pb::SubmitRequest { grid_yaml: GRID.into(), file_name: "g.yaml".into() }).await.unwrap();
+    s.submit(pb::SubmitRequest { grid_yaml: grid(), file_name: "g.yaml".into() }).await.unwrap();
     // Workers need a client certificate as well as the worker token.
     let bare = ClientConfig { token: Some(WORKER.into()), ..user.clone() };
     let register = pb::RegisterRequest {
@@ -296,11 +279,11 @@ async fn limits_refuse_the_excess_and_keep_serving() {
     let config = with_token(&server.url, None);
     let mut s = sweeps(&config).await;
     // A message over --max-request-bytes.
-    let huge = format!("{GRID}description: {}\n", "x".repeat(100 * 1024));
+    let huge = format!("{}description: {}\n", grid(), "x".repeat(100 * 1024));
     let err = s.submit(pb::SubmitRequest { grid_yaml: huge, file_name: "huge.yaml".into() }).await.unwrap_err();
     assert!(matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted), "{err:?}");
     // A grid over --max-points.
-    let big = GRID.replace("width: {values: [1, 2]}", "width: {values: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]}");
+    let big = GridBuilder::tiny("sec").values("width", 1..=11).build();
     let err = s.submit(pb::SubmitRequest { grid_yaml: big, file_name: "big.yaml".into() }).await.unwrap_err();
     assert!(err.message().contains("more than the 10"), "{}", err.message());
     // More workers than --max-workers.
@@ -328,7 +311,7 @@ async fn limits_refuse_the_excess_and_keep_serving() {
     .await;
     assert!(!matches!(third, Ok(Ok(_))), "the connection over the limit was served");
     // Everything within the limits still works.
-    s.submit(pb::SubmitRequest { grid_yaml: GRID.into(), file_name: "g.yaml".into() }).await.unwrap();
+    s.submit(pb::SubmitRequest { grid_yaml: grid(), file_name: "g.yaml".into() }).await.unwrap();
     assert_eq!(s.status(pb::StatusRequest::default()).await.unwrap().into_inner().sweeps.len(), 1);
 }
 

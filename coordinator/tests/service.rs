@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ibsweep_coordinator::clock::ManualClock;
 use ibsweep_coordinator::scheduler::{Scheduler, Timing};
-use ibsweep_coordinator::service::{ServeOptions, serve_with};
+use ibsweep_coordinator::service::ServeOptions;
 use ibsweep_coordinator::store::MemoryStore;
 use ibsweep_proto::PROTOCOL_VERSION;
 use ibsweep_proto::connect::{Bearer, ClientConfig};
@@ -15,18 +15,12 @@ use ibsweep_proto::v1::{self as pb};
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use ibsweep_testkit::GridBuilder;
+use ibsweep_testkit::in_process::Server;
 
-const GRID: &str = "\
-name: svc
-parameters:
-  dataset: {value: mnist}
-  width: {values: [1, 2, 3]}
-  depth: {value: 1}
-  kernel: {value: 3}
-  epochs: {value: 1}
-measure: {epochs: every, splits: [test], bin_sizes: [0.67]}
-limits: {max_attempts: 2}
-";
+fn grid() -> String {
+    GridBuilder::tiny("svc").values("width", [1, 2, 3]).limit("max_attempts", 2).build()
+}
 
 const TTL: u64 = 5_000;
 
@@ -37,7 +31,7 @@ struct Harness {
     clock: ManualClock,
     sweeps: Sweeps,
     channel: Channel,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _server: Server,
 }
 
 async fn start() -> Harness {
@@ -50,14 +44,9 @@ async fn start() -> Harness {
         )
         .unwrap(),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve_with(listener, scheduler, ServeOptions::default(), async {
-        let _ = stopped.await;
-    }));
-    let (channel, bearer) = ClientConfig::new(format!("http://{addr}")).connect().await.unwrap();
-    Harness { clock, sweeps: SweepServiceClient::with_interceptor(channel.clone(), bearer), channel, _stop: stop }
+    let server = Server::start(scheduler, ServeOptions::default()).await;
+    let (channel, bearer) = ClientConfig::new(server.url.clone()).connect().await.unwrap();
+    Harness { clock, sweeps: SweepServiceClient::with_interceptor(channel.clone(), bearer), channel, _server: server }
 }
 
 impl Harness {
@@ -79,7 +68,7 @@ impl Harness {
 
     async fn submit(&mut self) -> String {
         self.sweeps
-            .submit(pb::SubmitRequest { grid_yaml: GRID.into(), file_name: "svc.yaml".into() })
+            .submit(pb::SubmitRequest { grid_yaml: grid(), file_name: "svc.yaml".into() })
             .await
             .unwrap()
             .into_inner()

@@ -9,19 +9,15 @@ use ibsweep_coordinator::error::Error;
 use ibsweep_coordinator::ids::{LeaseToken, WorkerId};
 use ibsweep_coordinator::lifecycle::JobState;
 use ibsweep_coordinator::store::{JobStore, MemoryStore, SledStore, Tree};
+use ibsweep_testkit::GridBuilder;
 
-const GRID: &str = "\
-name: tiny
-parameters:
-  dataset: {values: [mnist, fashion-mnist]}
-  width: {values: [1, 2]}
-  depth: {value: 1}
-  kernel: {value: 3}
-  epochs: {value: 1}
-measure: {epochs: every, splits: [test], bin_sizes: [0.67]}
-train: {train_size: 20, test_size: 20, batch_size: 10}
-limits: {max_attempts: 2}
-";
+fn builder() -> GridBuilder {
+    GridBuilder::tiny("tiny").values("dataset", ["mnist", "fashion-mnist"]).values("width", [1, 2]).limit("max_attempts", 2)
+}
+
+fn grid() -> String {
+    builder().build()
+}
 
 macro_rules! conformance {
     ($module:ident, $make:expr) => {
@@ -58,16 +54,14 @@ macro_rules! conformance {
             fn submit_is_idempotent_and_lazy() {
                 let clock = ManualClock::new(1_000_000);
                 let s = scheduler($make, &clock);
-                let first = s.submit("tiny.yaml", GRID).unwrap();
+                let first = s.submit("tiny.yaml", &grid()).unwrap();
                 assert!(first.created);
                 assert_eq!(first.jobs, 4);
-                let again = s.submit("renamed.yaml", GRID).unwrap();
+                let again = s.submit("renamed.yaml", &grid()).unwrap();
                 assert_eq!((again.sweep_id, again.created), (first.sweep_id, false));
                 assert!(s.submit("bad.yaml", "name: x\nparameters: {width: {values: []}}\n").is_err());
                 // A million points: one sweep record, no job records.
-                let widths: Vec<String> = (1..=1000).map(|w| w.to_string()).collect();
-                let big = GRID.replace("width: {values: [1, 2]}", &format!("width: {{values: [{}]}}", widths.join(", ")))
-                    .replace("  epochs: {value: 1}", "  epochs: {value: 1}\n  seed: {values: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]}");
+                let big = builder().values("width", 1..=1000).values("seed", 0..25).build();
                 let big = s.submit("big.yaml", &big).unwrap();
                 assert_eq!(big.jobs, 2 * 1000 * 25);
                 assert_eq!(s.store().scan(Tree::Jobs, &[]).unwrap().len(), 0);
@@ -78,7 +72,7 @@ macro_rules! conformance {
             fn leases_are_exclusive_fenced_and_complete_atomically() {
                 let clock = ManualClock::new(1_000_000);
                 let s = scheduler($make, &clock);
-                let sweep = s.submit("tiny.yaml", GRID).unwrap().sweep_id;
+                let sweep = s.submit("tiny.yaml", &grid()).unwrap().sweep_id;
                 let workers: Vec<WorkerId> = (0..5).map(|i| register(&s, &format!("w{i}"))).collect();
                 let a = workers[0];
                 let mut grants = Vec::new();
@@ -143,7 +137,7 @@ macro_rules! conformance {
             fn expiry_requeues_then_fails_after_max_attempts() {
                 let clock = ManualClock::new(1_000_000);
                 let s = scheduler($make, &clock);
-                let sweep = s.submit("tiny.yaml", GRID).unwrap().sweep_id;
+                let sweep = s.submit("tiny.yaml", &grid()).unwrap().sweep_id;
                 let w = register(&s, "w");
                 let first = s.lease(w).unwrap().unwrap();
                 s.ingest(&chunks(&first, w, 1)[0]).unwrap();
@@ -190,7 +184,7 @@ macro_rules! conformance {
             fn the_audit_names_records_that_disagree() {
                 let clock = ManualClock::new(1_000_000);
                 let s = scheduler($make, &clock);
-                s.submit("tiny.yaml", GRID).unwrap();
+                s.submit("tiny.yaml", &grid()).unwrap();
                 let w = register(&s, "w");
                 let grant = s.lease(w).unwrap().unwrap();
                 assert_consistent(&s);
@@ -206,7 +200,7 @@ macro_rules! conformance {
             fn cancel_stops_pending_jobs_and_reaches_running_ones_at_heartbeat() {
                 let clock = ManualClock::new(1_000_000);
                 let s = scheduler($make, &clock);
-                let sweep = s.submit("tiny.yaml", GRID).unwrap().sweep_id;
+                let sweep = s.submit("tiny.yaml", &grid()).unwrap().sweep_id;
                 let w = register(&s, "w");
                 let running = s.lease(w).unwrap().unwrap();
                 assert_eq!(s.cancel(sweep).unwrap(), 4);
@@ -241,7 +235,7 @@ fn sled_keeps_everything_across_reopen_and_checks_its_format() {
     let clock = ManualClock::new(1_000_000);
     let (sweep, done, leased) = {
         let s = scheduler(SledStore::open(&path).unwrap(), &clock);
-        let sweep = s.submit("tiny.yaml", GRID).unwrap().sweep_id;
+        let sweep = s.submit("tiny.yaml", &grid()).unwrap().sweep_id;
         let w = register(&s, "w");
         let done = s.lease(w).unwrap().unwrap();
         finish(&s, w, &done);
@@ -249,7 +243,7 @@ fn sled_keeps_everything_across_reopen_and_checks_its_format() {
         (sweep, done, leased)
     };
     let s = scheduler(SledStore::open(&path).unwrap(), &clock);
-    assert!(!s.submit("tiny.yaml", GRID).unwrap().created);
+    assert!(!s.submit("tiny.yaml", &grid()).unwrap().created);
     assert_eq!(s.results(sweep, &[]).unwrap().len(), 4);
     assert!(matches!(s.job(done.job_id).unwrap().state, JobState::Done { .. }));
     // The lease survived: its worker can go on.

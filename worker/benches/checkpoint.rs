@@ -10,15 +10,16 @@
 //!
 //!   cargo bench -p ibsweep-worker --bench checkpoint       (IBSWEEP_BENCH_EPOCHS=N, default 2)
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ibsweep_coordinator::checkpoints::CheckpointDir;
 use ibsweep_coordinator::clock::SystemClock;
 use ibsweep_coordinator::scheduler::{Scheduler, Timing};
-use ibsweep_coordinator::service::{ServeOptions, serve_with};
+use ibsweep_coordinator::service::ServeOptions;
 use ibsweep_coordinator::store::SledStore;
+use ibsweep_testkit::GridBuilder;
+use ibsweep_testkit::in_process::Server;
 use ibsweep_proto::connect::ClientConfig;
 use ibsweep_shared::job::{DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_MINUTES, JobSpec};
 use ibsweep_worker::attach::GrpcApi;
@@ -90,18 +91,21 @@ async fn round_trip(spec: &JobSpec, bytes: &[u8]) -> (f64, f64, u64) {
         .with_checkpoints(CheckpointDir::open(dir.path().join("checkpoints"), false, 1 << 32).unwrap())
         .unwrap();
     let scheduler = Arc::new(scheduler);
-    let grid = format!(
-        "name: bench\nparameters:\n  dataset: {{value: mnist}}\n  width: {{value: {}}}\n  depth: {{value: {}}}\n  kernel: {{value: 3}}\n  fc: {{value: {:?}}}\n  epochs: {{value: {}}}\nmeasure: {{epochs: [{}], splits: [test], bin_sizes: [0.67]}}\ntrain: {{batch_size: 1000, train_size: 10000, test_size: 10000, sampling: per-class-with-replacement, checkpoint_every: 1}}\n",
-        spec.width, spec.depth, spec.fc, spec.epochs, spec.epochs
-    );
+    let grid = GridBuilder::tiny("bench")
+        .param("width", spec.width)
+        .param("depth", spec.depth)
+        .param("fc", format!("{:?}", spec.fc))
+        .param("epochs", spec.epochs)
+        .measure("epochs", format!("[{}]", spec.epochs))
+        .train("batch_size", 1000)
+        .train("train_size", 10_000)
+        .train("test_size", 10_000)
+        .train("sampling", "per-class-with-replacement")
+        .train("checkpoint_every", 1)
+        .build();
     scheduler.submit("bench.yaml", &grid).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve_with(listener, Arc::clone(&scheduler), ServeOptions::default(), async {
-        let _ = stopped.await;
-    }));
-    let config = ClientConfig::new(format!("http://{addr}"));
+    let server = Server::start(Arc::clone(&scheduler), ServeOptions::default()).await;
+    let config = ClientConfig::new(server.url.clone());
     let api = loop {
         match GrpcApi::connect(&config).await {
             Ok(api) => break api,
@@ -120,8 +124,7 @@ async fn round_trip(spec: &JobSpec, bytes: &[u8]) -> (f64, f64, u64) {
     let back = api.download_checkpoint(&lease.claim, &info).await.unwrap();
     let download = started.elapsed().as_secs_f64();
     assert_eq!(back, bytes);
-    let _ = stop.send(());
-    let _ = server.await;
+    server.stop().await;
     (upload, download, disk)
 }
 

@@ -9,13 +9,13 @@
 //! `IBSWEEP_CHAOS_COORDINATOR_KILLS` (default 5); `deploy/chaos.sh` runs 100 + 20 and
 //! prints the figures `docs/reliability.md` records. `IBSWEEP_CHAOS_SEED` replays a run.
 
-mod common;
 
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{Proc, attach, count, free_port, results, serve, status, submit, wait_for};
+use ibsweep_testkit::{GridBuilder, Rng, free_port};
+use ibsweep_testkit::process::{Proc, attach, count, results, serve, status, submit, wait_for};
 
 /// The tests here time real processes on two cores: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -26,33 +26,23 @@ fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// A small, deterministic random stream (splitmix64): enough to pick victims and pauses.
-struct Dice(u64);
-
-impl Dice {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn millis(&mut self, from: u64, to: u64) -> Duration {
-        Duration::from_millis(from + self.below(to - from))
-    }
+/// A pause drawn from `from..to` milliseconds.
+fn millis(rng: &mut Rng, from: u64, to: u64) -> Duration {
+    Duration::from_millis(from + rng.below(to - from))
 }
 
 fn grid(seeds: u64, max_attempts: u32, epochs: u32, train_size: u32) -> String {
-    let seeds: Vec<String> = (0..seeds).map(|s| s.to_string()).collect();
-    format!(
-        "name: chaos\nparameters:\n  dataset: {{values: [mnist, fashion-mnist]}}\n  width: {{values: [1, 2]}}\n  depth: {{value: 1}}\n  kernel: {{value: 3}}\n  seed: {{values: [{}]}}\n  epochs: {{value: {epochs}}}\nmeasure: {{epochs: every, splits: [train, test], bin_sizes: [0.67]}}\ntrain: {{train_size: {train_size}, test_size: 200, batch_size: 100}}\nlimits: {{max_attempts: {max_attempts}}}\n",
-        seeds.join(", ")
-    )
+    GridBuilder::tiny("chaos")
+        .values("dataset", ["mnist", "fashion-mnist"])
+        .values("width", [1, 2])
+        .values("seed", 0..seeds)
+        .param("epochs", epochs)
+        .measure("splits", "[train, test]")
+        .train("train_size", train_size)
+        .train("test_size", 200)
+        .train("batch_size", 100)
+        .limit("max_attempts", max_attempts)
+        .build()
 }
 
 /// Runs `grid` to completion on a fresh coordinator with `workers` workers, no faults.
@@ -78,7 +68,7 @@ fn a_sweep_survives_worker_kills_and_coordinator_kills_with_identical_results() 
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
     );
     eprintln!("chaos: seed {seed} (IBSWEEP_CHAOS_SEED={seed} replays the schedule)");
-    let mut dice = Dice(seed);
+    let mut dice = Rng::new(seed);
     // Enough jobs that the faults land while there is still work.
     let seeds = ((worker_kills + 4 * coordinator_kills) / 2).max(5);
     let text = grid(seeds, 1_000, 2, 200);
@@ -101,7 +91,7 @@ fn a_sweep_survives_worker_kills_and_coordinator_kills_with_identical_results() 
     let deadline = chaos_started + Duration::from_secs(600 + 6 * (worker_kills + coordinator_kills));
     while worker_kills_done < worker_kills || coordinator_kills_done < coordinator_kills {
         assert!(Instant::now() < deadline, "chaos took too long");
-        std::thread::sleep(dice.millis(150, 600));
+        std::thread::sleep(millis(&mut dice, 150, 600));
         let remaining = worker_kills - worker_kills_done + coordinator_kills - coordinator_kills_done;
         let kill_coordinator = coordinator_kills_done < coordinator_kills
             && dice.below(remaining) < coordinator_kills - coordinator_kills_done;
@@ -109,7 +99,7 @@ fn a_sweep_survives_worker_kills_and_coordinator_kills_with_identical_results() 
             coordinator.take().expect("running").kill();
             coordinator_kills_done += 1;
             // Down for up to two TTLs: live leases must survive it.
-            std::thread::sleep(dice.millis(0, 2_000 * u64::from(TTL_S)));
+            std::thread::sleep(millis(&mut dice, 0, 2_000 * u64::from(TTL_S)));
             coordinator = Some(serve(port, &data, TTL_S));
         } else {
             let victim = dice.below(workers.len() as u64) as usize;
@@ -171,7 +161,7 @@ fn a_frozen_worker_is_refused_when_it_wakes_and_its_job_counts_once() {
     let _rescuer = attach(&url, "rescuer", dir.path());
     // The frozen lease expires and the rescuer takes the job (attempt 2).
     wait_for("the job to move to the rescuer", Duration::from_secs(60), || {
-        let out = common::client(&url, &["workers", "--json"]);
+        let out = ibsweep_testkit::process::client(&url, &["workers", "--json"]);
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())

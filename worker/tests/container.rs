@@ -1,9 +1,8 @@
 //! The container image built with buildah and a sweep run from it (deploy/container-test.sh);
 //! skipped with a message where buildah cannot be installed or run.
 
-mod common;
 
 #[test]
 fn the_image_runs_a_sweep_with_its_own_coordinator_and_worker() {
-    common::run_deploy_script("container-test.sh", "container: passed");
+    ibsweep_testkit::process::run_deploy_script("container-test.sh", "container: passed");
 }

@@ -2,12 +2,11 @@
 //! `systemd-analyze verify` for the units (with ExecStart pointed at the binaries this
 //! build made). Skipped with a message where a tool is missing.
 
-mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::coordinator_bin;
+use ibsweep_testkit::process::bin;
 
 fn deploy() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -21,7 +20,7 @@ fn systemd_units_verify() {
     }
     let dir = tempfile::tempdir().unwrap();
     let units = [
-        ("ibsweep-coordinator.service", "/usr/local/bin/coordinator", coordinator_bin()),
+        ("ibsweep-coordinator.service", "/usr/local/bin/coordinator", bin("coordinator")),
         ("ibsweep-worker@.service", "/usr/local/bin/worker", Path::new(env!("CARGO_BIN_EXE_worker")).to_path_buf()),
     ];
     for (unit, installed, built) in &units {

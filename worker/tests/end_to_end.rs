@@ -2,27 +2,29 @@
 //! results equal `worker run` of the same job spec; a worker killed with SIGKILL and a
 //! coordinator restarted mid-sweep lose nothing.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{attach, client, csv_rows, free_port, status, submit, wait_for};
+use ibsweep_testkit::{GridBuilder, free_port};
+use ibsweep_testkit::process::{attach, client, csv_rows, status, submit, wait_for};
 
-const GRID: &str = "\
-name: e2e
-parameters:
-  dataset: {values: [mnist, fashion-mnist]}
-  width: {values: [2, 3]}
-  depth: {value: 2}
-  kernel: {value: 3}
-  seed: {value: 1}
-  epochs: {value: 2}
-measure: {epochs: every, splits: [train, test], bin_sizes: [0.67, 0.3]}
-train: {train_size: 500, test_size: 500, batch_size: 100}
-limits: {max_attempts: 3}
-";
+fn grid_text() -> String {
+    GridBuilder::tiny("e2e")
+        .values("dataset", ["mnist", "fashion-mnist"])
+        .values("width", [2, 3])
+        .param("depth", 2)
+        .param("seed", 1)
+        .param("epochs", 2)
+        .measure("splits", "[train, test]")
+        .measure("bin_sizes", "[0.67, 0.3]")
+        .train("train_size", 500)
+        .train("test_size", 500)
+        .train("batch_size", 100)
+        .limit("max_attempts", 3)
+        .build()
+}
 
 fn mi_columns(row: &BTreeMap<String, String>) -> Vec<String> {
     ["epoch", "split", "layer_name", "bin_size", "n", "distinct", "h_t", "i_yt", "h_y", "loss", "accuracy"]
@@ -37,9 +39,9 @@ fn coordinator_and_two_workers_run_a_grid_that_survives_kills_and_restarts() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let data = dir.path().join("store");
-    let mut coordinator = common::serve(port, &data, 3);
+    let mut coordinator = ibsweep_testkit::process::serve(port, &data, 3);
     let grid = dir.path().join("grid.yaml");
-    std::fs::write(&grid, GRID).unwrap();
+    std::fs::write(&grid, grid_text()).unwrap();
     let (sweep, jobs) = submit(&url, &grid);
     assert_eq!(jobs, 4);
 
@@ -49,7 +51,7 @@ fn coordinator_and_two_workers_run_a_grid_that_survives_kills_and_restarts() {
     drop(doomed);
     // The coordinator is restarted while that job is orphaned.
     drop(coordinator);
-    coordinator = common::serve(port, &data, 3);
+    coordinator = ibsweep_testkit::process::serve(port, &data, 3);
     let again = client(&url, &["submit", grid.to_str().unwrap(), "--json"]);
     wait_for("the restarted coordinator", Duration::from_secs(20), || status(&url, &sweep).is_object());
     let _ = again;

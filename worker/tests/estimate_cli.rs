@@ -6,24 +6,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+use ibsweep_testkit::Rng;
 use ibsweep_worker::estimate::write_npy;
 
 fn worker() -> Command {
     Command::new(env!("CARGO_BIN_EXE_worker"))
-}
-
-/// xorshift: deterministic data without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// Tanh-like rows with many duplicates and imbalanced labels.
@@ -33,7 +20,7 @@ fn data(n: usize, features: usize, rng: &mut Rng) -> (Vec<f32>, Vec<i64>) {
     let mut values = Vec::new();
     let mut labels = Vec::new();
     for _ in 0..n {
-        let row = &pool[(rng.next() % pool.len() as u64) as usize];
+        let row = &pool[(rng.next_u64() % pool.len() as u64) as usize];
         values.extend_from_slice(row);
         let u = rng.unit();
         labels.push(if u < 0.5 {
@@ -41,7 +28,7 @@ fn data(n: usize, features: usize, rng: &mut Rng) -> (Vec<f32>, Vec<i64>) {
         } else if u < 0.8 {
             3
         } else {
-            (rng.next() % 10) as i64
+            (rng.next_u64() % 10) as i64
         });
     }
     (values, labels)
@@ -78,7 +65,7 @@ fn run_json(args: &[&str]) -> Vec<serde_json::Value> {
 fn json_matches_independent_reference_to_1e9_bits() {
     let dir = tempfile::tempdir().unwrap();
     let (a, y) = (dir.path().join("a.npy"), dir.path().join("y.npy"));
-    let mut rng = Rng(0x9e3779b97f4a7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let (n, features) = (5000, 12);
     let (values, labels) = data(n, features, &mut rng);
     write_npy(&a, &[n as u64, 3, 4], &values).unwrap();

@@ -2,9 +2,8 @@
 //! network namespaces joined by a bridge, a worker cut off mid-job, the job finished once by
 //! the other. Skipped with the script's message where namespaces cannot be made.
 
-mod common;
 
 #[test]
 fn a_sweep_across_network_namespaces_survives_a_cut_link() {
-    common::run_deploy_script("multihost-test.sh", "multihost: passed");
+    ibsweep_testkit::process::run_deploy_script("multihost-test.sh", "multihost: passed");
 }

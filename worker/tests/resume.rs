@@ -5,12 +5,12 @@
 //! uninterrupted run's, the epochs trained across all attempts stay under 1.3x the job's,
 //! and the kept final checkpoint exports as a safetensors file.
 
-mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use ibsweep_testkit::{GridBuilder, Rng, free_port};
+use ibsweep_testkit::process::*;
 
 const EPOCHS: u32 = 40;
 const TTL_S: u32 = 2;
@@ -20,9 +20,17 @@ fn grid() -> String {
 }
 
 fn grid_of(epochs: u32) -> String {
-    format!(
-        "name: resume\nparameters:\n  dataset: {{value: mnist}}\n  width: {{value: 2}}\n  depth: {{value: 2}}\n  kernel: {{value: 3}}\n  seed: {{value: 3}}\n  epochs: {{value: {epochs}}}\nmeasure: {{epochs: every, splits: [test], bin_sizes: [0.67]}}\ntrain: {{train_size: 2000, test_size: 500, batch_size: 100, checkpoint_every: 1}}\nlimits: {{max_attempts: 10}}\n"
-    )
+    GridBuilder::tiny("resume")
+        .param("width", 2)
+        .param("depth", 2)
+        .param("seed", 3)
+        .param("epochs", epochs)
+        .train("train_size", 2000)
+        .train("test_size", 500)
+        .train("batch_size", 100)
+        .train("checkpoint_every", 1)
+        .limit("max_attempts", 10)
+        .build()
 }
 
 /// The running job of the sweep as `status --json` shows it (Null when none).
@@ -30,12 +38,9 @@ fn running(url: &str, sweep: &str) -> serde_json::Value {
     status(url, sweep)["running_jobs"][0].clone()
 }
 
-/// A deterministic pick in `from..=to` (splitmix64 of the seed), so a failure replays.
+/// A deterministic pick in `from..=to`, so a failure replays.
 fn pick(seed: u64, from: u32, to: u32) -> u32 {
-    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    from + ((z ^ (z >> 31)) % u64::from(to - from + 1)) as u32
+    from + Rng::new(seed).below(u64::from(to - from + 1)) as u32
 }
 
 /// Epochs each worker finished training (epoch 0 is a measurement, not training).

@@ -3,31 +3,29 @@
 //! token on the sweep service, the worker token and a client certificate on the worker
 //! service. No log or output contains a token.
 
-mod common;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Proc, attach_with, coordinator_bin, free_port, serve_with, wait_for};
+use ibsweep_testkit::{GridBuilder, free_port};
+use ibsweep_testkit::process::{Proc, attach_with, bin, serve_with, wait_for};
 
-const GRID: &str = "\
-name: secure
-parameters:
-  dataset: {values: [mnist, fashion-mnist]}
-  width: {value: 2}
-  depth: {value: 1}
-  kernel: {value: 3}
-  epochs: {value: 1}
-measure: {epochs: every, splits: [test], bin_sizes: [0.67]}
-train: {train_size: 200, test_size: 200, batch_size: 100}
-";
+fn grid_text() -> String {
+    GridBuilder::tiny("secure")
+        .values("dataset", ["mnist", "fashion-mnist"])
+        .param("width", 2)
+        .train("train_size", 200)
+        .train("test_size", 200)
+        .train("batch_size", 100)
+        .build()
+}
 
 const USER_TOKEN: &str = "user-7c0ffee-token";
 const WORKER_TOKEN: &str = "worker-5eed-token";
 
 fn client(url: &str, dir: &Path, token_file: &str, args: &[&str]) -> std::process::Output {
-    Command::new(coordinator_bin())
+    Command::new(bin("coordinator"))
         .args(["--coordinator", url, "--tls-ca"])
         .arg(dir.join("certs/ca.pem"))
         .arg("--token-file")
@@ -75,7 +73,7 @@ fn a_sweep_over_tls_with_both_tokens() {
         ],
     );
     let grid = d.join("secure.yaml");
-    std::fs::write(&grid, GRID).unwrap();
+    std::fs::write(&grid, grid_text()).unwrap();
     let mut sweep = String::new();
     wait_for("the TLS coordinator to accept a submission", Duration::from_secs(30), || {
         let out = client(&url, d, "user.token", &["submit", grid.to_str().unwrap(), "--json"]);

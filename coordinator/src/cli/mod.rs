@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ibsweep_proto::connect::{ClientConfig, token_from};
 
 use crate::client::Client;
-use crate::plot::{ImageFormat, Kind as PlotKind};
+use crate::report::plot::{ImageFormat, Kind as PlotKind};
 
 pub use serve::ServeArgs;
 

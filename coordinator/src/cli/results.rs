@@ -8,7 +8,7 @@ use super::{Format, output};
 use ibsweep_shared::results::{MiRow, read_csv_file};
 
 use crate::client::{Client, ClientResult, parse_filters};
-use crate::plot::{self, ImageFormat};
+use crate::report::plot::{self, ImageFormat};
 use crate::scheduler::matches;
 
 pub async fn results(

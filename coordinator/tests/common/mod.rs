@@ -13,6 +13,7 @@ use ibsweep_coordinator::store::JobStore;
 use ibsweep_shared::job::Split;
 use ibsweep_shared::measure::LayerHistogram;
 use ibsweep_shared::results::Measurement;
+use ibsweep_testkit::GridBuilder;
 
 /// Samples in the test split of the tiny grids (`train: {test_size: 20}`).
 pub const N: u32 = 20;
@@ -22,9 +23,7 @@ pub const TTL: u64 = 1_000;
 /// A two-job grid of tiny jobs (depth 1, epochs 0..=1, test split of N samples): every
 /// piece of it is what [`chunks`] makes.
 pub fn tiny_grid(name: &str, max_attempts: u32) -> String {
-    format!(
-        "name: {name}\nparameters:\n  dataset: {{value: mnist}}\n  width: {{values: [1, 2]}}\n  depth: {{value: 1}}\n  kernel: {{value: 3}}\n  epochs: {{value: 1}}\nmeasure: {{epochs: every, splits: [test], bin_sizes: [0.67]}}\ntrain: {{train_size: {N}, test_size: {N}, batch_size: 10}}\nlimits: {{max_attempts: {max_attempts}}}\n"
-    )
+    GridBuilder::tiny(name).values("width", [1, 2]).limit("max_attempts", max_attempts).build()
 }
 
 pub fn timing() -> Timing {
