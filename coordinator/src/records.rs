@@ -165,13 +165,6 @@ impl JobKey {
         let index = u64::from_be_bytes(key.get(16..24).ok_or_else(corrupt)?.try_into().expect("8 bytes"));
         Ok(JobKey { sweep, index })
     }
-
-    /// Prefix of everything one attempt of this job stages.
-    pub fn attempt(self, attempt: u32) -> Vec<u8> {
-        let mut k = self.to_bytes();
-        k.extend_from_slice(&attempt.to_be_bytes());
-        k
-    }
 }
 
 pub fn split_byte(split: Split) -> u8 {
@@ -188,20 +181,6 @@ pub fn measurement_suffix(epoch: u32, split: Split, layer: u32, bin_size: f64) -
     k.push(split_byte(split));
     k.extend_from_slice(&layer.to_be_bytes());
     k.extend_from_slice(&bin_size.to_bits().to_be_bytes());
-    k
-}
-
-/// The key of one histogram of one attempt (staged, partial) or of a job (results).
-pub fn histogram_key(prefix: &[u8], m: &Measurement) -> Vec<u8> {
-    let mut k = prefix.to_vec();
-    k.extend(measurement_suffix(m.epoch, m.split, m.layer, m.bin_size));
-    k
-}
-
-/// One piece's slot: a piece index is stored once whatever its sequence number.
-pub fn piece_key(histogram_key: &[u8], piece: u32) -> Vec<u8> {
-    let mut k = histogram_key.to_vec();
-    k.extend_from_slice(&piece.to_be_bytes());
     k
 }
 

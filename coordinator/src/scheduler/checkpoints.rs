@@ -8,7 +8,7 @@
 //! an attempt dies, `drop_attempt` discards only what it staged after its last checkpoint.
 
 use super::Scheduler;
-use super::staging::{self, COMMITTED, suffix_epoch};
+use super::staging::{self, Area, Attempt, suffix_epoch};
 use crate::checkpoints::{CheckpointDir, Incoming};
 use crate::error::{Error, Result};
 use crate::ids::{Claim, JobId};
@@ -106,10 +106,10 @@ impl<S: JobStore> Scheduler<S> {
         let (key, job) = self.txn(&mut |txn| self.locate(txn, job_id))?;
         job.check(claim).map_err(|r| Error::refused(job_id, r))?;
         let spec = self.spec_of(key)?;
-        let attempt = key.attempt(job.attempts);
-        let committed = key.attempt(COMMITTED);
+        let attempt = Area::live(key, job.attempts);
+        let committed = Area::committed(key);
         if let Some((_, value)) =
-            self.store.scan(Tree::Partials, &attempt)?.iter().find(|(k, _)| suffix_epoch(&k[attempt.len()..]) <= epoch)
+            self.store.scan(Tree::Partials, attempt.as_bytes())?.iter().find(|(k, _)| suffix_epoch(attempt.suffix(k)) <= epoch)
         {
             let k = PARTIALS.decode(value)?.key;
             return Err(Error::InvalidArgument(format!(
@@ -122,13 +122,13 @@ impl<S: JobStore> Scheduler<S> {
         }
         let moving: Vec<Vec<u8>> = self
             .store
-            .scan(Tree::Staged, &attempt)?
+            .scan(Tree::Staged, attempt.as_bytes())?
             .into_iter()
-            .map(|(k, _)| k[attempt.len()..].to_vec())
+            .map(|(k, _)| attempt.suffix(&k).to_vec())
             .filter(|suffix| suffix_epoch(suffix) <= epoch)
             .collect();
-        let already = self.store.scan(Tree::Staged, &committed)?;
-        let have = already.iter().map(|(k, _)| &k[committed.len()..]).chain(moving.iter().map(Vec::as_slice));
+        let already = self.store.scan(Tree::Staged, committed.as_bytes())?;
+        let have = already.iter().map(|(k, _)| committed.suffix(k)).chain(moving.iter().map(Vec::as_slice));
         if let Some(missing) = staging::first_missing(&staging::expected(&spec)?, have.collect(), Some(epoch)) {
             return Err(Error::InvalidArgument(format!(
                 "job {job_id}: checkpoint at epoch {epoch}, but histogram ({missing}) never arrived"
@@ -139,10 +139,10 @@ impl<S: JobStore> Scheduler<S> {
             let job = JOBS.get(txn, &key_bytes)?.ok_or(Error::JobNotFound(job_id))?;
             let (next, old) = job.store_checkpoint(claim, stored.clone()).map_err(|r| Error::refused(job_id, r))?;
             for suffix in &moving {
-                let from = [attempt.as_slice(), suffix].concat();
-                if let Some(value) = txn.get(Tree::Staged, &from)? {
-                    txn.remove(Tree::Staged, &from)?;
-                    txn.insert(Tree::Staged, &[committed.as_slice(), suffix].concat(), &value)?;
+                let from = attempt.with_suffix(suffix);
+                if let Some(value) = txn.get(Tree::Staged, from.as_bytes())? {
+                    txn.remove(Tree::Staged, from.as_bytes())?;
+                    txn.insert(Tree::Staged, committed.with_suffix(suffix).as_bytes(), &value)?;
                 }
             }
             JOBS.put(txn, &key_bytes, &next)?;
@@ -193,7 +193,7 @@ impl<S: JobStore> Scheduler<S> {
             Ok(Some((old, next.job_id)))
         })?;
         self.flush()?;
-        self.drop_attempt(key, COMMITTED)?;
+        self.drop_attempt(key, Attempt::Committed)?;
         if let Some((old, job_id)) = dropped {
             tracing::warn!(job = %job_id, epoch = old.epoch, "checkpoint discarded: {reason}");
             self.metrics.checkpoints_discarded.inc();
@@ -237,7 +237,7 @@ impl<S: JobStore> Scheduler<S> {
     /// After a job ended for good: its committed histograms and checkpoint file go.
     pub(super) fn forget_retired(&self, key: JobKey, file: Option<String>, results_published: bool) -> Result<()> {
         if !results_published {
-            self.drop_attempt(key, COMMITTED)?;
+            self.drop_attempt(key, Attempt::Committed)?;
         }
         if let (Some(file), Some(dir)) = (file, &self.checkpoints) {
             // The record that no longer points at the file must be on disk first.

@@ -12,7 +12,7 @@ use ibsweep_shared::measure::{BinSize, CountProfile, LayerHistogram};
 use ibsweep_shared::results::{Measurement, MiRow};
 
 use super::Scheduler;
-use super::staging::{self, COMMITTED};
+use super::staging::{self, Area};
 use crate::error::{Error, Result};
 use crate::ids::{Claim, JobId};
 use crate::lifecycle::{JobState, StateKind};
@@ -129,16 +129,17 @@ impl<S: JobStore> Scheduler<S> {
             return Err(chunk.refuse(format_args!("counts sum to {total}, more than the split's {n} samples")));
         }
         let single = if chunk.pieces == 1 { Some(finalize(chunk, &histogram, n, keep_histograms)?) } else { None };
-        let hist_key = histogram_key(&key.attempt(job.attempts), &chunk.key);
-        let slot = piece_key(&hist_key, chunk.piece);
+        let hist = Area::live(key, job.attempts).histogram(&chunk.key);
+        let hist_key = hist.as_bytes();
+        let slot = hist.piece(chunk.piece);
         let entries = histogram.distinct() as u64;
         let new = self.txn(&mut |txn| {
             let (_, job) = self.locate(txn, chunk.job_id)?;
             job.check(&chunk.claim).map_err(|r| Error::refused(chunk.job_id, r))?;
-            if txn.get(Tree::Staged, &hist_key)?.is_some() || txn.get(Tree::Pieces, &slot)?.is_some() {
+            if txn.get(Tree::Staged, hist_key)?.is_some() || txn.get(Tree::Pieces, &slot)?.is_some() {
                 return Ok(false); // this piece index was counted already
             }
-            let mut partial = PARTIALS.get(txn, &hist_key)?.unwrap_or(PartialRecord {
+            let mut partial = PARTIALS.get(txn, hist_key)?.unwrap_or(PartialRecord {
                 key: chunk.key.clone(),
                 pieces: chunk.pieces,
                 received: 0,
@@ -154,7 +155,7 @@ impl<S: JobStore> Scheduler<S> {
             )?;
             if partial.received < partial.pieces {
                 txn.insert(Tree::Pieces, &slot, &chunk.histogram)?;
-                PARTIALS.put(txn, &hist_key, &partial)?;
+                PARTIALS.put(txn, hist_key, &partial)?;
                 return Ok(true);
             }
             // The last piece: one merge over all of them (a histogram in one piece, the
@@ -164,7 +165,7 @@ impl<S: JobStore> Scheduler<S> {
                 None => {
                     let mut merged = histogram.clone();
                     for piece in (0..partial.pieces).filter(|&p| p != chunk.piece) {
-                        let other_key = piece_key(&hist_key, piece);
+                        let other_key = hist.piece(piece);
                         let bytes = txn.get(Tree::Pieces, &other_key)?.ok_or_else(|| Error::Corrupt {
                             tree: "pieces",
                             detail: format!("piece {piece} counted but missing"),
@@ -174,11 +175,11 @@ impl<S: JobStore> Scheduler<S> {
                         merged.merge(&other).map_err(|e| chunk.refuse(e))?;
                         txn.remove(Tree::Pieces, &other_key)?;
                     }
-                    txn.remove(Tree::Partials, &hist_key)?;
+                    txn.remove(Tree::Partials, hist_key)?;
                     finalize(chunk, &merged, n, keep_histograms)?
                 }
             };
-            txn.insert(Tree::Staged, &hist_key, &value)?;
+            txn.insert(Tree::Staged, hist_key, &value)?;
             Ok(true)
         })?;
         if new {
@@ -201,8 +202,8 @@ impl<S: JobStore> Scheduler<S> {
         }
         job.check(claim).map_err(|r| Error::refused(job_id, r))?;
         let spec = self.spec_of(key)?;
-        let attempt = key.attempt(job.attempts);
-        if let Some((_, value)) = self.store.scan_page(Tree::Partials, &attempt, None, 1)?.first() {
+        let attempt = Area::live(key, job.attempts);
+        if let Some((_, value)) = self.store.scan_page(Tree::Partials, attempt.as_bytes(), None, 1)?.first() {
             let partial = PARTIALS.decode(value)?;
             let k = &partial.key;
             return Err(Error::FailedPrecondition(format!(
@@ -222,10 +223,14 @@ impl<S: JobStore> Scheduler<S> {
             )));
         }
         // Histograms committed with a checkpoint, then this attempt's.
-        let mut staged = self.store.scan(Tree::Staged, &key.attempt(COMMITTED))?;
-        staged.extend(self.store.scan(Tree::Staged, &attempt)?);
+        let mut staged = Vec::new();
+        for area in [Area::committed(key), attempt] {
+            for (k, v) in self.store.scan(Tree::Staged, area.as_bytes())? {
+                staged.push((area.suffix(&k).to_vec(), k, v));
+            }
+        }
         let expected = staging::expected(&spec)?;
-        let have: Vec<&[u8]> = staged.iter().map(|(k, _)| &k[attempt.len()..]).collect();
+        let have: Vec<&[u8]> = staged.iter().map(|(suffix, _, _)| suffix.as_slice()).collect();
         if let Some(missing) = staging::first_missing(&expected, have, None) {
             return Err(Error::FailedPrecondition(format!(
                 "job {job_id}: histogram ({missing}) never arrived; {} of {} are here",
@@ -235,10 +240,9 @@ impl<S: JobStore> Scheduler<S> {
         }
         let now = self.now_ms();
         let mut results = Vec::with_capacity(staged.len());
-        for (k, v) in &staged {
+        for (suffix, k, v) in &staged {
             let (record, blob): (StagedRecord, Vec<u8>) = split_blob(Tree::Staged, v)?;
-            let mut result_key = key.to_bytes();
-            result_key.extend_from_slice(&k[attempt.len()..]);
+            let result_key = [key.to_bytes().as_slice(), suffix].concat();
             let row = MiRow::new(&key.sweep.to_string(), &job_id.to_string(), &spec, &record.key, &record.estimate);
             let profile_len = usize::try_from(record.profile_len).unwrap_or(usize::MAX).min(blob.len());
             let raw = blob.get(profile_len..).filter(|r| !r.is_empty()).map(<[u8]>::to_vec);

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use ibsweep_shared::grid::canonical_job;
 use ibsweep_shared::job::JobSpec;
 
+use super::staging::{Area, Attempt};
 use super::{Index, Scheduler};
 use crate::error::{Error, Result};
 use crate::ids::{Claim, JobId, LeaseSecret, LeaseToken, SweepId, WorkerId};
@@ -368,7 +369,7 @@ impl<S: JobStore> Scheduler<S> {
         }
         // The lease is dead, so no ingest can add to this attempt any more: what is left
         // under its prefix (after its last checkpoint) is garbage.
-        self.drop_attempt(key, job.attempts)?;
+        self.drop_attempt(key, Attempt::Live(job.attempts))?;
         if matches!(next.kind(), StateKind::Failed | StateKind::Cancelled) {
             self.forget_retired(key, retired, false)?;
         }
@@ -376,11 +377,11 @@ impl<S: JobStore> Scheduler<S> {
     }
 
     /// Removes everything one attempt staged.
-    pub(super) fn drop_attempt(&self, key: JobKey, attempt: u32) -> Result<()> {
-        let prefix = key.attempt(attempt);
+    pub(super) fn drop_attempt(&self, key: JobKey, attempt: Attempt) -> Result<()> {
+        let area = Area::new(key, attempt);
         for tree in [Tree::Partials, Tree::Pieces, Tree::Staged] {
             loop {
-                let page = self.store.scan_page(tree, &prefix, None, 256)?;
+                let page = self.store.scan_page(tree, area.as_bytes(), None, 256)?;
                 if page.is_empty() {
                     break;
                 }

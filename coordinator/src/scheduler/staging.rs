@@ -1,16 +1,83 @@
-//! The staging area's vocabulary, owned here so ingest and checkpoints both use it and
-//! neither imports the other: histograms of a running job live in `Tree::Staged` under
-//! (job, attempt, measurement) keys until completion publishes them; attempt
-//! [`COMMITTED`] holds those committed with a checkpoint, kept when the job resumes.
+//! The staging area's vocabulary, owned here so ingest, checkpoints and leasing all use it
+//! and none imports another: histograms of a running job live in `Tree::Staged` (pieces
+//! of one in `Tree::Pieces` and `Tree::Partials`) under (job, attempt, measurement) keys
+//! until completion publishes them. The [`Attempt::Committed`] area holds those committed
+//! with a checkpoint, kept when the job resumes. Keys are built only here.
 
 use ibsweep_shared::job::JobSpec;
+use ibsweep_shared::results::Measurement;
 
 use crate::error::{Error, Result};
-use crate::records::measurement_suffix;
+use crate::records::{JobKey, measurement_suffix};
 
-/// The staging "attempt" that holds histograms committed with a checkpoint (real
-/// attempts count from 1).
-pub(super) const COMMITTED: u32 = 0;
+/// Whose staged histograms: one lease attempt's (counted from 1), or those committed with
+/// the job's checkpoint, which outlive the attempt that sent them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Attempt {
+    Committed,
+    Live(u32),
+}
+
+/// The key prefix of one staging area: the job's key, then the attempt number (0 for the
+/// committed area, which no real attempt uses). Every staged, partial and piece key
+/// starts with one, so dropping an attempt is a prefix scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Area(Vec<u8>);
+
+impl Area {
+    pub(super) fn new(job: JobKey, attempt: Attempt) -> Area {
+        let number = match attempt {
+            Attempt::Committed => 0,
+            Attempt::Live(n) => n,
+        };
+        let mut k = job.to_bytes();
+        k.extend_from_slice(&number.to_be_bytes());
+        Area(k)
+    }
+
+    pub(super) fn live(job: JobKey, attempt: u32) -> Area {
+        Area::new(job, Attempt::Live(attempt))
+    }
+
+    pub(super) fn committed(job: JobKey) -> Area {
+        Area::new(job, Attempt::Committed)
+    }
+
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The staged (and partial) key of one histogram in this area.
+    pub(super) fn histogram(&self, m: &Measurement) -> HistogramKey {
+        self.with_suffix(&measurement_suffix(m.epoch, m.split, m.layer, m.bin_size))
+    }
+
+    /// The same measurement's key in this area, given its suffix from another area.
+    pub(super) fn with_suffix(&self, suffix: &[u8]) -> HistogramKey {
+        HistogramKey([self.0.as_slice(), suffix].concat())
+    }
+
+    /// The measurement part of a key scanned from this area.
+    pub(super) fn suffix<'k>(&self, key: &'k [u8]) -> &'k [u8] {
+        debug_assert!(key.starts_with(&self.0), "a key from another staging area");
+        &key[self.0.len()..]
+    }
+}
+
+/// One histogram's key in a staging area.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct HistogramKey(Vec<u8>);
+
+impl HistogramKey {
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// One piece's slot: a piece index is stored once whatever its sequence number.
+    pub(super) fn piece(&self, piece: u32) -> Vec<u8> {
+        [self.0.as_slice(), &piece.to_be_bytes()].concat()
+    }
+}
 
 /// Every histogram a job must deliver, as staged-key suffixes, in key order.
 pub(super) fn expected(spec: &JobSpec) -> Result<Vec<(Vec<u8>, String)>> {
