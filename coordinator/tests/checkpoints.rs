@@ -18,7 +18,11 @@ use sha2::Digest;
 
 /// One job of four measured epochs (0..=3), layers conv1 and softmax, test split of N.
 fn grid(max_attempts: u32) -> String {
-    GridBuilder::tiny("ckpt").param("epochs", 3).train("checkpoint_every", 1).limit("max_attempts", max_attempts).build()
+    GridBuilder::tiny("ckpt")
+        .param("epochs", 3)
+        .train("checkpoint_every", 1)
+        .limit("max_attempts", max_attempts)
+        .build()
 }
 
 fn open_at(dir: &Path, clock: &ManualClock, keep_final: bool) -> Scheduler<SledStore> {

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use common::{N, TTL, chunks, register, tiny_grid};
 use ibsweep_coordinator::clock::ManualClock;
 use ibsweep_coordinator::scheduler::{Scheduler, Timing};
-use ibsweep_coordinator::service::serve_metrics;
 use ibsweep_coordinator::service::ServeOptions;
+use ibsweep_coordinator::service::serve_metrics;
 use ibsweep_coordinator::store::MemoryStore;
-use ibsweep_testkit::in_process::Server;
 use ibsweep_proto::connect::ClientConfig;
 use ibsweep_proto::v1::sweep_service_client::SweepServiceClient;
 use ibsweep_proto::v1::{self as pb};
+use ibsweep_testkit::in_process::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn scrape(addr: std::net::SocketAddr) -> String {

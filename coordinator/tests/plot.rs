@@ -3,9 +3,8 @@
 
 use ibsweep_coordinator::report::plot::{ImageFormat, Kind, plot, plot_all};
 use ibsweep_shared::job::JobSpec;
-use ibsweep_shared::job::Split;
 use ibsweep_shared::measure::Estimate;
-use ibsweep_shared::results::{Measurement, MiRow};
+use ibsweep_shared::results::MiRow;
 
 fn rows() -> Vec<MiRow> {
     let mut rows = Vec::new();
@@ -27,15 +26,7 @@ fn rows() -> Vec<MiRow> {
                         i_yt: 2.0 + f64::from(epoch) * 0.2,
                         h_y: 3.32,
                     };
-                    let key = Measurement {
-                        epoch,
-                        split: Split::Test,
-                        layer,
-                        layer_name: name.into(),
-                        bin_size: 0.67,
-                        loss: 1.0,
-                        accuracy: 0.5,
-                    };
+                    let key = ibsweep_testkit::measurement(epoch, layer, name);
                     rows.push(MiRow::new("s", &format!("job-{width}-{seed}"), &spec, &key, &e));
                 }
             }

@@ -12,11 +12,11 @@ use ibsweep_proto::connect::{Bearer, ClientConfig};
 use ibsweep_proto::v1::sweep_service_client::SweepServiceClient;
 use ibsweep_proto::v1::worker_service_client::WorkerServiceClient;
 use ibsweep_proto::v1::{self as pb};
+use ibsweep_testkit::GridBuilder;
+use ibsweep_testkit::in_process::Server;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use ibsweep_testkit::GridBuilder;
-use ibsweep_testkit::in_process::Server;
 
 fn grid() -> String {
     GridBuilder::tiny("svc").values("width", [1, 2, 3]).limit("max_attempts", 2).build()

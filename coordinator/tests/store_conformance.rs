@@ -12,7 +12,10 @@ use ibsweep_coordinator::store::{JobStore, MemoryStore, SledStore, Tree};
 use ibsweep_testkit::GridBuilder;
 
 fn builder() -> GridBuilder {
-    GridBuilder::tiny("tiny").values("dataset", ["mnist", "fashion-mnist"]).values("width", [1, 2]).limit("max_attempts", 2)
+    GridBuilder::tiny("tiny")
+        .values("dataset", ["mnist", "fashion-mnist"])
+        .values("width", [1, 2])
+        .limit("max_attempts", 2)
 }
 
 fn grid() -> String {
@@ -27,12 +30,14 @@ macro_rules! conformance {
             #[test]
             fn transactions_are_all_or_nothing_and_scans_ordered() {
                 let store = $make;
-                store.transaction(&mut |txn| {
-                    txn.insert(Tree::Jobs, &[1, 2], b"b")?;
-                    txn.insert(Tree::Jobs, &[1, 1], b"a")?;
-                    txn.insert(Tree::Jobs, &[2, 0], b"c")?;
-                    txn.insert(Tree::Sweeps, &[1, 0], b"other tree")
-                }).unwrap();
+                store
+                    .transaction(&mut |txn| {
+                        txn.insert(Tree::Jobs, &[1, 2], b"b")?;
+                        txn.insert(Tree::Jobs, &[1, 1], b"a")?;
+                        txn.insert(Tree::Jobs, &[2, 0], b"c")?;
+                        txn.insert(Tree::Sweeps, &[1, 0], b"other tree")
+                    })
+                    .unwrap();
                 let err = store.transaction(&mut |txn| -> ibsweep_coordinator::Result<()> {
                     txn.insert(Tree::Jobs, &[1, 3], b"never")?;
                     txn.remove(Tree::Jobs, &[1, 1])?;
@@ -42,10 +47,12 @@ macro_rules! conformance {
                 let scan = store.scan(Tree::Jobs, &[1]).unwrap();
                 assert_eq!(scan, vec![(vec![1, 1], b"a".to_vec()), (vec![1, 2], b"b".to_vec())]);
                 // Reads see the transaction's own writes.
-                let seen = store.transaction(&mut |txn| {
-                    txn.insert(Tree::Meta, b"k", b"v")?;
-                    txn.get(Tree::Meta, b"k")
-                }).unwrap();
+                let seen = store
+                    .transaction(&mut |txn| {
+                        txn.insert(Tree::Meta, b"k", b"v")?;
+                        txn.get(Tree::Meta, b"k")
+                    })
+                    .unwrap();
                 assert_eq!(seen, Some(b"v".to_vec()));
                 store.flush().unwrap();
             }
@@ -108,7 +115,10 @@ macro_rules! conformance {
                     assert!(s.ingest(c).unwrap());
                 }
                 assert!(!s.ingest(&all[0]).unwrap(), "a resent chunk is not counted twice");
-                assert!(matches!(s.complete(&grants[0].claim(a), grants[0].job_id, ("x", "y"), 8), Err(Error::FailedPrecondition(_))));
+                assert!(matches!(
+                    s.complete(&grants[0].claim(a), grants[0].job_id, ("x", "y"), 8),
+                    Err(Error::FailedPrecondition(_))
+                ));
                 for c in &all[3..] {
                     s.ingest(c).unwrap();
                 }
@@ -155,7 +165,10 @@ macro_rules! conformance {
                 assert!(s.store().scan(Tree::Staged, &[]).unwrap().is_empty());
                 assert!(s.store().scan(Tree::Pieces, &[]).unwrap().is_empty());
                 assert!(matches!(s.heartbeat(&first.claim(w), first.job_id, 0), Err(Error::StaleLease { .. })));
-                assert!(matches!(s.complete(&first.claim(w), first.job_id, ("", ""), 0), Err(Error::StaleLease { .. })));
+                assert!(matches!(
+                    s.complete(&first.claim(w), first.job_id, ("", ""), 0),
+                    Err(Error::StaleLease { .. })
+                ));
                 clock.advance(TTL + 1);
                 assert_eq!(s.expire_leases().unwrap(), 1);
                 let job = s.job(first.job_id).unwrap();

@@ -57,6 +57,52 @@ pub struct Measurement {
     pub accuracy: f64,
 }
 
+/// The network architecture a row belongs to, one axis per grid parameter that shapes it:
+/// what plots group by and the reproduction compares. Seeds and training settings are not
+/// axes: rows that differ only there are repeats of one configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Axis {
+    Dataset,
+    Width,
+    Depth,
+    Kernel,
+    Pooling,
+    Fc,
+    Activation,
+}
+
+impl Axis {
+    pub const ALL: [Axis; 7] =
+        [Axis::Dataset, Axis::Width, Axis::Depth, Axis::Kernel, Axis::Pooling, Axis::Fc, Axis::Activation];
+
+    /// The grid parameter's name (also the CSV column).
+    pub fn name(self) -> &'static str {
+        match self {
+            Axis::Dataset => "dataset",
+            Axis::Width => "width",
+            Axis::Depth => "depth",
+            Axis::Kernel => "kernel",
+            Axis::Pooling => "pooling",
+            Axis::Fc => "fc",
+            Axis::Activation => "activation",
+        }
+    }
+
+    /// The row's value on this axis as people read it: `none` for no hidden FC layers.
+    pub fn value(self, r: &MiRow) -> String {
+        match self {
+            Axis::Dataset => r.dataset.as_str().to_string(),
+            Axis::Width => r.width.to_string(),
+            Axis::Depth => r.depth.to_string(),
+            Axis::Kernel => r.kernel.to_string(),
+            Axis::Pooling => r.pooling.as_str().to_string(),
+            Axis::Fc if r.fc.is_empty() => "none".into(),
+            Axis::Fc => r.fc.clone(),
+            Axis::Activation => r.activation.as_str().to_string(),
+        }
+    }
+}
+
 impl MiRow {
     pub fn new(sweep_id: &str, job_id: &str, spec: &JobSpec, key: &Measurement, e: &Estimate) -> MiRow {
         MiRow {
@@ -136,6 +182,15 @@ pub fn read_csv_file(path: &std::path::Path) -> Result<Vec<MiRow>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_axis_is_a_grid_parameter_and_a_csv_column() {
+        let columns: Vec<&str> = CSV_HEADER.split(',').collect();
+        for axis in Axis::ALL {
+            assert!(crate::grid::PARAMETERS.contains(&axis.name()), "{axis:?} is no grid parameter");
+            assert!(columns.contains(&axis.name()), "{axis:?} is no CSV column");
+        }
+    }
 
     #[test]
     fn csv_header_matches_the_contract() {

@@ -121,7 +121,13 @@ impl Serve {
     pub fn spawn(&self) -> Proc {
         let mut command = Command::new(bin("coordinator"));
         command
-            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port), "--lease-ttl", &self.lease_ttl_s.to_string()])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--lease-ttl",
+                &self.lease_ttl_s.to_string(),
+            ])
             .arg("--data-dir")
             .arg(&self.data)
             .args(&self.args)

@@ -9,13 +9,12 @@
 //! `IBSWEEP_CHAOS_COORDINATOR_KILLS` (default 5); `deploy/chaos.sh` runs 100 + 20 and
 //! prints the figures `docs/reliability.md` records. `IBSWEEP_CHAOS_SEED` replays a run.
 
-
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ibsweep_testkit::{GridBuilder, Rng, free_port};
 use ibsweep_testkit::process::{Proc, attach, count, results, serve, status, submit, wait_for};
+use ibsweep_testkit::{GridBuilder, Rng, free_port};
 
 /// The tests here time real processes on two cores: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());

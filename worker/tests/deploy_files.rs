@@ -2,7 +2,6 @@
 //! `systemd-analyze verify` for the units (with ExecStart pointed at the binaries this
 //! build made). Skipped with a message where a tool is missing.
 
-
 use std::path::Path;
 use std::process::Command;
 

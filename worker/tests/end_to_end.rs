@@ -2,13 +2,12 @@
 //! results equal `worker run` of the same job spec; a worker killed with SIGKILL and a
 //! coordinator restarted mid-sweep lose nothing.
 
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use ibsweep_testkit::{GridBuilder, free_port};
 use ibsweep_testkit::process::{attach, client, csv_rows, status, submit, wait_for};
+use ibsweep_testkit::{GridBuilder, free_port};
 
 fn grid_text() -> String {
     GridBuilder::tiny("e2e")

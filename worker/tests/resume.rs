@@ -5,12 +5,11 @@
 //! uninterrupted run's, the epochs trained across all attempts stay under 1.3x the job's,
 //! and the kept final checkpoint exports as a safetensors file.
 
-
 use std::path::Path;
 use std::time::Duration;
 
-use ibsweep_testkit::{GridBuilder, Rng, free_port};
 use ibsweep_testkit::process::*;
+use ibsweep_testkit::{GridBuilder, Rng, free_port};
 
 const EPOCHS: u32 = 40;
 const TTL_S: u32 = 2;

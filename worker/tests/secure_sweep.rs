@@ -3,13 +3,12 @@
 //! token on the sweep service, the worker token and a client certificate on the worker
 //! service. No log or output contains a token.
 
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use ibsweep_testkit::{GridBuilder, free_port};
 use ibsweep_testkit::process::{Proc, attach_with, bin, serve_with, wait_for};
+use ibsweep_testkit::{GridBuilder, free_port};
 
 fn grid_text() -> String {
     GridBuilder::tiny("secure")

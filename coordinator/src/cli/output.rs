@@ -6,7 +6,7 @@ use std::io::Write;
 use ibsweep_proto::v1::{self as pb};
 use ibsweep_shared::grid::canonical_job;
 use ibsweep_shared::job::JobSpec;
-use ibsweep_shared::results::{CsvWriter, MiRow};
+use ibsweep_shared::results::{Axis, CsvWriter, MiRow};
 
 use super::Format;
 use crate::lifecycle::AttemptRecord;
@@ -177,48 +177,52 @@ fn running_json(r: &pb::RunningJob, now_ms: u64) -> serde_json::Value {
     })
 }
 
+/// One column of the `--format table` view.
+struct Column {
+    name: &'static str,
+    width: usize,
+    left: bool,
+    cell: Box<dyn Fn(&MiRow) -> String>,
+}
+
+impl Column {
+    fn new(name: &'static str, width: usize, left: bool, cell: impl Fn(&MiRow) -> String + 'static) -> Column {
+        Column { name, width, left, cell: Box::new(cell) }
+    }
+
+    fn pad(&self, text: &str) -> String {
+        let width = self.width;
+        if self.left { format!("{text:<width$}") } else { format!("{text:>width$}") }
+    }
+}
+
+/// The `--format table` view: the architecture axes (named by [`Axis`], as in plots), then
+/// where the row was measured and its numbers.
 pub fn table(rows: &[MiRow]) -> String {
-    let mut out = format!(
-        "{:<8} {:<13} {:>5} {:>5} {:>6} {:<7} {:<12} {:>4} {:>5} {:<5} {:<8} {:>5} {:>7} {:>9} {:>9} {:>8} {:>6}\n",
-        "job",
-        "dataset",
-        "width",
-        "depth",
-        "kernel",
-        "pooling",
-        "fc",
-        "seed",
-        "epoch",
-        "split",
-        "layer",
-        "bin",
-        "n",
-        "I(X;T)",
-        "I(Y;T)",
-        "loss",
-        "acc"
-    );
+    let mut columns = vec![Column::new("job", 8, true, |r| r.job_id.chars().take(8).collect())];
+    for (axis, width) in
+        [(Axis::Dataset, 13), (Axis::Width, 5), (Axis::Depth, 5), (Axis::Kernel, 6), (Axis::Pooling, 7), (Axis::Fc, 12)]
+    {
+        let left = matches!(axis, Axis::Dataset | Axis::Pooling | Axis::Fc);
+        columns.push(Column::new(axis.name(), width, left, move |r| axis.value(r)));
+    }
+    columns.extend([
+        Column::new("seed", 4, false, |r| r.seed.to_string()),
+        Column::new("epoch", 5, false, |r| r.epoch.to_string()),
+        Column::new("split", 5, true, |r| r.split.as_str().to_string()),
+        Column::new("layer", 8, true, |r| r.layer_name.clone()),
+        Column::new("bin", 5, false, |r| r.bin_size.to_string()),
+        Column::new("n", 7, false, |r| r.n.to_string()),
+        Column::new("I(X;T)", 9, false, |r| format!("{:.4}", r.i_xt)),
+        Column::new("I(Y;T)", 9, false, |r| format!("{:.4}", r.i_yt)),
+        Column::new("loss", 8, false, |r| format!("{:.4}", r.loss)),
+        Column::new("acc", 6, false, |r| format!("{:.3}", r.accuracy)),
+    ]);
+    let line =
+        |text: &dyn Fn(&Column) -> String| columns.iter().map(|c| c.pad(&text(c))).collect::<Vec<_>>().join(" ") + "\n";
+    let mut out = line(&|c| c.name.to_string());
     for r in rows {
-        out += &format!(
-            "{:<8} {:<13} {:>5} {:>5} {:>6} {:<7} {:<12} {:>4} {:>5} {:<5} {:<8} {:>5} {:>7} {:>9.4} {:>9.4} {:>8.4} {:>6.3}\n",
-            &r.job_id[..8.min(r.job_id.len())],
-            r.dataset.as_str(),
-            r.width,
-            r.depth,
-            r.kernel,
-            r.pooling.as_str(),
-            if r.fc.is_empty() { "-" } else { &r.fc },
-            r.seed,
-            r.epoch,
-            r.split.as_str(),
-            r.layer_name,
-            r.bin_size,
-            r.n,
-            r.i_xt,
-            r.i_yt,
-            r.loss,
-            r.accuracy
-        );
+        out += &line(&|c| (c.cell)(r));
     }
     out + "(bits)\n"
 }
@@ -305,6 +309,43 @@ pub fn watch_lines(snapshot: &pb::StatusResponse) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_lines_up_under_its_header() {
+        let spec: JobSpec = serde_json::from_value(serde_json::json!({
+            "dataset": "fashion-mnist", "width": 3, "depth": 5, "kernel": 3, "fc": [500, 1024, 500], "epochs": 1,
+        }))
+        .unwrap();
+        let e = ibsweep_shared::measure::Estimate {
+            n: 10000,
+            distinct: 9000,
+            h_t: 13.0,
+            i_xt: 13.0,
+            h_t_given_y: 10.5,
+            i_yt: 2.5,
+            h_y: 3.3,
+        };
+        let key = ibsweep_shared::results::Measurement {
+            epoch: 20,
+            split: ibsweep_shared::job::Split::Test,
+            layer: 2,
+            layer_name: "conv2".into(),
+            bin_size: 0.67,
+            loss: 0.3,
+            accuracy: 0.9,
+        };
+        let text = table(&[MiRow::new("s", "0123456789ab", &spec, &key, &e)]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "job      dataset       width depth kernel pooling fc           seed epoch split layer      bin       n    I(X;T)    I(Y;T)     loss    acc"
+        );
+        assert_eq!(
+            lines[1],
+            "01234567 fashion-mnist     3     5      3 none    500-1024-500    0    20 test  conv2     0.67   10000   13.0000    2.5000   0.3000  0.900"
+        );
+        assert_eq!(lines[2], "(bits)");
+    }
 
     fn snapshot() -> pb::StatusResponse {
         pb::StatusResponse {

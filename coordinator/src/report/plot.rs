@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use ibsweep_shared::job::Split;
-use ibsweep_shared::results::MiRow;
+use ibsweep_shared::results::{Axis, MiRow};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::colors::colormaps::{ColorMap, ViridisRGB};
@@ -69,16 +69,8 @@ pub fn register_font() -> Result<(), PlotError> {
 }
 
 /// Parameters that identify a point of the grid (everything but the seed).
-fn point_of(r: &MiRow) -> Vec<(&'static str, String)> {
-    vec![
-        ("dataset", r.dataset.as_str().to_string()),
-        ("width", r.width.to_string()),
-        ("depth", r.depth.to_string()),
-        ("kernel", r.kernel.to_string()),
-        ("pooling", r.pooling.as_str().to_string()),
-        ("fc", if r.fc.is_empty() { "none".into() } else { r.fc.clone() }),
-        ("activation", r.activation.as_str().to_string()),
-    ]
+fn point_of(r: &MiRow) -> Point {
+    Axis::ALL.iter().map(|a| (a.name(), a.value(r))).collect()
 }
 
 fn label(point: &[(&'static str, String)], skip: &str) -> String {

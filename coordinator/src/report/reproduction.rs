@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use ibsweep_shared::job::Split;
-use ibsweep_shared::results::MiRow;
+use ibsweep_shared::results::{Axis, MiRow};
 use serde::Deserialize;
 
 /// The bin size of the paper; the other sizes only feed the sensitivity table.
@@ -218,38 +218,13 @@ pub fn fill(doc: &str, tables: &BTreeMap<String, String>) -> Result<String, Stri
     Ok(out)
 }
 
-/// Parameters that take more than one value among `rows`, besides dataset and seed.
-fn varied(rows: &[&MiRow]) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    let distinct = |f: &dyn Fn(&MiRow) -> String| rows.iter().map(|r| f(r)).collect::<BTreeSet<_>>().len() > 1;
-    if distinct(&|r| r.width.to_string()) {
-        out.push("width");
-    }
-    if distinct(&|r| r.depth.to_string()) {
-        out.push("depth");
-    }
-    if distinct(&|r| r.kernel.to_string()) {
-        out.push("kernel");
-    }
-    if distinct(&|r| r.pooling.as_str().to_string()) {
-        out.push("pooling");
-    }
-    if distinct(&|r| r.fc.clone()) {
-        out.push("fc");
-    }
-    out
-}
-
-fn param(r: &MiRow, name: &str) -> String {
-    match name {
-        "width" => r.width.to_string(),
-        "depth" => r.depth.to_string(),
-        "kernel" => r.kernel.to_string(),
-        "pooling" => r.pooling.as_str().to_string(),
-        "fc" if r.fc.is_empty() => "none".into(),
-        "fc" => r.fc.clone(),
-        _ => unreachable!("unknown parameter {name}"),
-    }
+/// Architecture axes that take more than one value among `rows`, besides dataset (always
+/// a column) and activation (the paper's networks are all tanh).
+fn varied(rows: &[&MiRow]) -> Vec<Axis> {
+    [Axis::Width, Axis::Depth, Axis::Kernel, Axis::Pooling, Axis::Fc]
+        .into_iter()
+        .filter(|axis| rows.iter().map(|r| axis.value(r)).collect::<BTreeSet<_>>().len() > 1)
+        .collect()
 }
 
 /// A configuration: dataset and the varied parameters, in an order that reads naturally
@@ -257,10 +232,10 @@ fn param(r: &MiRow, name: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Config(Vec<(u8, u64, String)>);
 
-fn config(r: &MiRow, params: &[&str]) -> Config {
+fn config(r: &MiRow, params: &[Axis]) -> Config {
     let mut key = vec![(0, 0, r.dataset.as_str().to_string())];
     for p in params {
-        let v = param(r, p);
+        let v = p.value(r);
         key.push(match v.parse::<u64>() {
             Ok(n) => (1, n, v),
             Err(_) => (2, 0, v),
@@ -287,7 +262,7 @@ fn summary<'a>(rows: &[&'a MiRow], ceilings: &Ceilings<'a>) -> String {
     }
     let mut t = String::new();
     let mut header = vec!["dataset".to_string()];
-    header.extend(params.iter().map(|p| p.to_string()));
+    header.extend(params.iter().map(|p| p.name().to_string()));
     header.extend(
         [
             "accuracy train / test",
@@ -397,7 +372,7 @@ fn bins(rows: &[&MiRow]) -> String {
     }
     let mut t = String::new();
     let mut header = vec!["dataset".to_string()];
-    header.extend(params.iter().map(|p| p.to_string()));
+    header.extend(params.iter().map(|p| p.name().to_string()));
     header.push("layer".into());
     header.extend(sizes.iter().map(|b| format!("bin {}", f64::from_bits(*b))));
     table_header(&mut t, &header);
@@ -436,7 +411,7 @@ fn seeds<'a>(rows: &[&'a MiRow], ceilings: &Ceilings<'a>) -> String {
     };
     let mut t = String::new();
     let mut header = vec!["dataset".to_string()];
-    header.extend(params.iter().map(|p| p.to_string()));
+    header.extend(params.iter().map(|p| p.name().to_string()));
     header.extend(
         ["epoch", "softmax I(X;T) mean [min, max]", "softmax I(Y;T) mean [min, max]", "test accuracy mean [min, max]"]
             .map(String::from),

@@ -108,8 +108,11 @@ impl<S: JobStore> Scheduler<S> {
         let spec = self.spec_of(key)?;
         let attempt = Area::live(key, job.attempts);
         let committed = Area::committed(key);
-        if let Some((_, value)) =
-            self.store.scan(Tree::Partials, attempt.as_bytes())?.iter().find(|(k, _)| suffix_epoch(attempt.suffix(k)) <= epoch)
+        if let Some((_, value)) = self
+            .store
+            .scan(Tree::Partials, attempt.as_bytes())?
+            .iter()
+            .find(|(k, _)| suffix_epoch(attempt.suffix(k)) <= epoch)
         {
             let k = PARTIALS.decode(value)?.key;
             return Err(Error::InvalidArgument(format!(

@@ -10,9 +10,7 @@ use ibsweep_coordinator::clock::ManualClock;
 use ibsweep_coordinator::ids::WorkerId;
 use ibsweep_coordinator::scheduler::{Chunk, Grant, Scheduler, Timing};
 use ibsweep_coordinator::store::JobStore;
-use ibsweep_shared::job::Split;
 use ibsweep_shared::measure::LayerHistogram;
-use ibsweep_shared::results::Measurement;
 use ibsweep_testkit::GridBuilder;
 
 /// Samples in the test split of the tiny grids (`train: {test_size: 20}`).
@@ -63,15 +61,7 @@ pub fn chunks_for(grant: &Grant, worker: WorkerId, pieces: u32, epochs: std::ops
                     job_id: grant.job_id,
                     claim: grant.claim(worker),
                     sequence: out.len() as u64,
-                    key: Measurement {
-                        epoch,
-                        split: Split::Test,
-                        layer,
-                        layer_name: name.into(),
-                        bin_size: 0.67,
-                        loss: 1.0,
-                        accuracy: 0.5,
-                    },
+                    key: ibsweep_testkit::measurement(epoch, layer, name),
                     histogram: histogram(N / pieces, piece * 1000 + epoch * 100 + layer, 10),
                     piece,
                     pieces,
