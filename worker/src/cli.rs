@@ -71,10 +71,35 @@ pub struct EstimateArgs {
     /// N integer labels, any integer dtype.
     #[arg(long, value_name = "Y.npy")]
     pub labels: PathBuf,
-    /// Bin size; repeat for several (one pass serves all).
+    /// Which estimator: binning, or one that sees inside wide layers (kde, renyi, sliced;
+    /// these use all N rows given, so keep N to a few thousand: their cost grows as N²).
+    #[arg(long, value_enum, default_value = "binning")]
+    pub estimator: estimate::Estimator,
+    /// Bin size (binning); repeat for several (one pass serves all).
     #[arg(long = "bin-size", value_name = "SIZE", default_values_t = [0.67])]
     pub bin_sizes: Vec<f64>,
-    /// One JSON object per bin size, one per line.
+    /// Variance of the Gaussian noise added to the layer (kde); repeat for several.
+    #[arg(long = "noise-variance", value_name = "V", default_values_t = [0.1])]
+    pub noise_variances: Vec<f64>,
+    /// The network's inputs for the same N samples (renyi: the kernel on X), float, [N, ...].
+    #[arg(long, value_name = "X.npy")]
+    pub inputs: Option<PathBuf>,
+    /// Rényi order α (renyi); repeat for several. 1 is the von Neumann limit.
+    #[arg(long = "alpha", value_name = "A", default_values_t = [1.01, 2.0])]
+    pub alphas: Vec<f64>,
+    /// Kernel width on the activations (renyi): a number, or `median` (of pairwise distances).
+    #[arg(long, value_name = "S", default_value = "median")]
+    pub sigma: crate::estimators::renyi::Sigma,
+    /// Kernel width on the inputs (renyi): a number, or `median`.
+    #[arg(long, value_name = "S", default_value = "median")]
+    pub input_sigma: crate::estimators::renyi::Sigma,
+    /// Projection directions as the columns of a D x P matrix (sliced), float.
+    #[arg(long, value_name = "P.npy")]
+    pub projections: Option<PathBuf>,
+    /// Neighbours of the k-NN estimate (sliced).
+    #[arg(long, default_value_t = 3)]
+    pub k: usize,
+    /// One JSON object per parameter value, one per line.
     #[arg(long)]
     pub json: bool,
 }
@@ -183,10 +208,10 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Estimate(args) => {
-            let rows = estimate::estimate(&args.activations, &args.labels, &args.bin_sizes)?;
+            let rows = estimate::run(&args)?;
             if args.json {
                 for row in &rows {
-                    println!("{}", serde_json::to_string(row).map_err(|e| Error::InvalidInput(e.to_string()))?);
+                    println!("{row}");
                 }
             } else {
                 print!("{}", estimate::table(&rows));

@@ -30,6 +30,8 @@ pub enum Error {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Measure(#[from] MeasureError),
+    #[error(transparent)]
+    Estimator(#[from] crate::estimators::EstimatorError),
     /// NaN or infinite activations: the run cannot be measured.
     #[error("training diverged at epoch {epoch}, layer {layer}: {detail}")]
     Diverged { epoch: u32, layer: String, detail: String },
@@ -79,7 +81,7 @@ impl Error {
     /// Exit code for the command line: 2 for bad input, 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::InvalidInput(_) | Error::Spec(_) | Error::Data { .. } => 2,
+            Error::InvalidInput(_) | Error::Spec(_) | Error::Data { .. } | Error::Estimator(_) => 2,
             Error::Measure(
                 MeasureError::BadBinSize(_) | MeasureError::Shape { .. } | MeasureError::LabelRange { .. },
             ) => 2,

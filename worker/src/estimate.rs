@@ -1,5 +1,7 @@
-//! `worker estimate`: the estimator on activations saved by any tool as npy files, so results
-//! can be checked against other pipelines (and ours against dumps of our own layers).
+//! `worker estimate`: the estimators on activations saved by any tool as npy files, so
+//! results can be checked against other pipelines (and ours against dumps of our own
+//! layers). Binning streams the rows; the kernel estimators ([`crate::estimators`]) use all
+//! N rows given at once, with no subsample.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -9,7 +11,18 @@ use ibsweep_shared::measure::{BinSize, Estimate, LayerAccumulator};
 use npyz::{NpyFile, Order, TypeChar};
 use serde::Serialize;
 
+use crate::cli::EstimateArgs;
 use crate::error::{Error, Result};
+use crate::estimators::{Sample, kde, renyi, sliced};
+
+/// `--estimator`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Estimator {
+    Binning,
+    Kde,
+    Renyi,
+    Sliced,
+}
 
 /// One result line of `worker estimate --json`; the key names (`bin_size`, then the
 /// estimate's `n, distinct, h_t, i_xt, h_t_given_y, i_yt, h_y`) are part of the interface.
@@ -153,18 +166,151 @@ pub fn estimate(activations: &Path, labels: &Path, bin_sizes: &[f64]) -> Result<
     acc.finish().into_iter().map(|(bin, h)| Ok(EstimateRow { bin_size: bin.get(), estimate: h.estimate()? })).collect()
 }
 
-/// The human-readable table of `worker estimate` without `--json`.
-pub fn table(rows: &[EstimateRow]) -> String {
-    let mut out = format!(
-        "{:>9} {:>8} {:>8} {:>9} {:>9} {:>11} {:>9} {:>9}\n",
-        "bin_size", "n", "distinct", "H(T)", "I(X;T)", "H(T|Y)", "I(Y;T)", "H(Y)"
-    );
-    for r in rows {
-        let e = &r.estimate;
-        out += &format!(
-            "{:>9} {:>8} {:>8} {:>9.5} {:>9.5} {:>11.5} {:>9.5} {:>9.5}\n",
-            r.bin_size, e.n, e.distinct, e.h_t, e.i_xt, e.h_t_given_y, e.i_yt, e.h_y
-        );
+/// `worker estimate`: one JSON object per parameter value, in the order given, each with
+/// its keys in the order of its row type.
+pub fn run(args: &EstimateArgs) -> Result<Vec<String>> {
+    fn json<T: Serialize>(rows: Vec<T>) -> Result<Vec<String>> {
+        rows.iter().map(|r| serde_json::to_string(r).map_err(|e| Error::InvalidInput(e.to_string()))).collect()
+    }
+    if args.estimator == Estimator::Binning {
+        return json(estimate(&args.activations, &args.labels, &args.bin_sizes)?);
+    }
+    let layer = read_sample(&args.activations, &args.labels)?;
+    let name = format!("{:?}", args.estimator).to_lowercase();
+    layer
+        .check_not_constant(match args.estimator {
+            Estimator::Kde => "kde",
+            Estimator::Renyi => "renyi",
+            _ => "sliced",
+        })
+        .map_err(|e| Error::InvalidInput(format!("{}: {e}", args.activations.display())))?;
+    let needs = |flag: &str, path: &Option<std::path::PathBuf>| {
+        path.clone().ok_or_else(|| Error::InvalidInput(format!("--estimator {name} needs {flag}")))
+    };
+    match args.estimator {
+        Estimator::Binning => unreachable!("handled above"),
+        Estimator::Kde => json(kde::kde(&layer, &layer.squared_distances(), &args.noise_variances)?),
+        Estimator::Renyi => {
+            let inputs_path = needs("--inputs X.npy", &args.inputs)?;
+            let (x, n, features) = read_f64(&inputs_path)?;
+            if n != layer.len() {
+                return Err(Error::InvalidInput(format!(
+                    "{} has {n} samples but {} has {}",
+                    inputs_path.display(),
+                    args.activations.display(),
+                    layer.len()
+                )));
+            }
+            let inputs = Sample::new(&x, features, layer.labels())?;
+            let (layer_d, inputs_d) = (layer.squared_distances(), inputs.squared_distances());
+            let sigma = args.sigma.resolve(&layer_d)?;
+            let input_sigma = args.input_sigma.resolve(&inputs_d)?;
+            json(renyi::renyi(&layer, &layer_d, &inputs_d, &args.alphas, sigma, input_sigma)?)
+        }
+        Estimator::Sliced => {
+            let path = needs("--projections P.npy", &args.projections)?;
+            let (p, rows, cols) = read_f64(&path)?;
+            let projections = tch::Tensor::from_slice(&p).view([rows as i64, cols as i64]);
+            json(vec![sliced::sliced(&layer, &projections, args.k)?])
+        }
+    }
+}
+
+/// Activations as f64 rows with their labels, checked against each other.
+fn read_sample(activations: &Path, labels: &Path) -> Result<Sample> {
+    let (values, n, features) = read_f64(activations)?;
+    let labels_vec = read_labels(labels)?;
+    if labels_vec.len() != n {
+        return Err(Error::InvalidInput(format!(
+            "{} has {n} samples but {} has {} labels",
+            activations.display(),
+            labels.display(),
+            labels_vec.len()
+        )));
+    }
+    Sample::new(&values, features, &labels_vec)
+        .map_err(|e| Error::InvalidInput(format!("{}: {e}", activations.display())))
+}
+
+/// A float npy file as f64, with its rows and the product of its other dimensions.
+fn read_f64(path: &Path) -> Result<(Vec<f64>, usize, usize)> {
+    let (data, n, features) = read_activations(path)?;
+    let values = match data {
+        Activations::F32(v) => v.into_iter().map(f64::from).collect(),
+        Activations::F64(v) => v,
+    };
+    Ok((values, n, features))
+}
+
+/// A JSON object's entries in the order they were written (serde_json's own map sorts).
+struct Ordered(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Ordered {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Ordered, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Ordered;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Ordered, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(Ordered(out))
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
+}
+
+/// The human-readable table of `worker estimate` without `--json`: one column per key of
+/// the JSON lines, numbers to five decimals.
+pub fn table(lines: &[String]) -> String {
+    let rows: Vec<Vec<(String, serde_json::Value)>> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Ordered>(l).ok())
+        .map(|o| o.0.into_iter().filter(|(k, _)| k != "estimator").collect())
+        .collect();
+    let Some(first) = rows.first() else { return String::new() };
+    // The JSON keys as people read them: `i_xt_upper` is `I(X;T)_upper`.
+    let heading = |key: &str| {
+        let names = [
+            ("h_t_given_y", "H(T|Y)"),
+            ("i_xt", "I(X;T)"),
+            ("i_yt", "I(Y;T)"),
+            ("h_t", "H(T)"),
+            ("h_y", "H(Y)"),
+            ("s_t", "S(T)"),
+            ("s_x", "S(X)"),
+            ("s_y", "S(Y)"),
+        ];
+        names
+            .iter()
+            .find_map(|(k, name)| key.strip_prefix(k).map(|rest| format!("{name}{rest}")))
+            .unwrap_or_else(|| key.to_string())
+    };
+    let headings: Vec<String> = first.iter().map(|(k, _)| heading(k)).collect();
+    let keys: Vec<&str> = headings.iter().map(String::as_str).collect();
+    let cell = |v: &serde_json::Value| match v {
+        serde_json::Value::Number(n) if n.is_f64() => format!("{:.5}", n.as_f64().unwrap_or(f64::NAN)),
+        other => other.to_string(),
+    };
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|(_, v)| cell(v)).collect()).collect();
+    let widths: Vec<usize> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| cells.iter().map(|c| c[i].len()).chain([k.len()]).max().unwrap_or(0))
+        .collect();
+    let line = |items: Vec<&str>| {
+        items.iter().zip(&widths).map(|(s, w)| format!("{s:>w$}")).collect::<Vec<_>>().join(" ") + "\n"
+    };
+    let mut out = line(keys.clone());
+    for c in &cells {
+        out += &line(c.iter().map(String::as_str).collect());
     }
     out + "(bits)\n"
 }

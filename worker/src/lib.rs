@@ -8,6 +8,8 @@
 //! - [`checkpoint`]: the training state as a safetensors file, for resume.
 //! - [`run`]: `worker run`, one job locally with outputs on disk.
 //! - [`attach`]: `worker --coordinator URL`, the lease/train/upload loop.
+//! - [`estimators`]: KDE bounds, matrix-based Rényi entropy and sliced MI on a sample of a
+//!   layer, the estimators that see inside wide layers.
 //! - [`estimate`]: `worker estimate` on npy activations.
 //! - [`cli`]: the command line.
 //! - [`error`]: the crate's error type.
@@ -19,6 +21,7 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod estimate;
+pub mod estimators;
 pub mod model;
 pub mod run;
 pub mod train;

@@ -1,0 +1,143 @@
+//! Estimators that keep resolution where binning cannot: in a wide deterministic layer
+//! almost every sample gets its own bin, so binning reads log2 N whatever the network
+//! learned. These see the geometry of the activations instead:
+//!
+//! - [`kde`]: Kolchinsky–Tracey upper (KL) and lower (Bhattacharyya) bounds on the MI of
+//!   the layer plus Gaussian noise, as Saxe et al. (2018) compute them in `ibsgd`.
+//! - [`renyi`]: matrix-based Rényi α-entropy of Gram matrices (Sánchez Giraldo, Rao and
+//!   Príncipe 2015), as in `representation-itl`.
+//! - [`sliced`]: sliced MI between the layer and the label (Goldfeld and Greenewald 2021),
+//!   a k-nearest-neighbour estimate per random projection, as in `SMI-DNN`.
+//!
+//! All work on one [`Sample`]: M rows of a layer (f64, CPU) and their labels. Pairwise
+//! squared distances are computed once ([`Sample::squared_distances`]) and shared by every
+//! noise variance, σ and α. Results are in bits.
+
+pub mod kde;
+pub mod renyi;
+pub mod sliced;
+
+use tch::{Device, Kind, Tensor};
+
+/// Why an estimator cannot run on its input, named for the person who gave it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EstimatorError {
+    #[error("non-finite value {value} at sample {sample}, feature {feature}")]
+    NonFinite { sample: usize, feature: usize, value: f64 },
+    #[error("every sample is identical (a constant layer): {0} is undefined")]
+    Constant(&'static str),
+    #[error("class {class} has {count} samples; {estimator} needs at least {needed} per class")]
+    SmallClass { class: u32, count: usize, needed: usize, estimator: &'static str },
+    #[error("{name} must be a positive finite number, got {value}")]
+    NotPositive { name: &'static str, value: f64 },
+    #[error("{0}")]
+    Shape(String),
+}
+
+pub type Result<T, E = EstimatorError> = std::result::Result<T, E>;
+
+/// M samples of one layer (or of the inputs) with their labels.
+#[derive(Debug)]
+pub struct Sample {
+    /// M x D, f64, on the CPU.
+    values: Tensor,
+    labels: Vec<u32>,
+    /// Per class present, in label order: the label and its rows' indices.
+    classes: Vec<(u32, Vec<i64>)>,
+}
+
+impl Sample {
+    /// `values` is M rows of `features` values each (C order).
+    pub fn new(values: &[f64], features: usize, labels: &[u32]) -> Result<Sample> {
+        if features == 0 || values.is_empty() || values.len() % features != 0 {
+            return Err(EstimatorError::Shape(format!(
+                "{} values do not form rows of {features} features",
+                values.len()
+            )));
+        }
+        let m = values.len() / features;
+        if labels.len() != m {
+            return Err(EstimatorError::Shape(format!("{m} samples but {} labels", labels.len())));
+        }
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(EstimatorError::NonFinite { sample: i / features, feature: i % features, value: values[i] });
+        }
+        let mut by_class: std::collections::BTreeMap<u32, Vec<i64>> = std::collections::BTreeMap::new();
+        for (i, &y) in labels.iter().enumerate() {
+            by_class.entry(y).or_default().push(i as i64);
+        }
+        let values = Tensor::from_slice(values).view([m as i64, features as i64]).to_device(Device::Cpu);
+        Ok(Sample { values, labels: labels.to_vec(), classes: by_class.into_iter().collect() })
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn labels(&self) -> &[u32] {
+        &self.labels
+    }
+
+    pub fn features(&self) -> usize {
+        self.values.size()[1] as usize
+    }
+
+    pub(crate) fn values(&self) -> &Tensor {
+        &self.values
+    }
+
+    pub(crate) fn classes(&self) -> &[(u32, Vec<i64>)] {
+        &self.classes
+    }
+
+    /// Refuses a layer whose samples are all equal: every estimator here divides by a
+    /// spread (a distance, a bandwidth) that is then zero.
+    pub(crate) fn check_not_constant(&self, estimator: &'static str) -> Result<()> {
+        let spread = (self.values.max_dim(0, false).0 - self.values.min_dim(0, false).0).max().double_value(&[]);
+        if spread == 0.0 { Err(EstimatorError::Constant(estimator)) } else { Ok(()) }
+    }
+
+    /// M x M squared Euclidean distances, `|x|² + |y|² - 2 x·y` as the reference code
+    /// computes them (one matrix product), clamped at 0 against rounding, diagonal exactly 0.
+    pub fn squared_distances(&self) -> Tensor {
+        let x = &self.values;
+        let norms = (x * x).sum_dim_intlist([1i64].as_slice(), true, Kind::Double);
+        let mut d = (&norms + norms.tr() - x.matmul(&x.tr()) * 2.0).clamp_min(0.0);
+        let _ = d.fill_diagonal_(0.0, false);
+        d
+    }
+}
+
+/// The rows and columns of `matrix` (M x M) that belong to `rows`.
+pub(crate) fn block(matrix: &Tensor, rows: &[i64]) -> Tensor {
+    let idx = Tensor::from_slice(rows);
+    matrix.index_select(0, &idx).index_select(1, &idx)
+}
+
+/// NumPy's median: the mean of the two middle values for an even count.
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
+}
+
+pub(crate) fn to_vec(t: &Tensor) -> Vec<f64> {
+    let t = t.to_kind(Kind::Double).contiguous().view([-1]);
+    let n = t.numel();
+    let mut out = vec![0.0; n];
+    t.copy_data(&mut out, n);
+    out
+}
+
+pub(crate) fn positive(name: &'static str, value: f64) -> Result<f64> {
+    if value.is_finite() && value > 0.0 { Ok(value) } else { Err(EstimatorError::NotPositive { name, value }) }
+}
+
+pub(crate) const LN2: f64 = std::f64::consts::LN_2;

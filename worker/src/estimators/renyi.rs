@@ -1,0 +1,149 @@
+//! Matrix-based Rényi α-entropy (Sánchez Giraldo, Rao and Príncipe 2015), applied to CNNs
+//! by Yu, Wickstrøm et al.; the arithmetic of `representation-itl`'s `matrix_itl.py`.
+//!
+//! A Gram matrix `K_ij = exp(-d_ij / 2σ²)` normalised by its trace, `A = K / tr K`, has
+//! `S_α(A) = log2(Σ λ_i^α) / (1 - α)` over its positive eigenvalues (renormalised to sum
+//! to 1, as the reference does against rounding). α = 2 needs no eigendecomposition:
+//! `Σ λ² = ‖A‖_F²`; α = 1 is the von Neumann limit `-Σ λ log2 λ`. A joint entropy is the
+//! entropy of the Hadamard product, so `I(X;T) = S(X) + S(T) - S(X,T)` with a Gaussian kernel
+//! on the inputs, and `I(Y;T)` likewise with the label kernel `[y_i = y_j]`.
+
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+use super::{EstimatorError, Result, Sample, median, positive, to_vec};
+
+/// One line of `worker estimate --estimator renyi --json`: the keys are the interface.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RenyiRow {
+    pub estimator: &'static str,
+    pub alpha: f64,
+    pub sigma: f64,
+    pub input_sigma: f64,
+    pub n: usize,
+    pub s_t: f64,
+    pub s_x: f64,
+    pub s_y: f64,
+    pub i_xt: f64,
+    pub i_yt: f64,
+}
+
+/// A kernel width: a number, or the median pairwise distance of the data it is used on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sigma {
+    Fixed(f64),
+    Median,
+}
+
+impl std::str::FromStr for Sigma {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Sigma, String> {
+        match s {
+            "median" => Ok(Sigma::Median),
+            "alignment" => {
+                Err("sigma `alignment` is chosen across a job's epochs during training; give a number or `median`"
+                    .into())
+            }
+            number => number
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v > 0.0)
+                .map(Sigma::Fixed)
+                .ok_or_else(|| format!("sigma must be a positive number or `median`, got `{number}`")),
+        }
+    }
+}
+
+impl Sigma {
+    /// The width in the units of `d`'s square roots.
+    pub fn resolve(self, d: &Tensor) -> Result<f64> {
+        match self {
+            Sigma::Fixed(s) => positive("sigma", s),
+            Sigma::Median => {
+                let m = median_pairwise_distance(d);
+                if m > 0.0 { Ok(m) } else { Err(EstimatorError::Constant("a median kernel width")) }
+            }
+        }
+    }
+}
+
+/// The median distance over distinct pairs (i < j).
+pub fn median_pairwise_distance(d: &Tensor) -> f64 {
+    let m = d.size()[0];
+    let pairs = Tensor::triu_indices(m, m, 1, (Kind::Int64, d.device()));
+    let flat = d.view([-1]);
+    let index = pairs.get(0) * m + pairs.get(1);
+    median(to_vec(&flat.index_select(0, &index).sqrt()))
+}
+
+/// `exp(-d / 2σ²)`.
+pub fn gaussian_gram(d: &Tensor, sigma: f64) -> Tensor {
+    (d * (-1.0 / (2.0 * sigma * sigma))).exp()
+}
+
+/// `[y_i = y_j]` as 0/1.
+pub fn label_gram(labels: &[u32]) -> Tensor {
+    let y = Tensor::from_slice(&labels.iter().map(|&l| i64::from(l)).collect::<Vec<_>>());
+    y.unsqueeze(1).eq_tensor(&y.unsqueeze(0)).to_kind(Kind::Double)
+}
+
+/// `S_α` of a Gram matrix, in bits.
+pub fn entropy(k: &Tensor, alpha: f64) -> Result<f64> {
+    let alpha = positive("alpha", alpha)?;
+    let a = k / k.trace().double_value(&[]);
+    if alpha == 2.0 {
+        return Ok(-(&a * &a).sum(Kind::Double).double_value(&[]).log2());
+    }
+    let eigen = to_vec(&a.linalg_eigvalsh("L"));
+    let positive: Vec<f64> = eigen.into_iter().filter(|&l| l > 0.0).collect();
+    let total: f64 = positive.iter().sum();
+    let p = positive.iter().map(|l| l / total);
+    Ok(if alpha == 1.0 {
+        -p.map(|l| l * l.log2()).sum::<f64>()
+    } else {
+        p.map(|l| l.powf(alpha)).sum::<f64>().log2() / (1.0 - alpha)
+    })
+}
+
+/// S_T, S_X, S_Y and both MIs for each α, from the layer's and the inputs' squared
+/// distances at the given widths.
+pub fn renyi(
+    layer: &Sample,
+    layer_d: &Tensor,
+    inputs_d: &Tensor,
+    alphas: &[f64],
+    sigma: f64,
+    input_sigma: f64,
+) -> Result<Vec<RenyiRow>> {
+    let (sigma, input_sigma) = (positive("sigma", sigma)?, positive("the input sigma", input_sigma)?);
+    if inputs_d.size() != layer_d.size() {
+        return Err(EstimatorError::Shape(format!(
+            "{} inputs for {} activations",
+            inputs_d.size()[0],
+            layer_d.size()[0]
+        )));
+    }
+    let kt = gaussian_gram(layer_d, sigma);
+    let kx = gaussian_gram(inputs_d, input_sigma);
+    let ky = label_gram(layer.labels());
+    let (kxt, kyt) = (&kx * &kt, &ky * &kt);
+    alphas
+        .iter()
+        .map(|&alpha| {
+            let (s_t, s_x, s_y) = (entropy(&kt, alpha)?, entropy(&kx, alpha)?, entropy(&ky, alpha)?);
+            Ok(RenyiRow {
+                estimator: "renyi",
+                alpha,
+                sigma,
+                input_sigma,
+                n: layer.len(),
+                s_t,
+                s_x,
+                s_y,
+                i_xt: s_x + s_t - entropy(&kxt, alpha)?,
+                i_yt: s_y + s_t - entropy(&kyt, alpha)?,
+            })
+        })
+        .collect()
+}
