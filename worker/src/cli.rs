@@ -208,6 +208,8 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Estimate(args) => {
+            // The kernel estimators' matrix work runs on libtorch's threads.
+            tch::set_num_threads(cli.compute.run_config()?.threads as i32);
             let rows = estimate::run(&args)?;
             if args.json {
                 for row in &rows {
