@@ -141,6 +141,9 @@ impl TryFrom<pb::MeasureSpec> for MeasureSpec {
                 .map(|&b| BinSize::new(b).map_err(|e| WireError(format!("spec.measure.bin_sizes: {e}"))))
                 .collect::<Result<_, _>>()?,
             keep_histograms: m.keep_histograms,
+            // Protocol 4 does not carry estimators beyond binning; the coordinator refuses
+            // grids that ask for them, so none is lost on the way.
+            estimators: Default::default(),
         })
     }
 }

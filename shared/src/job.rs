@@ -233,6 +233,9 @@ pub struct MeasureSpec {
     pub bin_sizes: Vec<BinSize>,
     /// Keep the raw hashed histograms after finalization (they are large).
     pub keep_histograms: bool,
+    /// Estimators beyond binning; empty (and out of the canonical form) by default.
+    #[serde(skip_serializing_if = "crate::estimators::EstimatorsSpec::is_empty")]
+    pub estimators: crate::estimators::EstimatorsSpec,
 }
 
 impl MeasureSpec {
@@ -273,6 +276,7 @@ impl Default for MeasureSpec {
             splits: vec![Split::Train, Split::Test],
             bin_sizes: vec![BinSize::new(0.67).expect("0.67 is a valid bin size")],
             keep_histograms: false,
+            estimators: crate::estimators::EstimatorsSpec::default(),
         }
     }
 }
@@ -464,6 +468,19 @@ impl JobSpec {
         }
         if self.measure.bin_sizes.is_empty() {
             return err("measure.bin_sizes must hold at least one bin size".into());
+        }
+        let smallest_split = self
+            .measure
+            .splits
+            .iter()
+            .map(|split| match split {
+                Split::Train => self.train_size,
+                Split::Test => self.test_size,
+            })
+            .min()
+            .unwrap_or(0);
+        if let Err(message) = self.measure.estimators.check(smallest_split) {
+            return err(message);
         }
         self.measure.check_distinct().map_err(SpecError)?;
         if self.batch_size > self.train_size.max(self.test_size) {

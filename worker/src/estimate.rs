@@ -189,7 +189,7 @@ pub fn run(args: &EstimateArgs) -> Result<Vec<String>> {
     };
     match args.estimator {
         Estimator::Binning => unreachable!("handled above"),
-        Estimator::Kde => json(kde::kde(&layer, &layer.squared_distances(), &args.noise_variances)?),
+        Estimator::Kde => json(kde::kde(&layer, &layer.squared_distances(args.precision), &args.noise_variances)?),
         Estimator::Renyi => {
             let inputs_path = needs("--inputs X.npy", &args.inputs)?;
             let (x, n, features) = read_f64(&inputs_path)?;
@@ -202,7 +202,8 @@ pub fn run(args: &EstimateArgs) -> Result<Vec<String>> {
                 )));
             }
             let inputs = Sample::new(&x, features, layer.labels())?;
-            let (layer_d, inputs_d) = (layer.squared_distances(), inputs.squared_distances());
+            let (layer_d, inputs_d) =
+                (layer.squared_distances(args.precision), inputs.squared_distances(args.precision));
             let sigma = args.sigma.resolve(&layer_d)?;
             let input_sigma = args.input_sigma.resolve(&inputs_d)?;
             json(renyi::renyi(&layer, &layer_d, &inputs_d, &args.alphas, sigma, input_sigma)?)
@@ -211,7 +212,7 @@ pub fn run(args: &EstimateArgs) -> Result<Vec<String>> {
             let path = needs("--projections P.npy", &args.projections)?;
             let (p, rows, cols) = read_f64(&path)?;
             let projections = tch::Tensor::from_slice(&p).view([rows as i64, cols as i64]);
-            json(vec![sliced::sliced(&layer, &projections, args.k)?])
+            json(vec![sliced::sliced(&layer, &projections, args.k, args.precision)?])
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The kernel estimators against NumPy ports of their reference code
 //! (`bench/estimators_ref.py`), through `worker estimate` as a user runs it, on fixtures
-//! with D = 20 and D = 1,024: within 1e-6 bits in f64. Then the properties each estimator
-//! must have whatever the data, and the errors hostile input gets.
+//! with D = 20 and D = 1,024: within 1e-6 bits with f64 matrix products, 1e-3 with the
+//! default f32 ones. Then the properties each estimator must have whatever the data, and
+//! the errors hostile input gets.
 //!
 //! The NumPy ports need the venv that `deploy/setup.sh` installs; without it the reference
 //! comparisons are skipped with a message (the property and error tests still run).
@@ -13,7 +14,9 @@ use ibsweep_testkit::Rng;
 use ibsweep_worker::estimate::{Activations, read_activations, read_labels, write_npy};
 use serde_json::Value;
 
-const TOLERANCE_BITS: f64 = 1e-6;
+/// `--precision f64`, and the default f32 matrix products.
+const F64_BITS: f64 = 1e-6;
+const F32_BITS: f64 = 1e-3;
 
 fn worker() -> Command {
     Command::new(env!("CARGO_BIN_EXE_worker"))
@@ -91,16 +94,16 @@ fn lines(stdout: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-/// Every key of the reference row is in ours with the same value (numbers within the
-/// tolerance).
-fn assert_agree(ours: &[Value], theirs: &[Value], what: &str) {
+/// Every key of the reference row is in ours with the same value (numbers within
+/// `tolerance` bits).
+fn assert_agree(ours: &[Value], theirs: &[Value], tolerance: f64, what: &str) {
     assert_eq!(ours.len(), theirs.len(), "{what}: row counts");
     for (o, t) in ours.iter().zip(theirs) {
         for (key, want) in t.as_object().unwrap() {
             let got = &o[key];
             match (got.as_f64(), want.as_f64()) {
                 (Some(g), Some(w)) => {
-                    assert!((g - w).abs() <= TOLERANCE_BITS, "{what}: {key} = {g}, the reference says {w}")
+                    assert!((g - w).abs() <= tolerance, "{what}: {key} = {g}, the reference says {w}")
                 }
                 _ => assert_eq!(got, want, "{what}: {key}"),
             }
@@ -115,28 +118,36 @@ fn every_estimator_matches_its_reference_code() {
     let mut rng = Rng::new(23);
     for features in [20, 1024] {
         let f = Fixture::new(&mut rng, 20, features, 50, 16);
-        let what = |name: &str| format!("{name}, D = {features}");
-        let ours = f.estimate(&["--estimator", "kde", "--noise-variance", "0.1", "--noise-variance", "1.5"]);
-        assert_agree(&ours, &f.reference(&python, &["kde", "0.1", "1.5"]), &what("kde"));
-
-        let x = f.path("x.npy");
-        let renyi = ["--estimator", "renyi", "--inputs", &x, "--alpha", "1.01", "--alpha", "2", "--alpha", "3"];
-        assert_agree(
-            &f.estimate(&renyi),
-            &f.reference(&python, &["renyi", &x, "median", "median", "1.01", "2", "3"]),
-            &what("renyi, median widths"),
-        );
-        let fixed = ["--estimator", "renyi", "--inputs", &x, "--sigma", "2.5", "--input-sigma", "4", "--alpha", "1.01"];
-        assert_agree(
-            &f.estimate(&fixed),
-            &f.reference(&python, &["renyi", &x, "2.5", "4", "1.01"]),
-            &what("renyi, fixed widths"),
-        );
-
-        let p = f.path("p.npy");
-        let ours = f.estimate(&["--estimator", "sliced", "--projections", &p, "--k", "3"]);
-        assert_agree(&ours, &f.reference(&python, &["sliced", &p, "3"]), &what("sliced"));
-        assert_eq!(ours[0]["n"], f.n);
+        let (x, p) = (f.path("x.npy"), f.path("p.npy"));
+        let kde = f.reference(&python, &["kde", "0.1", "1.5"]);
+        let renyi_median = f.reference(&python, &["renyi", &x, "median", "median", "1.01", "2", "3"]);
+        let renyi_fixed = f.reference(&python, &["renyi", &x, "2.5", "4", "1.01"]);
+        let sliced = f.reference(&python, &["sliced", &p, "3"]);
+        for (precision, tolerance) in [("f64", F64_BITS), ("f32", F32_BITS)] {
+            let what = |name: &str| format!("{name}, D = {features}, {precision} products");
+            let run = |args: &[&str]| f.estimate(&[args, &["--precision", precision]].concat());
+            let ours = run(&["--estimator", "kde", "--noise-variance", "0.1", "--noise-variance", "1.5"]);
+            assert_agree(&ours, &kde, tolerance, &what("kde"));
+            let ours =
+                run(&["--estimator", "renyi", "--inputs", &x, "--alpha", "1.01", "--alpha", "2", "--alpha", "3"]);
+            assert_agree(&ours, &renyi_median, tolerance, &what("renyi, median widths"));
+            let ours = run(&[
+                "--estimator",
+                "renyi",
+                "--inputs",
+                &x,
+                "--sigma",
+                "2.5",
+                "--input-sigma",
+                "4",
+                "--alpha",
+                "1.01",
+            ]);
+            assert_agree(&ours, &renyi_fixed, tolerance, &what("renyi, fixed widths"));
+            let ours = run(&["--estimator", "sliced", "--projections", &p, "--k", "3"]);
+            assert_agree(&ours, &sliced, tolerance, &what("sliced"));
+            assert_eq!(ours[0]["n"], f.n);
+        }
     }
 }
 
@@ -173,19 +184,19 @@ fn the_estimates_keep_their_bounds_and_ignore_sample_order() {
     }
 
     // The same samples in another order: every estimate is unchanged.
-    let before = [
-        f.estimate(&["--estimator", "kde"]),
-        f.estimate(&["--estimator", "renyi", "--inputs", &x]),
-        f.estimate(&["--estimator", "sliced", "--projections", &f.path("p.npy")]),
-    ];
+    // f64 products, so that only the order of the samples differs.
+    let all = |f: &Fixture| {
+        [
+            f.estimate(&["--estimator", "kde", "--precision", "f64"]),
+            f.estimate(&["--estimator", "renyi", "--inputs", &x, "--precision", "f64"]),
+            f.estimate(&["--estimator", "sliced", "--projections", &f.path("p.npy"), "--precision", "f64"]),
+        ]
+    };
+    let before = all(&f);
     permute(&f, &mut rng);
-    let after = [
-        f.estimate(&["--estimator", "kde"]),
-        f.estimate(&["--estimator", "renyi", "--inputs", &x]),
-        f.estimate(&["--estimator", "sliced", "--projections", &f.path("p.npy")]),
-    ];
+    let after = all(&f);
     for (b, a) in before.iter().zip(&after) {
-        assert_agree(a, b, "permuted samples");
+        assert_agree(a, b, 1e-9, "permuted samples");
     }
 }
 

@@ -10,9 +10,9 @@
 //! absolute value is the reference's; we keep it so results compare.
 
 use serde::Serialize;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
-use super::{EstimatorError, LN2, Result, Sample, to_vec};
+use super::{EstimatorError, LN2, Precision, Result, Sample, to_vec};
 
 /// Smallest k-NN distance used: the scale of the reference's tie-breaking noise.
 pub const TIE_FLOOR: f64 = 1e-10;
@@ -82,7 +82,7 @@ fn projected_mi(z: &[f64], classes: &[(u32, Vec<i64>)], k: usize) -> f64 {
 }
 
 /// SMI over the columns of `projections` (D x P), with its standard error, in bits.
-pub fn sliced(sample: &Sample, projections: &Tensor, k: usize) -> Result<SlicedRow> {
+pub fn sliced(sample: &Sample, projections: &Tensor, k: usize, precision: Precision) -> Result<SlicedRow> {
     let (d, p) = match projections.size()[..] {
         [d, p] => (d as usize, p as usize),
         ref other => return Err(EstimatorError::Shape(format!("projections of shape {other:?}; expected D x P"))),
@@ -109,7 +109,7 @@ pub fn sliced(sample: &Sample, projections: &Tensor, k: usize) -> Result<SlicedR
     }
     sample.check_not_constant("sliced MI")?;
     // P x N: one projection's values are contiguous.
-    let z = to_vec(&sample.values().matmul(&projections.to_kind(Kind::Double)).tr());
+    let z = to_vec(&sample.project(projections, precision).tr());
     let n = sample.len();
     let mis: Vec<f64> = z.chunks(n).map(|zp| projected_mi(zp, sample.classes(), k) / LN2).collect();
     let mean = mis.iter().sum::<f64>() / p as f64;

@@ -1,0 +1,270 @@
+//! The `measure.estimators` section: which estimators beyond binning a job computes at
+//! each measured epoch, with their parameters.
+//!
+//! ```yaml
+//! measure:
+//!   estimators:
+//!     kde: {noise_variance: [0.1], relative_noise: [0.1, 0.5], samples: 2000}
+//!     renyi: {alpha: [1.01, 2], sigma: [median], samples: 2000}
+//!     sliced: {projections: 256, k: 3}
+//! ```
+//!
+//! Absent, the section is empty and left out of the canonical job form, so the IDs of
+//! grids without it do not change.
+
+use serde::{Deserialize, Serialize};
+
+/// Classes in both data sets; a stratified sample takes `samples / CLASSES` of each.
+const CLASSES: u32 = 10;
+
+/// Largest sample of the O(M²) estimators: a 10,000 x 10,000 f64 matrix is 800 MB.
+pub const MAX_SAMPLES: u32 = 10_000;
+/// Most values of one list parameter (noise variances, α, σ).
+pub const MAX_VALUES: usize = 16;
+/// Most projections of sliced MI.
+pub const MAX_PROJECTIONS: u32 = 4096;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EstimatorsSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kde: Option<KdeSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renyi: Option<RenyiSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliced: Option<SlicedSpec>,
+}
+
+/// Kolchinsky–Tracey bounds at absolute noise variances and at variances relative to the
+/// layer's median nearest-neighbour squared distance (at the first measured epoch, then
+/// held fixed for the job).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KdeSpec {
+    #[serde(default = "default_noise")]
+    pub noise_variance: Vec<f64>,
+    #[serde(default)]
+    pub relative_noise: Vec<f64>,
+    #[serde(default = "default_samples")]
+    pub samples: u32,
+}
+
+/// Matrix-based Rényi entropies at each α and kernel width.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenyiSpec {
+    #[serde(default = "default_alpha")]
+    pub alpha: Vec<f64>,
+    #[serde(default = "default_sigma")]
+    pub sigma: Vec<SigmaSpec>,
+    /// The kernel width on the input images.
+    #[serde(default = "default_input_sigma")]
+    pub input_sigma: SigmaSpec,
+    #[serde(default = "default_samples")]
+    pub samples: u32,
+}
+
+/// A kernel width: a positive number, or the median pairwise distance of the sample at
+/// the first measured epoch, held fixed for the job.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged, try_from = "RawSigma")]
+pub enum SigmaSpec {
+    Fixed(f64),
+    Named(SigmaName),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SigmaName {
+    Median,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSigma {
+    Number(f64),
+    Name(String),
+}
+
+impl TryFrom<RawSigma> for SigmaSpec {
+    type Error = String;
+
+    fn try_from(raw: RawSigma) -> Result<SigmaSpec, String> {
+        match raw {
+            RawSigma::Number(v) => Ok(SigmaSpec::Fixed(v)),
+            RawSigma::Name(name) if name == "median" => Ok(SigmaSpec::Named(SigmaName::Median)),
+            RawSigma::Name(name) if name == "alignment" => {
+                Err("sigma `alignment` (Wickstrøm's kernel alignment) is not available yet; give a number or `median`"
+                    .into())
+            }
+            RawSigma::Name(name) => Err(format!("sigma must be a positive number or `median`, got `{name}`")),
+        }
+    }
+}
+
+/// Sliced MI over seeded random projections of the whole split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlicedSpec {
+    #[serde(default = "default_projections")]
+    pub projections: u32,
+    #[serde(default = "default_k")]
+    pub k: u32,
+}
+
+fn default_noise() -> Vec<f64> {
+    vec![0.1]
+}
+fn default_samples() -> u32 {
+    2000
+}
+fn default_alpha() -> Vec<f64> {
+    vec![1.01, 2.0]
+}
+fn default_sigma() -> Vec<SigmaSpec> {
+    vec![SigmaSpec::Named(SigmaName::Median)]
+}
+fn default_input_sigma() -> SigmaSpec {
+    SigmaSpec::Named(SigmaName::Median)
+}
+fn default_projections() -> u32 {
+    256
+}
+fn default_k() -> u32 {
+    3
+}
+
+impl EstimatorsSpec {
+    pub fn is_empty(&self) -> bool {
+        self.kde.is_none() && self.renyi.is_none() && self.sliced.is_none()
+    }
+
+    /// The subsample size the O(M²) estimators share: the largest asked for (each
+    /// estimator then uses the first of the stratified sample's rows it needs).
+    pub fn samples(&self) -> Option<u32> {
+        [self.kde.as_ref().map(|k| k.samples), self.renyi.as_ref().map(|r| r.samples)].into_iter().flatten().max()
+    }
+
+    /// Checks every parameter. `smallest_split` is the fewest images a measured split
+    /// has; the sample is drawn from each measured split.
+    pub fn check(&self, smallest_split: u32) -> Result<(), String> {
+        let positive_list = |name: &str, values: &[f64]| -> Result<(), String> {
+            if values.len() > MAX_VALUES {
+                return Err(format!("measure.estimators.{name} has {} values; at most {MAX_VALUES}", values.len()));
+            }
+            if let Some(v) = values.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+                return Err(format!("measure.estimators.{name} must be positive numbers, got {v}"));
+            }
+            if let Some((i, v)) = values.iter().enumerate().find(|(i, v)| values[..*i].contains(v)) {
+                let _ = i;
+                return Err(format!("measure.estimators.{name} lists {v} twice"));
+            }
+            Ok(())
+        };
+        let samples = |name: &str, m: u32| -> Result<(), String> {
+            if m < 2 * CLASSES || m > MAX_SAMPLES || !m.is_multiple_of(CLASSES) {
+                return Err(format!(
+                    "measure.estimators.{name}.samples must be a multiple of {CLASSES} in {}..={MAX_SAMPLES} \
+                     (a class-stratified sample), got {m}",
+                    2 * CLASSES
+                ));
+            }
+            if m > smallest_split {
+                return Err(format!(
+                    "measure.estimators.{name}.samples is {m}, more than the {smallest_split} images of a measured split"
+                ));
+            }
+            Ok(())
+        };
+        if let Some(kde) = &self.kde {
+            if kde.noise_variance.is_empty() && kde.relative_noise.is_empty() {
+                return Err("measure.estimators.kde needs a noise_variance or a relative_noise".into());
+            }
+            positive_list("kde.noise_variance", &kde.noise_variance)?;
+            positive_list("kde.relative_noise", &kde.relative_noise)?;
+            samples("kde", kde.samples)?;
+        }
+        if let Some(renyi) = &self.renyi {
+            if renyi.alpha.is_empty() || renyi.sigma.is_empty() {
+                return Err("measure.estimators.renyi needs at least one alpha and one sigma".into());
+            }
+            positive_list("renyi.alpha", &renyi.alpha)?;
+            let fixed: Vec<f64> = renyi
+                .sigma
+                .iter()
+                .chain([&renyi.input_sigma])
+                .filter_map(|s| match s {
+                    SigmaSpec::Fixed(v) => Some(*v),
+                    SigmaSpec::Named(_) => None,
+                })
+                .collect();
+            if let Some(v) = fixed.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+                return Err(format!("measure.estimators.renyi sigma must be positive or `median`, got {v}"));
+            }
+            if renyi.sigma.len() > MAX_VALUES {
+                return Err(format!("measure.estimators.renyi.sigma has more than {MAX_VALUES} values"));
+            }
+            if let Some(s) = renyi.sigma.iter().enumerate().find(|(i, s)| renyi.sigma[..*i].contains(s)).map(|p| p.1) {
+                return Err(format!("measure.estimators.renyi.sigma lists {s:?} twice"));
+            }
+            samples("renyi", renyi.samples)?;
+        }
+        if let Some(sliced) = &self.sliced {
+            if !(2..=MAX_PROJECTIONS).contains(&sliced.projections) {
+                return Err(format!(
+                    "measure.estimators.sliced.projections must be 2..={MAX_PROJECTIONS}, got {}",
+                    sliced.projections
+                ));
+            }
+            if sliced.k == 0 || sliced.k > 100 {
+                return Err(format!("measure.estimators.sliced.k must be 1..=100, got {}", sliced.k));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<EstimatorsSpec, String> {
+        let spec: EstimatorsSpec = serde_saphyr::from_str(yaml).map_err(|e| e.to_string())?;
+        spec.check(10_000).map(|()| spec)
+    }
+
+    #[test]
+    fn defaults_fill_what_is_not_given() {
+        let spec = parse("{kde: {}, renyi: {sigma: [median, 3.5]}, sliced: {}}").unwrap();
+        assert_eq!(spec.kde.as_ref().unwrap().noise_variance, vec![0.1]);
+        assert_eq!(spec.renyi.as_ref().unwrap().alpha, vec![1.01, 2.0]);
+        assert_eq!(
+            spec.renyi.as_ref().unwrap().sigma,
+            vec![SigmaSpec::Named(SigmaName::Median), SigmaSpec::Fixed(3.5)]
+        );
+        assert_eq!(spec.sliced.as_ref().unwrap().projections, 256);
+        assert_eq!(spec.samples(), Some(2000));
+        assert!(EstimatorsSpec::default().is_empty());
+    }
+
+    #[test]
+    fn bad_parameters_are_refused_by_name() {
+        for (yaml, needle) in [
+            ("{kde: {noise_variance: [0]}}", "kde.noise_variance must be positive"),
+            ("{kde: {noise_variance: [], relative_noise: []}}", "needs a noise_variance or a relative_noise"),
+            ("{kde: {relative_noise: [0.5, 0.5]}}", "lists 0.5 twice"),
+            ("{kde: {samples: 2005}}", "multiple of 10"),
+            ("{kde: {samples: 20000}}", "multiple of 10 in 20..=10000"),
+            ("{renyi: {sigma: [-1]}}", "sigma must be positive or `median`"),
+            ("{renyi: {sigma: [alignment]}}", "alignment"),
+            ("{sliced: {projections: 1}}", "projections must be 2..="),
+            ("{sliced: {k: 0}}", "k must be 1..=100"),
+            ("{binning: {}}", "binning"),
+        ] {
+            let err = parse(yaml).unwrap_err();
+            assert!(err.contains(needle), "{yaml}: expected `{needle}` in {err}");
+        }
+        let small = serde_saphyr::from_str::<EstimatorsSpec>("{kde: {samples: 2000}}").unwrap();
+        assert!(small.check(1000).unwrap_err().contains("more than the 1000 images"));
+    }
+}
