@@ -521,6 +521,11 @@ impl Grid {
         Some(serde_json::from_value(Value::Object(map)).map_err(|e| e.to_string()))
     }
 
+    /// The sweep's `measure.estimators` section (empty when it has none).
+    pub fn estimators(&self) -> &crate::estimators::EstimatorsSpec {
+        &self.measure.estimators
+    }
+
     /// Whether the sweep keeps raw histograms (`measure.keep_histograms`).
     pub fn keep_histograms(&self) -> bool {
         self.measure.keep_histograms
