@@ -162,7 +162,7 @@ impl EstimatorsSpec {
             Ok(())
         };
         let samples = |name: &str, m: u32| -> Result<(), String> {
-            if m < 2 * CLASSES || m > MAX_SAMPLES || !m.is_multiple_of(CLASSES) {
+            if !(2 * CLASSES..=MAX_SAMPLES).contains(&m) || !m.is_multiple_of(CLASSES) {
                 return Err(format!(
                     "measure.estimators.{name}.samples must be a multiple of {CLASSES} in {}..={MAX_SAMPLES} \
                      (a class-stratified sample), got {m}",

@@ -214,7 +214,20 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Estimate(args) => {
             // The kernel estimators' matrix work runs on libtorch's threads.
             tch::set_num_threads(cli.compute.run_config()?.threads as i32);
-            let rows = estimate::run(&args)?;
+            let rows = estimate::run(&estimate::Request {
+                estimator: args.estimator,
+                activations: args.activations,
+                labels: args.labels,
+                bin_sizes: args.bin_sizes,
+                noise_variances: args.noise_variances,
+                inputs: args.inputs,
+                alphas: args.alphas,
+                sigma: args.sigma,
+                input_sigma: args.input_sigma,
+                projections: args.projections,
+                k: args.k,
+                precision: args.precision,
+            })?;
             if args.json {
                 for row in &rows {
                     println!("{row}");

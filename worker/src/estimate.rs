@@ -11,7 +11,6 @@ use ibsweep_shared::measure::{BinSize, Estimate, LayerAccumulator};
 use npyz::{NpyFile, Order, TypeChar};
 use serde::Serialize;
 
-use crate::cli::EstimateArgs;
 use crate::error::{Error, Result};
 use crate::estimators::{Sample, kde, renyi, sliced};
 
@@ -166,9 +165,26 @@ pub fn estimate(activations: &Path, labels: &Path, bin_sizes: &[f64]) -> Result<
     acc.finish().into_iter().map(|(bin, h)| Ok(EstimateRow { bin_size: bin.get(), estimate: h.estimate()? })).collect()
 }
 
+/// What `worker estimate` is asked: the command line's flags in the library's own types.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub estimator: Estimator,
+    pub activations: std::path::PathBuf,
+    pub labels: std::path::PathBuf,
+    pub bin_sizes: Vec<f64>,
+    pub noise_variances: Vec<f64>,
+    pub inputs: Option<std::path::PathBuf>,
+    pub alphas: Vec<f64>,
+    pub sigma: renyi::Sigma,
+    pub input_sigma: renyi::Sigma,
+    pub projections: Option<std::path::PathBuf>,
+    pub k: usize,
+    pub precision: crate::estimators::Precision,
+}
+
 /// `worker estimate`: one JSON object per parameter value, in the order given, each with
 /// its keys in the order of its row type.
-pub fn run(args: &EstimateArgs) -> Result<Vec<String>> {
+pub fn run(args: &Request) -> Result<Vec<String>> {
     fn json<T: Serialize>(rows: Vec<T>) -> Result<Vec<String>> {
         rows.iter().map(|r| serde_json::to_string(r).map_err(|e| Error::InvalidInput(e.to_string()))).collect()
     }

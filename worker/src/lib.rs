@@ -10,6 +10,7 @@
 //! - [`attach`]: `worker --coordinator URL`, the lease/train/upload loop.
 //! - [`estimators`]: KDE bounds, matrix-based Rényi entropy and sliced MI on a sample of a
 //!   layer, the estimators that see inside wide layers.
+//! - [`epoch_estimates`]: those estimators inside each measured epoch's pass.
 //! - [`estimate`]: `worker estimate` on npy activations.
 //! - [`cli`]: the command line.
 //! - [`error`]: the crate's error type.
@@ -19,6 +20,7 @@ pub mod attach;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod epoch_estimates;
 pub mod error;
 pub mod estimate;
 pub mod estimators;

@@ -39,6 +39,8 @@ struct Outputs {
     csv: CsvWriter<BufWriter<File>>,
     jsonl: BufWriter<File>,
     epochs: BufWriter<File>,
+    /// `estimates.jsonl`, when the job has `measure.estimators`.
+    estimates: Option<BufWriter<File>>,
 }
 
 impl Outputs {
@@ -61,6 +63,7 @@ impl Outputs {
             csv: CsvWriter::new(create("mi.csv")?),
             jsonl: create("mi.jsonl")?,
             epochs: create("epochs.jsonl")?,
+            estimates: if spec.measure.estimators.is_empty() { None } else { Some(create("estimates.jsonl")?) },
         })
     }
 
@@ -81,6 +84,13 @@ impl Outputs {
                 ));
                 fs::write(&path, histogram.to_bytes()).map_err(Error::io(path))?;
             }
+        }
+        if let Some(out) = &mut self.estimates {
+            let path = self.dir.join("estimates.jsonl");
+            for e in &m.estimates {
+                writeln!(out, "{}", serde_json::to_string(e).expect("json")).map_err(Error::io(&path))?;
+            }
+            out.flush().map_err(Error::io(&path))?;
         }
         self.csv.flush().map_err(Error::io(self.dir.join("mi.csv")))?;
         self.jsonl.flush().map_err(Error::io(self.dir.join("mi.jsonl")))

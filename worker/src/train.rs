@@ -21,6 +21,7 @@ use tch::{Device, Kind, Tensor};
 use crate::adam::Adam;
 use crate::checkpoint::{self, TrainingState};
 use crate::data::{self, CLASSES, Images, Part};
+use crate::epoch_estimates::{JobEstimators, LayerEstimate};
 use crate::error::{Error, Result, Stop};
 use crate::model::Network;
 
@@ -92,6 +93,8 @@ pub struct SplitMeasurement {
     pub loss: f64,
     pub accuracy: f64,
     pub layers: Vec<LayerResult>,
+    /// The `measure.estimators` results of this split and epoch (empty without them).
+    pub estimates: Vec<LayerEstimate>,
 }
 
 impl SplitMeasurement {
@@ -203,6 +206,8 @@ pub fn run_job_with(
     let vs = nn::VarStore::new(config.device);
     let net = Network::new(&vs.root(), spec)?;
     let mut adam = Adam::new(&vs, spec.lr);
+    let measured_splits: Vec<(Split, &Images)> = spec.measure.splits.iter().map(|&s| (s, data.split(s))).collect();
+    let mut estimators = JobEstimators::new(spec, net.layers(), &measured_splits)?;
     let (train_x, train_y) = to_tensors(&data.train, config.device);
     let (test_x, test_y) = to_tensors(&data.test, config.device);
     let measured = spec.measured_epochs();
@@ -262,7 +267,8 @@ pub fn run_job_with(
                     Split::Train => (&train_x, &train_y),
                     Split::Test => (&test_x, &test_y),
                 };
-                let m = measure_split(&net, spec, &pool, epoch, split, x, y, &data.split(split).labels)?;
+                let labels = &data.split(split).labels;
+                let m = measure_split(&net, spec, &pool, (epoch, split), (x, y, labels), estimators.as_mut())?;
                 match split {
                     Split::Train => (metrics.train_loss, metrics.train_accuracy) = (Some(m.loss), Some(m.accuracy)),
                     Split::Test => (metrics.test_loss, metrics.test_accuracy) = (Some(m.loss), Some(m.accuracy)),
@@ -313,16 +319,13 @@ fn evaluate(net: &Network, x: &Tensor, y: &Tensor, batch: usize) -> (f64, f64) {
 
 /// One forward pass over a split in batches; every measured layer's output is binned into
 /// its accumulators as soon as it is produced.
-#[allow(clippy::too_many_arguments)]
 fn measure_split(
     net: &Network,
     spec: &JobSpec,
     pool: &rayon::ThreadPool,
-    epoch: u32,
-    split: Split,
-    x: &Tensor,
-    y: &Tensor,
-    labels: &[u8],
+    (epoch, split): (u32, Split),
+    (x, y, labels): (&Tensor, &Tensor, &[u8]),
+    estimators: Option<&mut JobEstimators>,
 ) -> Result<SplitMeasurement> {
     let layers = net.layers().to_vec();
     let mut accumulators: Vec<LayerAccumulator> =
@@ -332,12 +335,16 @@ fn measure_split(
     let batch = (spec.batch_size as i64).min(1000);
     let (mut loss, mut correct) = (0.0, 0.0);
     let mut values: Vec<f32> = Vec::new();
+    let mut sliced = estimators.as_deref().and_then(JobEstimators::begin);
     tch::no_grad(|| -> Result<()> {
         for start in (0..n).step_by(batch as usize) {
             let len = batch.min(n - start);
             let batch_labels = &labels[start as usize..(start + len) as usize];
             let logits = net.forward_visit(&x.narrow(0, start, len), |layer, output| {
                 let output = output.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+                if let (Some(e), Some(pass)) = (estimators.as_deref(), sliced.as_mut()) {
+                    e.project(pass, layer, &output)?;
+                }
                 values.resize(output.numel(), 0.0);
                 output.f_copy_data(&mut values, output.numel())?;
                 let accumulator = &mut accumulators[layer];
@@ -361,10 +368,14 @@ fn measure_split(
         }
         Ok(())
     })?;
+    let estimates = match estimators {
+        Some(e) => e.finish(net, epoch, split, x, &labels, sliced)?,
+        None => Vec::new(),
+    };
     let layers = layers
         .into_iter()
         .zip(accumulators)
         .map(|(layer, acc)| LayerResult { layer, histograms: acc.finish() })
         .collect();
-    Ok(SplitMeasurement { epoch, split, loss: loss / n as f64, accuracy: correct / n as f64, layers })
+    Ok(SplitMeasurement { epoch, split, loss: loss / n as f64, accuracy: correct / n as f64, layers, estimates })
 }

@@ -63,7 +63,7 @@ pub struct Sample {
 impl Sample {
     /// `values` is M rows of `features` values each (C order).
     pub fn new(values: &[f64], features: usize, labels: &[u32]) -> Result<Sample> {
-        if features == 0 || values.is_empty() || values.len() % features != 0 {
+        if features == 0 || values.is_empty() || !values.len().is_multiple_of(features) {
             return Err(EstimatorError::Shape(format!(
                 "{} values do not form rows of {features} features",
                 values.len()
@@ -82,6 +82,18 @@ impl Sample {
         }
         let values = Tensor::from_slice(values).view([m as i64, features as i64]).to_device(Device::Cpu);
         Ok(Sample { values, labels: labels.to_vec(), classes: by_class.into_iter().collect() })
+    }
+
+    /// From an M x D tensor of any float kind and device (copied to f64 on the CPU).
+    pub fn from_tensor(values: &Tensor, labels: &[u32]) -> Result<Sample> {
+        let [m, features] = values.size()[..] else {
+            return Err(EstimatorError::Shape(format!("a tensor of shape {:?}; expected M x D", values.size())));
+        };
+        let flat = to_vec(values);
+        if flat.len() != (m * features) as usize {
+            return Err(EstimatorError::Shape(format!("{} values for {m} x {features}", flat.len())));
+        }
+        Sample::new(&flat, features as usize, labels)
     }
 
     pub fn len(&self) -> usize {

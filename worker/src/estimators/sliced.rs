@@ -110,11 +110,47 @@ pub fn sliced(sample: &Sample, projections: &Tensor, k: usize, precision: Precis
     sample.check_not_constant("sliced MI")?;
     // P x N: one projection's values are contiguous.
     let z = to_vec(&sample.project(projections, precision).tr());
-    let n = sample.len();
-    let mis: Vec<f64> = z.chunks(n).map(|zp| projected_mi(zp, sample.classes(), k) / LN2).collect();
+    Ok(from_columns(&z, p, sample.len(), sample.classes(), k))
+}
+
+/// SMI from values already projected (N x P, row-major: one sample's P projections
+/// together, as a measurement pass produces them batch by batch) and the N labels.
+pub fn sliced_projected(z: &[f64], p: usize, labels: &[u32], k: usize) -> Result<SlicedRow> {
+    let n = labels.len();
+    if p < 2 || z.len() != n * p {
+        return Err(EstimatorError::Shape(format!("{} projected values for {n} samples x {p} projections", z.len())));
+    }
+    let mut by_class: std::collections::BTreeMap<u32, Vec<i64>> = std::collections::BTreeMap::new();
+    for (i, &y) in labels.iter().enumerate() {
+        by_class.entry(y).or_default().push(i as i64);
+    }
+    let classes: Vec<(u32, Vec<i64>)> = by_class.into_iter().collect();
+    if let Some((class, rows)) = classes.iter().find(|(_, rows)| rows.len() < k + 1) {
+        return Err(EstimatorError::SmallClass {
+            class: *class,
+            count: rows.len(),
+            needed: k + 1,
+            estimator: "sliced",
+        });
+    }
+    if let Some(i) = z.iter().position(|v| !v.is_finite()) {
+        return Err(EstimatorError::NonFinite { sample: i / p, feature: i % p, value: z[i] });
+    }
+    let mut columns = vec![0.0; z.len()];
+    for (i, row) in z.chunks(p).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            columns[j * n + i] = v;
+        }
+    }
+    Ok(from_columns(&columns, p, n, &classes, k))
+}
+
+/// The mean and standard error over projections, from P contiguous columns of N values.
+fn from_columns(z: &[f64], p: usize, n: usize, classes: &[(u32, Vec<i64>)], k: usize) -> SlicedRow {
+    let mis: Vec<f64> = z.chunks(n).map(|zp| projected_mi(zp, classes, k) / LN2).collect();
     let mean = mis.iter().sum::<f64>() / p as f64;
     let variance = mis.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / (p - 1) as f64;
-    Ok(SlicedRow { estimator: "sliced", projections: p, k, n, i_yt: mean, i_yt_stderr: (variance / p as f64).sqrt() })
+    SlicedRow { estimator: "sliced", projections: p, k, n, i_yt: mean, i_yt_stderr: (variance / p as f64).sqrt() }
 }
 
 #[cfg(test)]

@@ -1,0 +1,285 @@
+//! The estimators of `measure.estimators` inside the measurement pass of each measured
+//! epoch.
+//!
+//! - **Sample.** KDE and Rényi are O(M²): they see a fixed, class-stratified subsample of
+//!   each split (`samples`, `samples / 10` per class). It is drawn with the job's seed and
+//!   is the same at every epoch; the SHA-256 of its indices is recorded with every row. Its
+//!   own ceiling is log2 M.
+//! - **Scales held fixed.** A relative noise variance multiplies the layer's median
+//!   nearest-neighbour squared distance, and a `median` kernel width is the median
+//!   pairwise distance. Both are taken at the job's first measured epoch and then held
+//!   for the job, so that later epochs are measured with the same ruler.
+//! - **Sliced MI** sees the whole split: each batch's layer output is projected on P seeded
+//!   unit directions as the pass produces it, so only N x P numbers are kept per layer.
+
+use std::collections::HashMap;
+
+use ibsweep_shared::estimators::{EstimatorsSpec, SigmaName, SigmaSpec};
+use ibsweep_shared::job::{JobSpec, LayerInfo, Split};
+use rand::seq::SliceRandom;
+use rand::{Rng as _, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tch::{Device, Kind, Tensor};
+
+use crate::data::{CLASSES, Images};
+use crate::error::{Error, Result};
+use crate::estimators::kde::{self, KdeRow};
+use crate::estimators::renyi::{self, RenyiRow};
+use crate::estimators::sliced::{self, SlicedRow};
+use crate::estimators::{Precision, Sample};
+use crate::model::Network;
+
+/// One estimate of one layer at one measured epoch and split.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerEstimate {
+    pub epoch: u32,
+    pub split: Split,
+    pub layer: u32,
+    pub layer_name: String,
+    /// SHA-256 (hex, first 16 digits) of the sample's indices; empty for sliced MI, which
+    /// sees the whole split.
+    pub sample_hash: String,
+    #[serde(flatten)]
+    pub row: EstimateRow,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum EstimateRow {
+    Kde(KdeRow),
+    Renyi(RenyiRow),
+    Sliced(SlicedRow),
+}
+
+/// Scales fixed at the first measured epoch, per (split, layer).
+#[derive(Debug, Clone, Copy, Default)]
+struct Scales {
+    nearest_squared: Option<f64>,
+    median_distance: Option<f64>,
+}
+
+/// One split's fixed sample.
+#[derive(Debug)]
+struct SplitSample {
+    rows: Tensor,
+    labels: Vec<u32>,
+    hash: String,
+    /// The sample's input images: squared distances and the median width.
+    inputs_d: Option<(Tensor, f64)>,
+}
+
+/// What a job's estimators carry from one measured epoch to the next.
+#[derive(Debug)]
+pub struct JobEstimators {
+    spec: EstimatorsSpec,
+    precision: Precision,
+    samples: HashMap<Split, SplitSample>,
+    scales: HashMap<(Split, u32), Scales>,
+    /// Per measured layer, D x P unit columns (f32), for sliced MI.
+    projections: Vec<Tensor>,
+}
+
+/// Per split and epoch: each layer's projected values, N x P row-major, batch by batch.
+#[derive(Debug)]
+pub struct SlicedPass {
+    projected: Vec<Vec<f64>>,
+}
+
+impl JobEstimators {
+    /// `None` when the job asks for no estimator beyond binning.
+    pub fn new(spec: &JobSpec, layers: &[LayerInfo], splits: &[(Split, &Images)]) -> Result<Option<JobEstimators>> {
+        let estimators = &spec.measure.estimators;
+        if estimators.is_empty() {
+            return Ok(None);
+        }
+        let mut samples = HashMap::new();
+        if let Some(m) = estimators.samples() {
+            for &(split, images) in splits {
+                samples.insert(split, draw_sample(spec.seed, split, images, m as usize)?);
+            }
+        }
+        let projections = match &estimators.sliced {
+            Some(s) => layers.iter().map(|l| unit_directions(spec.seed, l, s.projections as usize)).collect(),
+            None => Vec::new(),
+        };
+        Ok(Some(JobEstimators {
+            spec: estimators.clone(),
+            precision: Precision::F32,
+            samples,
+            scales: HashMap::new(),
+            projections,
+        }))
+    }
+
+    /// Starts a split's pass: sliced MI collects projections as batches go by.
+    pub fn begin(&self) -> Option<SlicedPass> {
+        self.spec.sliced.as_ref().map(|_| SlicedPass { projected: vec![Vec::new(); self.projections.len()] })
+    }
+
+    /// One batch's output of measured layer `layer` (0-based).
+    pub fn project(&self, pass: &mut SlicedPass, layer: usize, output: &Tensor) -> Result<()> {
+        let rows = output.size()[0];
+        let flat = output.view([rows, -1]).to_kind(Kind::Float);
+        let z = flat.matmul(&self.projections[layer]).to_kind(Kind::Double).contiguous();
+        let n = z.numel();
+        let start = pass.projected[layer].len();
+        pass.projected[layer].resize(start + n, 0.0);
+        z.f_copy_data(&mut pass.projected[layer][start..], n)?;
+        Ok(())
+    }
+
+    /// Every estimate of one split at one measured epoch: the sample's forward pass for
+    /// KDE and Rényi, and the collected projections for sliced MI.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish(
+        &mut self,
+        net: &Network,
+        epoch: u32,
+        split: Split,
+        x: &Tensor,
+        labels: &[u32],
+        pass: Option<SlicedPass>,
+    ) -> Result<Vec<LayerEstimate>> {
+        let layers = net.layers().to_vec();
+        let mut out = Vec::new();
+        let diverged = |layer: &LayerInfo, e: crate::estimators::EstimatorError| Error::Diverged {
+            epoch,
+            layer: layer.name.clone(),
+            detail: format!("{} split estimators: {e}", split.as_str()),
+        };
+        if let Some(sample) = self.samples.get_mut(&split) {
+            let images = x.index_select(0, &sample.rows.to_device(x.device()));
+            // Each layer's outputs for the whole sample, gathered batch by batch.
+            let mut outputs: Vec<Vec<Tensor>> = layers.iter().map(|_| Vec::new()).collect();
+            tch::no_grad(|| -> Result<()> {
+                for start in (0..images.size()[0]).step_by(1000) {
+                    let len = 1000.min(images.size()[0] - start);
+                    let _logits = net.forward_visit(&images.narrow(0, start, len), |layer, output| {
+                        outputs[layer].push(output.to_device(Device::Cpu).to_kind(Kind::Float));
+                        Ok(())
+                    })?;
+                }
+                Ok(())
+            })?;
+            if sample.inputs_d.is_none() && self.spec.renyi.is_some() {
+                let flat = images.to_device(Device::Cpu).view([images.size()[0], -1]);
+                let inputs =
+                    Sample::from_tensor(&flat, &sample.labels).map_err(|e| Error::InvalidInput(e.to_string()))?;
+                let d = inputs.squared_distances(self.precision);
+                let median = renyi::median_pairwise_distance(&d);
+                sample.inputs_d = Some((d, median));
+            }
+            for (layer, parts) in layers.iter().zip(outputs) {
+                let values = Tensor::cat(&parts, 0);
+                let m = values.size()[0];
+                let t = Sample::from_tensor(&values.view([m, -1]), &sample.labels).map_err(|e| diverged(layer, e))?;
+                let d = t.squared_distances(self.precision);
+                let scales = self.scales.entry((split, layer.index)).or_default();
+                let key = |row| LayerEstimate {
+                    epoch,
+                    split,
+                    layer: layer.index,
+                    layer_name: layer.name.clone(),
+                    sample_hash: sample.hash.clone(),
+                    row,
+                };
+                if let Some(spec) = &self.spec.kde {
+                    let mut variances = spec.noise_variance.clone();
+                    if !spec.relative_noise.is_empty() {
+                        let base =
+                            *scales.nearest_squared.get_or_insert_with(|| kde::median_nearest_squared_distance(&d));
+                        if base <= 0.0 {
+                            return Err(diverged(
+                                layer,
+                                crate::estimators::EstimatorError::Constant("a relative noise variance"),
+                            ));
+                        }
+                        variances.extend(spec.relative_noise.iter().map(|r| r * base));
+                    }
+                    for row in kde::kde(&t, &d, &variances).map_err(|e| diverged(layer, e))? {
+                        out.push(key(EstimateRow::Kde(row)));
+                    }
+                }
+                if let (Some(spec), Some((inputs_d, input_median))) = (&self.spec.renyi, &sample.inputs_d) {
+                    let input_sigma = match spec.input_sigma {
+                        SigmaSpec::Fixed(s) => s,
+                        SigmaSpec::Named(SigmaName::Median) => *input_median,
+                    };
+                    for sigma in &spec.sigma {
+                        let sigma = match *sigma {
+                            SigmaSpec::Fixed(s) => s,
+                            SigmaSpec::Named(SigmaName::Median) => {
+                                *scales.median_distance.get_or_insert_with(|| renyi::median_pairwise_distance(&d))
+                            }
+                        };
+                        let rows = renyi::renyi(&t, &d, inputs_d, &spec.alpha, sigma, input_sigma)
+                            .map_err(|e| diverged(layer, e))?;
+                        out.extend(rows.into_iter().map(|row| key(EstimateRow::Renyi(row))));
+                    }
+                }
+            }
+        }
+        if let (Some(spec), Some(pass)) = (&self.spec.sliced, pass) {
+            for (layer, z) in layers.iter().zip(pass.projected) {
+                let row = sliced::sliced_projected(&z, spec.projections as usize, labels, spec.k as usize)
+                    .map_err(|e| diverged(layer, e))?;
+                out.push(LayerEstimate {
+                    epoch,
+                    split,
+                    layer: layer.index,
+                    layer_name: layer.name.clone(),
+                    sample_hash: String::new(),
+                    row: EstimateRow::Sliced(row),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `m / 10` images of each class, drawn without replacement with the job's seed (a stream
+/// of its own per split), in index order.
+fn draw_sample(seed: u64, split: Split, images: &Images, m: usize) -> Result<SplitSample> {
+    let per_class = m / CLASSES;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5A4D_504C_4553 ^ (split as u64 + 1) << 56);
+    let mut rows = Vec::with_capacity(m);
+    for class in 0..CLASSES as u8 {
+        let mut of_class: Vec<i64> =
+            images.labels.iter().enumerate().filter(|(_, l)| **l == class).map(|(i, _)| i as i64).collect();
+        if of_class.len() < per_class {
+            return Err(Error::InvalidInput(format!(
+                "the {} split has {} images of class {class}; measure.estimators samples {m} need {per_class} of each",
+                split.as_str(),
+                of_class.len()
+            )));
+        }
+        of_class.shuffle(&mut rng);
+        rows.extend_from_slice(&of_class[..per_class]);
+    }
+    rows.sort_unstable();
+    let mut hasher = Sha256::new();
+    for r in &rows {
+        hasher.update((*r as u32).to_le_bytes());
+    }
+    let hash: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let labels = rows.iter().map(|&r| u32::from(images.labels[r as usize])).collect();
+    Ok(SplitSample { rows: Tensor::from_slice(&rows), labels, hash, inputs_d: None })
+}
+
+/// P directions uniform on the sphere in the layer's D dimensions, as columns (f32),
+/// seeded by the job's seed and the layer.
+fn unit_directions(seed: u64, layer: &LayerInfo, p: usize) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x534C_4943_4544 ^ u64::from(layer.index) << 48);
+    let d = layer.features;
+    let mut values = vec![0f32; d * p];
+    for v in values.iter_mut() {
+        // Box–Muller from two uniforms in (0, 1].
+        let (u1, u2): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
+        *v = ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32;
+    }
+    let directions = Tensor::from_slice(&values).view([d as i64, p as i64]);
+    let norms = directions.square().sum_dim_intlist([0i64].as_slice(), true, Kind::Float).sqrt();
+    directions / norms
+}
