@@ -8,6 +8,7 @@
 #
 # Usage: deploy/setup.sh [--check]
 #   IBSWEEP_CACHE   cache directory (default: ~/.cache/ibsweep)
+#   IBSWEEP_SETUP_NUMPY=0   skip the NumPy venv (only the tests and benches use it)
 #   --check         only report what is missing; exit 1 if anything is
 set -euo pipefail
 
@@ -191,7 +192,8 @@ missing=()
 libtorch_ok || missing+=(libtorch)
 data_ok mnist "${MNIST_FILES[@]}" || missing+=(mnist)
 data_ok fashion-mnist "${FASHION_FILES[@]}" || missing+=(fashion-mnist)
-numpy_ok || missing+=(numpy)
+# Images that never run the tests (deploy/Containerfile) skip it.
+if [[ "${IBSWEEP_SETUP_NUMPY:-1}" == 1 ]]; then numpy_ok || missing+=(numpy); fi
 
 if (( CHECK_ONLY )); then
   if (( ${#missing[@]} )); then log "missing in $CACHE: ${missing[*]}"; exit 1; fi

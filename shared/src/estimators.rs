@@ -33,6 +33,26 @@ pub struct EstimatorsSpec {
     pub renyi: Option<RenyiSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sliced: Option<SlicedSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations: Option<ActivationsSpec>,
+}
+
+/// Each layer's distribution of activation values over the whole split: a fixed-range
+/// histogram, the saturation view Saxe et al. used to explain compression. The range is
+/// the activation's own unless given: [-1, 1] for tanh, [0, 1] for the softmax output, and
+/// [0, 4] for ReLU, which has no upper bound (values outside are counted apart, never
+/// dropped).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivationsSpec {
+    #[serde(default = "default_bins")]
+    pub bins: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<[f64; 2]>,
+}
+
+fn default_bins() -> u32 {
+    50
 }
 
 /// Kolchinsky–Tracey bounds at absolute noise variances and at variances relative to the
@@ -136,7 +156,7 @@ fn default_k() -> u32 {
 
 impl EstimatorsSpec {
     pub fn is_empty(&self) -> bool {
-        self.kde.is_none() && self.renyi.is_none() && self.sliced.is_none()
+        self.kde.is_none() && self.renyi.is_none() && self.sliced.is_none() && self.activations.is_none()
     }
 
     /// The subsample size the O(M²) estimators share: the largest asked for (each
@@ -220,6 +240,18 @@ impl EstimatorsSpec {
                 return Err(format!("measure.estimators.sliced.k must be 1..=100, got {}", sliced.k));
             }
         }
+        if let Some(a) = &self.activations {
+            if !(2..=10_000).contains(&a.bins) {
+                return Err(format!("measure.estimators.activations.bins must be 2..=10000, got {}", a.bins));
+            }
+            if let Some([lo, hi]) = a.range
+                && !(lo.is_finite() && hi.is_finite() && lo < hi)
+            {
+                return Err(format!(
+                    "measure.estimators.activations.range must be [low, high] with low < high, got [{lo}, {hi}]"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -260,6 +292,8 @@ mod tests {
             ("{sliced: {projections: 1}}", "projections must be 2..="),
             ("{sliced: {k: 0}}", "k must be 1..=100"),
             ("{binning: {}}", "binning"),
+            ("{activations: {bins: 1}}", "bins must be 2..=10000"),
+            ("{activations: {range: [1, -1]}}", "low < high"),
         ] {
             let err = parse(yaml).unwrap_err();
             assert!(err.contains(needle), "{yaml}: expected `{needle}` in {err}");

@@ -11,11 +11,13 @@
 //!   for the job, so that later epochs are measured with the same ruler.
 //! - **Sliced MI** sees the whole split: each batch's layer output is projected on P seeded
 //!   unit directions as the pass produces it, so only N x P numbers are kept per layer.
+//! - **Activations**: each layer's values over the whole split, counted into a fixed-range
+//!   histogram batch by batch.
 
 use std::collections::HashMap;
 
 use ibsweep_shared::estimators::{EstimatorsSpec, SigmaName, SigmaSpec};
-use ibsweep_shared::job::{JobSpec, LayerInfo, Split};
+use ibsweep_shared::job::{Activation, JobSpec, LayerInfo, Split};
 use rand::seq::SliceRandom;
 use rand::{Rng as _, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -51,6 +53,20 @@ pub enum EstimateRow {
     Kde(KdeRow),
     Renyi(RenyiRow),
     Sliced(SlicedRow),
+    Activations(ActivationsRow),
+}
+
+/// One layer's activation values over a split, in `bins` equal bins over `[low, high]`;
+/// values outside are counted in `below` and `above`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActivationsRow {
+    pub estimator: &'static str,
+    pub low: f64,
+    pub high: f64,
+    pub values: u64,
+    pub below: u64,
+    pub above: u64,
+    pub counts: Vec<u64>,
 }
 
 /// Scales fixed at the first measured epoch, per (split, layer).
@@ -81,10 +97,12 @@ pub struct JobEstimators {
     projections: Vec<Tensor>,
 }
 
-/// Per split and epoch: each layer's projected values, N x P row-major, batch by batch.
+/// Per split and epoch, what the pass collects batch by batch: each layer's projected
+/// values (N x P row-major) and its activation counts.
 #[derive(Debug)]
-pub struct SlicedPass {
+pub struct SplitPass {
     projected: Vec<Vec<f64>>,
+    activations: Vec<ActivationsRow>,
 }
 
 impl JobEstimators {
@@ -113,13 +131,59 @@ impl JobEstimators {
         }))
     }
 
-    /// Starts a split's pass: sliced MI collects projections as batches go by.
-    pub fn begin(&self) -> Option<SlicedPass> {
-        self.spec.sliced.as_ref().map(|_| SlicedPass { projected: vec![Vec::new(); self.projections.len()] })
+    /// Starts a split's pass over `layers`.
+    pub fn begin(&self, spec: &JobSpec, layers: &[LayerInfo]) -> SplitPass {
+        let projected = vec![Vec::new(); if self.spec.sliced.is_some() { layers.len() } else { 0 }];
+        let activations = match &self.spec.activations {
+            None => Vec::new(),
+            Some(a) => layers
+                .iter()
+                .map(|layer| {
+                    let [low, high] = a.range.unwrap_or(if layer.name == "softmax" {
+                        [0.0, 1.0]
+                    } else {
+                        match spec.activation {
+                            Activation::Tanh => [-1.0, 1.0],
+                            Activation::Relu => [0.0, 4.0],
+                        }
+                    });
+                    ActivationsRow {
+                        estimator: "activations",
+                        low,
+                        high,
+                        values: 0,
+                        below: 0,
+                        above: 0,
+                        counts: vec![0; a.bins as usize],
+                    }
+                })
+                .collect(),
+        };
+        SplitPass { projected, activations }
     }
 
-    /// One batch's output of measured layer `layer` (0-based).
-    pub fn project(&self, pass: &mut SlicedPass, layer: usize, output: &Tensor) -> Result<()> {
+    /// One batch's output of measured layer `layer` (0-based): `output` as a tensor for the
+    /// projections, `values` the same numbers on the CPU for the counts.
+    pub fn observe(&self, pass: &mut SplitPass, layer: usize, output: &Tensor, values: &[f32]) -> Result<()> {
+        if let Some(row) = pass.activations.get_mut(layer) {
+            let bins = row.counts.len();
+            let scale = bins as f64 / (row.high - row.low);
+            for &v in values {
+                let v = f64::from(v);
+                if v < row.low {
+                    row.below += 1;
+                } else if v > row.high {
+                    row.above += 1;
+                } else {
+                    // `high` itself falls in the last bin.
+                    row.counts[(((v - row.low) * scale) as usize).min(bins - 1)] += 1;
+                }
+            }
+            row.values += values.len() as u64;
+        }
+        if pass.projected.is_empty() {
+            return Ok(());
+        }
         let rows = output.size()[0];
         let flat = output.view([rows, -1]).to_kind(Kind::Float);
         let z = flat.matmul(&self.projections[layer]).to_kind(Kind::Double).contiguous();
@@ -140,7 +204,7 @@ impl JobEstimators {
         split: Split,
         x: &Tensor,
         labels: &[u32],
-        pass: Option<SlicedPass>,
+        pass: SplitPass,
     ) -> Result<Vec<LayerEstimate>> {
         let layers = net.layers().to_vec();
         let mut out = Vec::new();
@@ -221,7 +285,17 @@ impl JobEstimators {
                 }
             }
         }
-        if let (Some(spec), Some(pass)) = (&self.spec.sliced, pass) {
+        for (layer, row) in layers.iter().zip(pass.activations) {
+            out.push(LayerEstimate {
+                epoch,
+                split,
+                layer: layer.index,
+                layer_name: layer.name.clone(),
+                sample_hash: String::new(),
+                row: EstimateRow::Activations(row),
+            });
+        }
+        if let Some(spec) = &self.spec.sliced {
             for (layer, z) in layers.iter().zip(pass.projected) {
                 let row = sliced::sliced_projected(&z, spec.projections as usize, labels, spec.k as usize)
                     .map_err(|e| diverged(layer, e))?;

@@ -132,15 +132,7 @@ pub fn estimate(activations: &Path, labels: &Path, bin_sizes: &[f64]) -> Result<
         return Err(Error::InvalidInput("give at least one --bin-size".into()));
     }
     let (data, n, features) = read_activations(activations)?;
-    let labels_vec = read_labels(labels)?;
-    if labels_vec.len() != n {
-        return Err(Error::InvalidInput(format!(
-            "{} has {n} samples but {} has {} labels",
-            activations.display(),
-            labels.display(),
-            labels_vec.len()
-        )));
-    }
+    let labels_vec = read_labels_of(activations, n, labels)?;
     let n_labels = labels_vec.iter().max().map_or(1, |&m| m as usize + 1);
     let mut acc = LayerAccumulator::new(bins, n_labels);
     // Chunks bound the temporary hash buffers; the result does not depend on the chunking.
@@ -233,9 +225,8 @@ pub fn run(args: &Request) -> Result<Vec<String>> {
     }
 }
 
-/// Activations as f64 rows with their labels, checked against each other.
-fn read_sample(activations: &Path, labels: &Path) -> Result<Sample> {
-    let (values, n, features) = read_f64(activations)?;
+/// The labels of `activations`' `n` samples, refused when there are not exactly `n`.
+fn read_labels_of(activations: &Path, n: usize, labels: &Path) -> Result<Vec<u32>> {
     let labels_vec = read_labels(labels)?;
     if labels_vec.len() != n {
         return Err(Error::InvalidInput(format!(
@@ -245,6 +236,13 @@ fn read_sample(activations: &Path, labels: &Path) -> Result<Sample> {
             labels_vec.len()
         )));
     }
+    Ok(labels_vec)
+}
+
+/// Activations as f64 rows with their labels, checked against each other.
+fn read_sample(activations: &Path, labels: &Path) -> Result<Sample> {
+    let (values, n, features) = read_f64(activations)?;
+    let labels_vec = read_labels_of(activations, n, labels)?;
     Sample::new(&values, features, &labels_vec)
         .map_err(|e| Error::InvalidInput(format!("{}: {e}", activations.display())))
 }

@@ -335,18 +335,18 @@ fn measure_split(
     let batch = (spec.batch_size as i64).min(1000);
     let (mut loss, mut correct) = (0.0, 0.0);
     let mut values: Vec<f32> = Vec::new();
-    let mut sliced = estimators.as_deref().and_then(JobEstimators::begin);
+    let mut pass = estimators.as_deref().map(|e| e.begin(spec, &layers));
     tch::no_grad(|| -> Result<()> {
         for start in (0..n).step_by(batch as usize) {
             let len = batch.min(n - start);
             let batch_labels = &labels[start as usize..(start + len) as usize];
             let logits = net.forward_visit(&x.narrow(0, start, len), |layer, output| {
                 let output = output.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-                if let (Some(e), Some(pass)) = (estimators.as_deref(), sliced.as_mut()) {
-                    e.project(pass, layer, &output)?;
-                }
                 values.resize(output.numel(), 0.0);
                 output.f_copy_data(&mut values, output.numel())?;
+                if let (Some(e), Some(pass)) = (estimators.as_deref(), pass.as_mut()) {
+                    e.observe(pass, layer, &output, &values)?;
+                }
                 let accumulator = &mut accumulators[layer];
                 let features = layers[layer].features;
                 pool.install(|| accumulator.add_batch(&values, features, batch_labels)).map_err(|e| match e {
@@ -368,9 +368,9 @@ fn measure_split(
         }
         Ok(())
     })?;
-    let estimates = match estimators {
-        Some(e) => e.finish(net, epoch, split, x, &labels, sliced)?,
-        None => Vec::new(),
+    let estimates = match (estimators, pass) {
+        (Some(e), Some(pass)) => e.finish(net, epoch, split, x, &labels, pass)?,
+        _ => Vec::new(),
     };
     let layers = layers
         .into_iter()

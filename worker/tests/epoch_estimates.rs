@@ -27,6 +27,7 @@ const ESTIMATORS: &str = "  estimators:
     kde: {noise_variance: [0.1], relative_noise: [0.5], samples: 300}
     renyi: {alpha: [1.01, 2], sigma: [median, 5.0], samples: 300}
     sliced: {projections: 32, k: 3}
+    activations: {bins: 20}
 ";
 
 fn run(dir: &Path, job: &str) -> Vec<Value> {
@@ -50,10 +51,17 @@ fn estimators_run_in_training_alongside_binning() {
     let rows = run(with.path(), &format!("{JOB}{ESTIMATORS}"));
     assert!(run(without.path(), JOB).is_empty(), "no estimators, no estimates file");
 
-    // 3 epochs x 2 splits x 3 layers x (2 kde + 2 alphas x 2 sigmas + 1 sliced).
-    assert_eq!(rows.len(), 3 * 2 * 3 * (2 + 4 + 1), "{rows:?}");
+    // 3 epochs x 2 splits x 3 layers x (2 kde + 2 alphas x 2 sigmas + 1 sliced + 1 activations).
+    assert_eq!(rows.len(), 3 * 2 * 3 * (2 + 4 + 1 + 1), "{rows:?}");
     let value = |r: &Value, k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} in {r}"));
     let log2_m = 300f64.log2();
+    let job: Value = serde_json::from_str(&std::fs::read_to_string(with.path().join("out/job.json")).unwrap()).unwrap();
+    let features: std::collections::BTreeMap<&str, u64> = job["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["name"].as_str().unwrap(), l["features"].as_u64().unwrap()))
+        .collect();
     for r in &rows {
         match r["estimator"].as_str().unwrap() {
             "kde" => {
@@ -66,6 +74,17 @@ fn estimators_run_in_training_alongside_binning() {
             "sliced" => {
                 assert_eq!(r["n"], 600, "sliced MI sees the whole split");
                 assert!(value(r, "i_yt_stderr") > 0.0, "{r}");
+            }
+            "activations" => {
+                // tanh layers in [-1, 1], the softmax output in [0, 1]; nothing outside.
+                let counts: Vec<u64> = r["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect();
+                assert_eq!(counts.len(), 20);
+                assert_eq!((r["below"].as_u64(), r["above"].as_u64()), (Some(0), Some(0)), "{r}");
+                assert_eq!(counts.iter().sum::<u64>(), r["values"].as_u64().unwrap(), "{r}");
+                let per_sample = features[r["layer_name"].as_str().unwrap()];
+                assert_eq!(r["values"].as_u64().unwrap(), 600 * per_sample, "{r}");
+                let low = if r["layer_name"] == "softmax" { 0.0 } else { -1.0 };
+                assert_eq!((value(r, "low"), value(r, "high")), (low, 1.0), "{r}");
             }
             other => panic!("unexpected estimator {other}"),
         }
