@@ -285,28 +285,23 @@ impl JobEstimators {
                 }
             }
         }
+        // These two see the whole split, not the sample: no sample hash.
+        let whole_split = |layer: &LayerInfo, row| LayerEstimate {
+            epoch,
+            split,
+            layer: layer.index,
+            layer_name: layer.name.clone(),
+            sample_hash: String::new(),
+            row,
+        };
         for (layer, row) in layers.iter().zip(pass.activations) {
-            out.push(LayerEstimate {
-                epoch,
-                split,
-                layer: layer.index,
-                layer_name: layer.name.clone(),
-                sample_hash: String::new(),
-                row: EstimateRow::Activations(row),
-            });
+            out.push(whole_split(layer, EstimateRow::Activations(row)));
         }
         if let Some(spec) = &self.spec.sliced {
             for (layer, z) in layers.iter().zip(pass.projected) {
                 let row = sliced::sliced_projected(&z, spec.projections as usize, labels, spec.k as usize)
                     .map_err(|e| diverged(layer, e))?;
-                out.push(LayerEstimate {
-                    epoch,
-                    split,
-                    layer: layer.index,
-                    layer_name: layer.name.clone(),
-                    sample_hash: String::new(),
-                    row: EstimateRow::Sliced(row),
-                });
+                out.push(whole_split(layer, EstimateRow::Sliced(row)));
             }
         }
         Ok(out)
