@@ -84,6 +84,8 @@ struct SplitSample {
     hash: String,
     /// The sample's input images: squared distances and the median width.
     inputs_d: Option<(Tensor, f64)>,
+    /// Their kernel's entropies, the same for every layer and epoch.
+    input_entropies: renyi::InputEntropies,
 }
 
 /// What a job's estimators carry from one measured epoch to the next.
@@ -278,8 +280,15 @@ impl JobEstimators {
                                 *scales.median_distance.get_or_insert_with(|| renyi::median_pairwise_distance(&d))
                             }
                         };
-                        let rows = renyi::renyi(&t, &d, inputs_d, &spec.alpha, sigma, input_sigma)
-                            .map_err(|e| diverged(layer, e))?;
+                        let rows = renyi::renyi_cached(
+                            &t,
+                            &d,
+                            inputs_d,
+                            &spec.alpha,
+                            (sigma, input_sigma),
+                            &mut sample.input_entropies,
+                        )
+                        .map_err(|e| diverged(layer, e))?;
                         out.extend(rows.into_iter().map(|row| key(EstimateRow::Renyi(row))));
                     }
                 }
@@ -334,7 +343,13 @@ fn draw_sample(seed: u64, split: Split, images: &Images, m: usize) -> Result<Spl
     }
     let hash: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
     let labels = rows.iter().map(|&r| u32::from(images.labels[r as usize])).collect();
-    Ok(SplitSample { rows: Tensor::from_slice(&rows), labels, hash, inputs_d: None })
+    Ok(SplitSample {
+        rows: Tensor::from_slice(&rows),
+        labels,
+        hash,
+        inputs_d: None,
+        input_entropies: Default::default(),
+    })
 }
 
 /// P directions uniform on the sphere in the layer's D dimensions, as columns (f32),

@@ -121,6 +121,11 @@ pub fn label_entropy(sample: &Sample, alpha: f64) -> Result<f64> {
     })
 }
 
+/// S(X) of the inputs' kernel per (α, input σ): the inputs are the same for every layer
+/// and epoch of a split, so a job computes each once instead of once per layer.
+#[derive(Debug, Default)]
+pub struct InputEntropies(std::collections::HashMap<(u64, u64), f64>);
+
 /// S_T, S_X, S_Y and both MIs for each α, from the layer's and the inputs' squared
 /// distances at the given widths.
 pub fn renyi(
@@ -130,6 +135,18 @@ pub fn renyi(
     alphas: &[f64],
     sigma: f64,
     input_sigma: f64,
+) -> Result<Vec<RenyiRow>> {
+    renyi_cached(layer, layer_d, inputs_d, alphas, (sigma, input_sigma), &mut InputEntropies::default())
+}
+
+/// [`renyi`], reusing and filling `inputs`' S(X).
+pub fn renyi_cached(
+    layer: &Sample,
+    layer_d: &Tensor,
+    inputs_d: &Tensor,
+    alphas: &[f64],
+    (sigma, input_sigma): (f64, f64),
+    inputs: &mut InputEntropies,
 ) -> Result<Vec<RenyiRow>> {
     let (sigma, input_sigma) = (positive("sigma", sigma)?, positive("the input sigma", input_sigma)?);
     if inputs_d.size() != layer_d.size() {
@@ -146,7 +163,15 @@ pub fn renyi(
     alphas
         .iter()
         .map(|&alpha| {
-            let (s_t, s_x, s_y) = (entropy(&kt, alpha)?, entropy(&kx, alpha)?, label_entropy(layer, alpha)?);
+            let s_x = match inputs.0.get(&(alpha.to_bits(), input_sigma.to_bits())) {
+                Some(&s) => s,
+                None => {
+                    let s = entropy(&kx, alpha)?;
+                    inputs.0.insert((alpha.to_bits(), input_sigma.to_bits()), s);
+                    s
+                }
+            };
+            let (s_t, s_y) = (entropy(&kt, alpha)?, label_entropy(layer, alpha)?);
             Ok(RenyiRow {
                 estimator: "renyi",
                 alpha,
