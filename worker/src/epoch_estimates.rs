@@ -198,7 +198,6 @@ impl JobEstimators {
 
     /// Every estimate of one split at one measured epoch: the sample's forward pass for
     /// KDE and Rényi, and the collected projections for sliced MI.
-    #[allow(clippy::too_many_arguments)]
     pub fn finish(
         &mut self,
         net: &Network,
