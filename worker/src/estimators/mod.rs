@@ -76,12 +76,8 @@ impl Sample {
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
             return Err(EstimatorError::NonFinite { sample: i / features, feature: i % features, value: values[i] });
         }
-        let mut by_class: std::collections::BTreeMap<u32, Vec<i64>> = std::collections::BTreeMap::new();
-        for (i, &y) in labels.iter().enumerate() {
-            by_class.entry(y).or_default().push(i as i64);
-        }
         let values = Tensor::from_slice(values).view([m as i64, features as i64]).to_device(Device::Cpu);
-        Ok(Sample { values, labels: labels.to_vec(), classes: by_class.into_iter().collect() })
+        Ok(Sample { values, labels: labels.to_vec(), classes: group_by_class(labels) })
     }
 
     /// From an M x D tensor of any float kind and device (copied to f64 on the CPU).
@@ -177,6 +173,15 @@ fn symmetric_gram(x: &Tensor) -> Tensor {
         }
     }
     gram
+}
+
+/// Per class present, in label order: the label and the indices of its samples.
+pub(crate) fn group_by_class(labels: &[u32]) -> Vec<(u32, Vec<i64>)> {
+    let mut by_class: std::collections::BTreeMap<u32, Vec<i64>> = std::collections::BTreeMap::new();
+    for (i, &y) in labels.iter().enumerate() {
+        by_class.entry(y).or_default().push(i as i64);
+    }
+    by_class.into_iter().collect()
 }
 
 /// The rows and columns of `matrix` (M x M) that belong to `rows`.

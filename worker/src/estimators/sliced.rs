@@ -12,7 +12,7 @@
 use serde::Serialize;
 use tch::Tensor;
 
-use super::{EstimatorError, LN2, Precision, Result, Sample, to_vec};
+use super::{EstimatorError, LN2, Precision, Result, Sample, group_by_class, to_vec};
 
 /// Smallest k-NN distance used: the scale of the reference's tie-breaking noise.
 pub const TIE_FLOOR: f64 = 1e-10;
@@ -99,14 +99,7 @@ pub fn sliced(sample: &Sample, projections: &Tensor, k: usize, precision: Precis
     if k == 0 {
         return Err(EstimatorError::NotPositive { name: "k", value: 0.0 });
     }
-    if let Some((class, rows)) = sample.classes().iter().find(|(_, rows)| rows.len() < k + 1) {
-        return Err(EstimatorError::SmallClass {
-            class: *class,
-            count: rows.len(),
-            needed: k + 1,
-            estimator: "sliced",
-        });
-    }
+    check_class_sizes(sample.classes(), k)?;
     sample.check_not_constant("sliced MI")?;
     // P x N: one projection's values are contiguous.
     let z = to_vec(&sample.project(projections, precision).tr());
@@ -120,19 +113,8 @@ pub fn sliced_projected(z: &[f64], p: usize, labels: &[u32], k: usize) -> Result
     if p < 2 || z.len() != n * p {
         return Err(EstimatorError::Shape(format!("{} projected values for {n} samples x {p} projections", z.len())));
     }
-    let mut by_class: std::collections::BTreeMap<u32, Vec<i64>> = std::collections::BTreeMap::new();
-    for (i, &y) in labels.iter().enumerate() {
-        by_class.entry(y).or_default().push(i as i64);
-    }
-    let classes: Vec<(u32, Vec<i64>)> = by_class.into_iter().collect();
-    if let Some((class, rows)) = classes.iter().find(|(_, rows)| rows.len() < k + 1) {
-        return Err(EstimatorError::SmallClass {
-            class: *class,
-            count: rows.len(),
-            needed: k + 1,
-            estimator: "sliced",
-        });
-    }
+    let classes = group_by_class(labels);
+    check_class_sizes(&classes, k)?;
     if let Some(i) = z.iter().position(|v| !v.is_finite()) {
         return Err(EstimatorError::NonFinite { sample: i / p, feature: i % p, value: z[i] });
     }
@@ -143,6 +125,16 @@ pub fn sliced_projected(z: &[f64], p: usize, labels: &[u32], k: usize) -> Result
         }
     }
     Ok(from_columns(&columns, p, n, &classes, k))
+}
+
+/// The k-NN estimate needs k other samples of a point's own class.
+fn check_class_sizes(classes: &[(u32, Vec<i64>)], k: usize) -> Result<()> {
+    match classes.iter().find(|(_, rows)| rows.len() < k + 1) {
+        Some((class, rows)) => {
+            Err(EstimatorError::SmallClass { class: *class, count: rows.len(), needed: k + 1, estimator: "sliced" })
+        }
+        None => Ok(()),
+    }
 }
 
 /// The mean and standard error over projections, from P contiguous columns of N values.
