@@ -326,6 +326,7 @@ async fn worker(
                         histogram: layers[i].clone(),
                         piece: 0,
                         pieces: 1,
+                        estimates: None,
                     }
                 })
                 .collect();

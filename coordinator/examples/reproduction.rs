@@ -55,8 +55,11 @@ fn run() -> Result<(), String> {
         let mut written = Vec::new();
         let datasets: std::collections::BTreeSet<&str> = mine.iter().map(|r| r.dataset.as_str()).collect();
         for dataset in datasets {
-            let paper: Vec<MiRow> =
-                mine.iter().filter(|r| r.dataset.as_str() == dataset && r.bin_size == PAPER_BIN).cloned().collect();
+            let paper: Vec<MiRow> = mine
+                .iter()
+                .filter(|r| r.dataset.as_str() == dataset && r.bin_size == Some(PAPER_BIN))
+                .cloned()
+                .collect();
             let mut kinds = vec![Kind::Compare];
             if paper.iter().any(|r| r.seed != paper[0].seed) {
                 kinds.push(Kind::Paths);

@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 
 use ibsweep_shared::job::Split;
 use ibsweep_shared::measure::Estimate;
-use ibsweep_shared::results::{Measurement, MiRow};
+use ibsweep_shared::results::{EstimateColumns, Measurement, MiRow};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +76,14 @@ pub struct StagedRecord {
     pub key: Measurement,
     pub estimate: Estimate,
     pub profile_len: u64,
+}
+
+/// One layer's estimates from the job's other estimators (KDE, Rényi, sliced MI) at one
+/// measured epoch and split, staged like a histogram; `key.bin_size` is 0.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StagedEstimates {
+    pub key: Measurement,
+    pub values: Vec<EstimateColumns>,
 }
 
 /// A result row with its count profile (blob).
@@ -182,6 +190,30 @@ pub fn measurement_suffix(epoch: u32, split: Split, layer: u32, bin_size: f64) -
     k.extend_from_slice(&layer.to_be_bytes());
     k.extend_from_slice(&bin_size.to_bits().to_be_bytes());
     k
+}
+
+/// Where a bin size's bits go in [`measurement_suffix`], the estimates of a layer have all
+/// ones: a NaN, which no bin size can be, and it sorts after every positive bin size, so a
+/// layer's estimates follow its histograms in key order.
+const ESTIMATES_SLOT: [u8; 8] = [0xFF; 8];
+
+/// The suffix of one layer's estimates at an epoch and split.
+pub fn estimates_suffix(epoch: u32, split: Split, layer: u32) -> Vec<u8> {
+    let mut k = measurement_suffix(epoch, split, layer, 0.0);
+    k.truncate(9);
+    k.extend_from_slice(&ESTIMATES_SLOT);
+    k
+}
+
+/// Whether a measurement suffix (of a staged or result key) names estimates, not a
+/// histogram.
+pub fn is_estimates_suffix(suffix: &[u8]) -> bool {
+    suffix.get(9..17) == Some(ESTIMATES_SLOT.as_slice())
+}
+
+/// The result key of an estimate row: the estimates' key and the row's place among them.
+pub fn estimate_row_key(estimates_key: &[u8], index: usize) -> Vec<u8> {
+    [estimates_key, &(index as u16).to_be_bytes()].concat()
 }
 
 pub fn token_key(token: LeaseToken) -> [u8; 8] {

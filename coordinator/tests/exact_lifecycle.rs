@@ -75,7 +75,7 @@ macro_rules! exact {
                 }
                 assert_eq!(s.complete(&g.claim(w), g.job_id, ("a", "b"), all.len() as u64).unwrap(), 4);
                 let rows = s.results(sweep, &[]).unwrap();
-                assert!(rows.iter().all(|r| r.n == u64::from(N) && r.distinct == u64::from(N)), "{rows:?}");
+                assert!(rows.iter().all(|r| r.n == u64::from(N) && r.distinct == Some(u64::from(N))), "{rows:?}");
             }
 
             #[test]

@@ -59,7 +59,8 @@ fn draws_only_the_kinds_asked_for_and_a_bin_size_figure_where_there_are_several_
     let dir = tempfile::tempdir().unwrap();
     let mut rows = rows();
     assert!(plot(&rows, dir.path(), ImageFormat::Png, &[Kind::Bins]).unwrap().is_empty(), "one bin size: no figure");
-    let coarse: Vec<MiRow> = rows.iter().map(|r| MiRow { bin_size: 2.0, i_xt: r.i_xt / 2.0, ..r.clone() }).collect();
+    let coarse: Vec<MiRow> =
+        rows.iter().map(|r| MiRow { bin_size: Some(2.0), i_xt: r.i_xt.map(|x| x / 2.0), ..r.clone() }).collect();
     rows.extend(coarse);
     let written = plot(&rows, dir.path(), ImageFormat::Png, &[Kind::Bins, Kind::Compare]).unwrap();
     let names: Vec<String> = written.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();

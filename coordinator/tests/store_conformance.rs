@@ -128,7 +128,7 @@ macro_rules! conformance {
                 let results = s.results(sweep, &[]).unwrap();
                 assert_eq!(results.len(), 4);
                 // Two pieces of 10 distinct patterns each: 20 samples, all distinct.
-                assert_eq!((results[0].n, results[0].distinct), (20, 20));
+                assert_eq!((results[0].n, results[0].distinct), (20, Some(20)));
                 assert_eq!(s.results(sweep, &[("layer_name".into(), "softmax".into())]).unwrap().len(), 2);
                 assert!(s.results(sweep, &[("colour".into(), "red".into())]).is_err());
                 // After completion the token is stale.

@@ -9,9 +9,10 @@
 
 use std::fmt;
 
+use ibsweep_shared::estimators::EstimatorsSpec;
 use ibsweep_shared::job::{Activation, Dataset, EpochSchedule, JobSpec, MeasureSpec, Pooling, Sampling, Split};
 use ibsweep_shared::measure::BinSize;
-use ibsweep_shared::results::{Measurement, MiRow};
+use ibsweep_shared::results::{EstimateColumns, Estimator, Measurement, MiRow, SigmaRule};
 
 use crate::v1 as pb;
 
@@ -125,6 +126,11 @@ impl From<&MeasureSpec> for pb::MeasureSpec {
             splits: m.splits.iter().map(|&s| pb::Split::from(s) as i32).collect(),
             bin_sizes: m.bin_sizes.iter().map(|b| b.get()).collect(),
             keep_histograms: m.keep_histograms,
+            estimators_json: if m.estimators.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&m.estimators).expect("estimators serialize")
+            },
         }
     }
 }
@@ -141,9 +147,13 @@ impl TryFrom<pb::MeasureSpec> for MeasureSpec {
                 .map(|&b| BinSize::new(b).map_err(|e| WireError(format!("spec.measure.bin_sizes: {e}"))))
                 .collect::<Result<_, _>>()?,
             keep_histograms: m.keep_histograms,
-            // Protocol 4 does not carry estimators beyond binning; the coordinator refuses
-            // grids that ask for them, so none is lost on the way.
-            estimators: Default::default(),
+            // Checked with the rest of the spec by `JobSpec::validate`.
+            estimators: if m.estimators_json.is_empty() {
+                EstimatorsSpec::default()
+            } else {
+                serde_json::from_str(&m.estimators_json)
+                    .map_err(|e| WireError(format!("spec.measure.estimators_json: {e}")))?
+            },
         })
     }
 }
@@ -230,8 +240,81 @@ impl TryFrom<pb::Measurement> for Measurement {
     }
 }
 
+fn rule_to(rule: Option<SigmaRule>) -> String {
+    match rule {
+        None => String::new(),
+        Some(SigmaRule::Fixed) => "fixed".into(),
+        Some(SigmaRule::Median) => "median".into(),
+    }
+}
+
+fn rule_from(field: &str, rule: &str) -> Result<Option<SigmaRule>, WireError> {
+    match rule {
+        "" => Ok(None),
+        "fixed" => Ok(Some(SigmaRule::Fixed)),
+        "median" => Ok(Some(SigmaRule::Median)),
+        other => Err(WireError(format!("{field}: unknown sigma rule `{other}`"))),
+    }
+}
+
+impl From<&EstimateColumns> for pb::EstimateColumns {
+    fn from(c: &EstimateColumns) -> pb::EstimateColumns {
+        pb::EstimateColumns {
+            estimator: c.estimator.as_str().to_string(),
+            n: c.n,
+            h_t: c.h_t,
+            i_xt: c.i_xt,
+            i_yt: c.i_yt,
+            h_y: c.h_y,
+            h_x: c.h_x,
+            i_yt_stderr: c.i_yt_stderr,
+            noise_variance: c.noise_variance,
+            relative_noise: c.relative_noise,
+            alpha: c.alpha,
+            sigma: c.sigma,
+            sigma_rule: rule_to(c.sigma_rule),
+            input_sigma: c.input_sigma,
+            input_sigma_rule: rule_to(c.input_sigma_rule),
+            projections: c.projections,
+            k: c.k,
+            sample_hash: c.sample_hash.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl TryFrom<pb::EstimateColumns> for EstimateColumns {
+    type Error = WireError;
+    fn try_from(c: pb::EstimateColumns) -> Result<Self, WireError> {
+        let estimator: Estimator = c.estimator.parse().map_err(|e| WireError(format!("estimate.estimator: {e}")))?;
+        if estimator == Estimator::Binning {
+            return Err(WireError("estimate.estimator: binning travels as histograms".into()));
+        }
+        Ok(EstimateColumns {
+            estimator,
+            n: c.n,
+            h_t: c.h_t,
+            i_xt: c.i_xt,
+            i_yt: c.i_yt,
+            h_y: c.h_y,
+            h_x: c.h_x,
+            i_yt_stderr: c.i_yt_stderr,
+            noise_variance: c.noise_variance,
+            relative_noise: c.relative_noise,
+            alpha: c.alpha,
+            sigma: c.sigma,
+            sigma_rule: rule_from("estimate.sigma_rule", &c.sigma_rule)?,
+            input_sigma: c.input_sigma,
+            input_sigma_rule: rule_from("estimate.input_sigma_rule", &c.input_sigma_rule)?,
+            projections: c.projections,
+            k: c.k,
+            sample_hash: Some(c.sample_hash).filter(|h| !h.is_empty()),
+        })
+    }
+}
+
 impl From<&MiRow> for pb::ResultRow {
     fn from(r: &MiRow) -> pb::ResultRow {
+        let binning = r.binning();
         pb::ResultRow {
             sweep_id: r.sweep_id.clone(),
             job_id: r.job_id.clone(),
@@ -250,17 +333,18 @@ impl From<&MiRow> for pb::ResultRow {
                 split: pb::Split::from(r.split) as i32,
                 layer: r.layer,
                 layer_name: r.layer_name.clone(),
-                bin_size: r.bin_size,
+                bin_size: binning.map_or(0.0, |b| b.bin_size),
                 loss: r.loss,
                 accuracy: r.accuracy,
             }),
             n: r.n,
-            distinct: r.distinct,
-            h_t: r.h_t,
-            i_xt: r.i_xt,
-            h_t_given_y: r.h_t_given_y,
+            distinct: binning.map_or(0, |b| b.distinct),
+            h_t: binning.map_or(0.0, |b| b.h_t),
+            i_xt: binning.map_or(0.0, |b| b.i_xt),
+            h_t_given_y: binning.map_or(0.0, |b| b.h_t_given_y),
             i_yt: r.i_yt,
-            h_y: r.h_y,
+            h_y: binning.map_or(0.0, |b| b.h_y),
+            estimate: r.estimate_columns().as_ref().map(pb::EstimateColumns::from),
         }
     }
 }
@@ -269,7 +353,7 @@ impl TryFrom<pb::ResultRow> for MiRow {
     type Error = WireError;
     fn try_from(r: pb::ResultRow) -> Result<Self, WireError> {
         let m: Measurement = required("row.measurement", r.measurement)?.try_into()?;
-        Ok(MiRow {
+        let row = MiRow {
             sweep_id: r.sweep_id,
             job_id: r.job_id,
             dataset: dataset_from("row.dataset", r.dataset)?,
@@ -284,16 +368,33 @@ impl TryFrom<pb::ResultRow> for MiRow {
             split: m.split,
             layer: m.layer,
             layer_name: m.layer_name,
-            bin_size: m.bin_size,
+            estimator: Estimator::Binning,
+            bin_size: Some(m.bin_size),
             n: r.n,
-            distinct: r.distinct,
-            h_t: r.h_t,
-            i_xt: r.i_xt,
-            h_t_given_y: r.h_t_given_y,
+            distinct: Some(r.distinct),
+            h_t: Some(r.h_t),
+            i_xt: Some(r.i_xt),
+            h_t_given_y: Some(r.h_t_given_y),
             i_yt: r.i_yt,
-            h_y: r.h_y,
+            h_y: Some(r.h_y),
             loss: m.loss,
             accuracy: m.accuracy,
+            h_x: None,
+            i_yt_stderr: None,
+            noise_variance: None,
+            relative_noise: None,
+            alpha: None,
+            sigma: None,
+            sigma_rule: None,
+            input_sigma: None,
+            input_sigma_rule: None,
+            projections: None,
+            k: None,
+            sample_hash: None,
+        };
+        Ok(match r.estimate {
+            Some(c) => row.with_estimate(&c.try_into()?),
+            None => row,
         })
     }
 }
@@ -375,5 +476,35 @@ mod tests {
             let row = MiRow::new("s", "j", &spec, &key, &e);
             assert_eq!(MiRow::try_from(pb::ResultRow::from(&row)).unwrap(), row);
         }
+        let mut renyi = EstimateColumns::new(Estimator::Renyi, 200, 1.25);
+        (renyi.h_t, renyi.i_xt, renyi.h_y, renyi.h_x) = (Some(5.0), Some(4.5), Some(3.3), Some(7.5));
+        (renyi.alpha, renyi.sigma, renyi.sigma_rule) = (Some(2.0), Some(0.75), Some(SigmaRule::Median));
+        (renyi.input_sigma, renyi.input_sigma_rule) = (Some(4.0), Some(SigmaRule::Fixed));
+        renyi.sample_hash = Some("0123456789abcdef".into());
+        let mut sliced = EstimateColumns::new(Estimator::Sliced, 10, 0.5);
+        (sliced.i_yt_stderr, sliced.projections, sliced.k) = (Some(0.01), Some(16), Some(3));
+        for c in [renyi, sliced] {
+            let row = MiRow::estimate("s", "j", &spec, &key, &c);
+            assert_eq!(MiRow::try_from(pb::ResultRow::from(&row)).unwrap(), row);
+            let wire = pb::EstimateColumns::from(&c);
+            assert_eq!(EstimateColumns::try_from(wire).unwrap(), c);
+        }
+        let wire = pb::EstimateColumns { estimator: "kde".into(), ..Default::default() };
+        assert!(EstimateColumns::try_from(wire).unwrap_err().0.contains("unknown estimator `kde`"));
+    }
+
+    #[test]
+    fn a_job_specs_estimators_survive_the_wire() {
+        let mut spec = spec();
+        spec.measure.estimators = serde_json::from_value(serde_json::json!({
+            "kde": {"noise_variance": [0.1], "relative_noise": [0.5], "samples": 200},
+            "renyi": {"alpha": [1.01, 2.0], "sigma": ["median", 2.5], "samples": 200},
+            "sliced": {"projections": 16, "k": 3},
+        }))
+        .unwrap();
+        assert_eq!(JobSpec::try_from(pb::JobSpec::from(&spec)).unwrap(), spec);
+        let mut wire = pb::JobSpec::from(&spec);
+        wire.measure.as_mut().unwrap().estimators_json = "{\"kde\": {\"noise\": 1}}".into();
+        assert!(JobSpec::try_from(wire).unwrap_err().0.starts_with("spec.measure.estimators_json"));
     }
 }

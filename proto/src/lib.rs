@@ -15,7 +15,9 @@ pub mod convert;
 
 /// Sent by workers at registration and by every client in [`PROTOCOL_HEADER`]; the
 /// coordinator refuses any other. 4: typed claims, splits, job specs and result rows.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 5: job specs carry `measure.estimators`; chunks and result rows carry other
+/// estimators' estimates.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The request header that carries the client's [`PROTOCOL_VERSION`]. Clients of
 /// protocol 3 and older do not send it, so the coordinator can name their version too.

@@ -14,6 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::results::{EstimateColumns, Estimator, SigmaRule};
+
 /// Classes in both data sets; a stratified sample takes `samples / CLASSES` of each.
 const CLASSES: u32 = 10;
 
@@ -154,13 +156,131 @@ fn default_k() -> u32 {
     3
 }
 
+/// One result row a layer gets per measured epoch and split from one estimator setting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExpectedRow {
+    pub estimator: Estimator,
+    /// KDE: the absolute variance, or (`relative`) the factor of the median
+    /// nearest-neighbour squared distance.
+    pub noise: Option<(f64, bool)>,
+    pub alpha: Option<f64>,
+    pub sigma: Option<SigmaSpec>,
+    pub input_sigma: Option<SigmaSpec>,
+    /// Sliced MI: projections and k.
+    pub sliced: Option<(u32, u32)>,
+}
+
 impl EstimatorsSpec {
     pub fn is_empty(&self) -> bool {
         self.kde.is_none() && self.renyi.is_none() && self.sliced.is_none() && self.activations.is_none()
     }
 
-    /// The subsample size the O(M²) estimators share: the largest asked for (each
-    /// estimator then uses the first of the stratified sample's rows it needs).
+    /// Every row one layer gets per measured epoch and split, in the order the worker
+    /// sends them: KDE's variances (absolute, then relative), upper then lower bound for
+    /// each; Rényi's σ, each with every α; sliced MI. Activation histograms are not rows.
+    pub fn expected_rows(&self) -> Vec<ExpectedRow> {
+        let blank = |estimator| ExpectedRow {
+            estimator,
+            noise: None,
+            alpha: None,
+            sigma: None,
+            input_sigma: None,
+            sliced: None,
+        };
+        let mut out = Vec::new();
+        if let Some(kde) = &self.kde {
+            let noises =
+                kde.noise_variance.iter().map(|&v| (v, false)).chain(kde.relative_noise.iter().map(|&r| (r, true)));
+            for noise in noises {
+                for estimator in [Estimator::KdeUpper, Estimator::KdeLower] {
+                    out.push(ExpectedRow { noise: Some(noise), ..blank(estimator) });
+                }
+            }
+        }
+        if let Some(renyi) = &self.renyi {
+            for &sigma in &renyi.sigma {
+                for &alpha in &renyi.alpha {
+                    out.push(ExpectedRow {
+                        alpha: Some(alpha),
+                        sigma: Some(sigma),
+                        input_sigma: Some(renyi.input_sigma),
+                        ..blank(Estimator::Renyi)
+                    });
+                }
+            }
+        }
+        if let Some(sliced) = &self.sliced {
+            out.push(ExpectedRow { sliced: Some((sliced.projections, sliced.k)), ..blank(Estimator::Sliced) });
+        }
+        out
+    }
+
+    /// Checks one layer's estimates (as a worker sent them for a split of `split_n`
+    /// images) against what this section asks for, row by row; the error names the first
+    /// row that does not fit and why.
+    pub fn check_layer(&self, split_n: u64, got: &[EstimateColumns]) -> Result<(), String> {
+        let expected = self.expected_rows();
+        if got.len() != expected.len() {
+            return Err(format!("{} estimates, but the job's estimators make {} per layer", got.len(), expected.len()));
+        }
+        let samples = u64::from(self.samples().unwrap_or(0));
+        for (i, (e, c)) in expected.iter().zip(got).enumerate() {
+            let bad = |why: String| Err(format!("estimate {} ({}): {why}", i + 1, c.estimator.as_str()));
+            if c.estimator != e.estimator {
+                return bad(format!("expected a {} estimate here", e.estimator.as_str()));
+            }
+            if let Some((name, v)) = c.numbers().find(|(_, v)| !v.is_finite()) {
+                return bad(format!("{name} is {v}"));
+            }
+            let want_n = if e.estimator == Estimator::Sliced { split_n } else { samples };
+            if c.n != want_n {
+                return bad(format!("n is {}, expected {want_n}", c.n));
+            }
+            if (c.i_xt.is_some()) != e.estimator.has_i_xt() {
+                return bad("i_xt must be given exactly when the estimator has one".into());
+            }
+            if e.estimator != Estimator::Sliced && c.sample_hash.as_deref().is_none_or(str::is_empty) {
+                return bad("no sample hash".into());
+            }
+            let positive = |v: Option<f64>| v.is_some_and(|v| v > 0.0);
+            if let Some((value, relative)) = e.noise {
+                let fits = if relative {
+                    c.relative_noise == Some(value) && positive(c.noise_variance)
+                } else {
+                    c.relative_noise.is_none() && c.noise_variance == Some(value)
+                };
+                if !fits {
+                    return bad(format!(
+                        "noise {:?} (relative {:?}) does not match the job's {value}{}",
+                        c.noise_variance,
+                        c.relative_noise,
+                        if relative { " (relative)" } else { "" }
+                    ));
+                }
+            }
+            let sigma_fits = |spec: Option<SigmaSpec>, value: Option<f64>, rule: Option<SigmaRule>| match spec {
+                None => value.is_none() && rule.is_none(),
+                Some(SigmaSpec::Fixed(s)) => value == Some(s) && rule == Some(SigmaRule::Fixed),
+                Some(SigmaSpec::Named(SigmaName::Median)) => positive(value) && rule == Some(SigmaRule::Median),
+            };
+            if c.alpha != e.alpha
+                || !sigma_fits(e.sigma, c.sigma, c.sigma_rule)
+                || !sigma_fits(e.input_sigma, c.input_sigma, c.input_sigma_rule)
+            {
+                return bad("alpha or sigma does not match the job's".into());
+            }
+            if e.estimator == Estimator::Renyi && [c.h_t, c.h_y, c.h_x].iter().any(Option::is_none) {
+                return bad("a Rényi estimate needs h_t, h_y and h_x".into());
+            }
+            if (c.projections.zip(c.k)) != e.sliced || (e.sliced.is_some() != c.i_yt_stderr.is_some()) {
+                return bad("projections, k or the standard error do not match the job's".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The subsample size the O(M²) estimators share ([`EstimatorsSpec::check`] makes
+    /// KDE's and Rényi's equal when both are asked for).
     pub fn samples(&self) -> Option<u32> {
         [self.kde.as_ref().map(|k| k.samples), self.renyi.as_ref().map(|r| r.samples)].into_iter().flatten().max()
     }
@@ -228,6 +348,14 @@ impl EstimatorsSpec {
                 return Err(format!("measure.estimators.renyi.sigma lists {s:?} twice"));
             }
             samples("renyi", renyi.samples)?;
+            if let Some(kde) = &self.kde
+                && kde.samples != renyi.samples
+            {
+                return Err(format!(
+                    "measure.estimators.kde.samples ({}) and renyi.samples ({}) must be equal: both see one sample",
+                    kde.samples, renyi.samples
+                ));
+            }
         }
         if let Some(sliced) = &self.sliced {
             if !(2..=MAX_PROJECTIONS).contains(&sliced.projections) {
@@ -300,5 +428,57 @@ mod tests {
         }
         let small = serde_saphyr::from_str::<EstimatorsSpec>("{kde: {samples: 2000}}").unwrap();
         assert!(small.check(1000).unwrap_err().contains("more than the 1000 images"));
+    }
+
+    #[test]
+    fn a_layers_estimates_are_checked_row_by_row_against_the_spec() {
+        let spec = parse("{kde: {noise_variance: [0.1], relative_noise: [0.5], samples: 200}, renyi: {alpha: [2], sigma: [median, 3], samples: 200}, sliced: {projections: 8}}").unwrap();
+        let rows = spec.expected_rows();
+        let names: Vec<&str> = rows.iter().map(|r| r.estimator.as_str()).collect();
+        assert_eq!(names, ["kde-upper", "kde-lower", "kde-upper", "kde-lower", "renyi", "renyi", "sliced"]);
+        let good: Vec<EstimateColumns> = rows
+            .iter()
+            .map(|r| {
+                let mut c =
+                    EstimateColumns::new(r.estimator, if r.estimator == Estimator::Sliced { 1000 } else { 200 }, 0.5);
+                if r.estimator != Estimator::Sliced {
+                    c.i_xt = Some(1.0);
+                    c.sample_hash = Some("ab".into());
+                }
+                if let Some((v, relative)) = r.noise {
+                    c.noise_variance = Some(if relative { v * 3.0 } else { v });
+                    c.relative_noise = relative.then_some(v);
+                }
+                if r.estimator == Estimator::Renyi {
+                    (c.h_t, c.h_y, c.h_x, c.alpha) = (Some(2.0), Some(3.3), Some(7.0), r.alpha);
+                    (c.sigma, c.sigma_rule) = match r.sigma.unwrap() {
+                        SigmaSpec::Fixed(s) => (Some(s), Some(SigmaRule::Fixed)),
+                        SigmaSpec::Named(_) => (Some(1.5), Some(SigmaRule::Median)),
+                    };
+                    (c.input_sigma, c.input_sigma_rule) = (Some(9.0), Some(SigmaRule::Median));
+                }
+                if let Some((p, k)) = r.sliced {
+                    (c.projections, c.k, c.i_yt_stderr) = (Some(p), Some(k), Some(0.01));
+                }
+                c
+            })
+            .collect();
+        spec.check_layer(1000, &good).unwrap();
+        assert!(spec.check_layer(1000, &good[1..]).unwrap_err().contains("6 estimates, but"));
+        let mut bad = good.clone();
+        bad[0].i_yt = f64::NAN;
+        assert!(spec.check_layer(1000, &bad).unwrap_err().contains("estimate 1 (kde-upper): i_yt is NaN"));
+        let mut bad = good.clone();
+        bad[5].sigma = Some(4.0);
+        assert!(spec.check_layer(1000, &bad).unwrap_err().contains("estimate 6 (renyi): alpha or sigma"));
+        let mut bad = good.clone();
+        bad[6].i_xt = Some(1.0);
+        assert!(spec.check_layer(1000, &bad).unwrap_err().contains("i_xt must be given"));
+        let mut bad = good.clone();
+        bad[6].n = 200;
+        assert!(spec.check_layer(1000, &bad).unwrap_err().contains("n is 200, expected 1000"));
+        bad.swap(0, 4);
+        assert!(spec.check_layer(1000, &bad).unwrap_err().contains("expected a kde-upper"));
+        assert!(parse("{kde: {samples: 200}, renyi: {samples: 400}}").unwrap_err().contains("must be equal"));
     }
 }

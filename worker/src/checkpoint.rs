@@ -4,8 +4,9 @@
 //! Tensors: `param/<name>` (the weights), `adam.exp_avg/<name>` and
 //! `adam.exp_avg_sq/<name>` (Adam's moments), all f32 little-endian. Metadata: the format,
 //! the epoch trained so far, Adam's step and hyper-parameters, the position of the
-//! training-order RNG in its ChaCha8 stream, and the job's canonical spec, so a checkpoint
-//! is never applied to another job. safetensors is a plain documented format: PyTorch loads
+//! training-order RNG in its ChaCha8 stream, the scales the job's estimators hold since
+//! its first measured epoch (JSON, when it has estimators), and the job's canonical spec,
+//! so a checkpoint is never applied to another job. safetensors is a plain documented format: PyTorch loads
 //! it with `safetensors.torch.load_file`, libtorch programs through tch or any of the
 //! header-only readers, and the file carries no code (unlike a pickle).
 
@@ -34,6 +35,8 @@ pub struct TrainingState {
     pub epoch: u32,
     pub adam_step: u64,
     pub rng_word_pos: u128,
+    /// [`crate::epoch_estimates::JobEstimators::held_scales`], when the job has estimators.
+    pub estimator_scales: Option<String>,
     /// name -> (shape, f32 values)
     tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
 }
@@ -48,7 +51,13 @@ fn f32_bytes(t: &Tensor) -> Result<(Vec<usize>, Vec<u8>)> {
 }
 
 /// Serializes the state after `epoch`.
-pub fn encode(spec: &JobSpec, epoch: u32, adam: &Adam, rng_word_pos: u128) -> Result<Vec<u8>> {
+pub fn encode(
+    spec: &JobSpec,
+    epoch: u32,
+    adam: &Adam,
+    rng_word_pos: u128,
+    estimator_scales: Option<&str>,
+) -> Result<Vec<u8>> {
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for slot in &adam.slots {
         for (prefix, tensor) in
@@ -63,7 +72,7 @@ pub fn encode(spec: &JobSpec, epoch: u32, adam: &Adam, rng_word_pos: u128) -> Re
         .map(|(name, shape, bytes)| TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v)))
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::Checkpoint(format!("tensor: {e:?}")))?;
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("epoch".to_string(), epoch.to_string()),
         ("adam_step".to_string(), adam.step.to_string()),
@@ -74,6 +83,9 @@ pub fn encode(spec: &JobSpec, epoch: u32, adam: &Adam, rng_word_pos: u128) -> Re
         ("rng_word_pos".to_string(), rng_word_pos.to_string()),
         ("job".to_string(), canonical_job(spec)),
     ]);
+    if let Some(scales) = estimator_scales {
+        metadata.insert("estimator_scales".to_string(), scales.to_string());
+    }
     safetensors::serialize(views, &Some(metadata)).map_err(|e| Error::Checkpoint(format!("{e:?}")))
 }
 
@@ -93,6 +105,7 @@ pub fn decode(spec: &JobSpec, bytes: &[u8]) -> Result<TrainingState> {
     let epoch = u32::try_from(number("epoch")?).map_err(|_| bad("epoch out of range".into()))?;
     let adam_step = u64::try_from(number("adam_step")?).map_err(|_| bad("adam_step out of range".into()))?;
     let rng_word_pos = number("rng_word_pos")?;
+    let estimator_scales = meta.get("estimator_scales").cloned();
     let tensors = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("{e:?}")))?;
     let mut out = HashMap::new();
     for name in tensors.names() {
@@ -103,7 +116,7 @@ pub fn decode(spec: &JobSpec, bytes: &[u8]) -> Result<TrainingState> {
         let values = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
         out.insert(name.clone(), (view.shape().to_vec(), values));
     }
-    Ok(TrainingState { epoch, adam_step, rng_word_pos, tensors: out })
+    Ok(TrainingState { epoch, adam_step, rng_word_pos, estimator_scales, tensors: out })
 }
 
 /// Checks that `state` fits the network `spec` builds (names and shapes), without

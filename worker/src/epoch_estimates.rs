@@ -18,10 +18,11 @@ use std::collections::HashMap;
 
 use ibsweep_shared::estimators::{EstimatorsSpec, SigmaName, SigmaSpec};
 use ibsweep_shared::job::{Activation, JobSpec, LayerInfo, Split};
+use ibsweep_shared::results::{EstimateColumns, Estimator, SigmaRule};
 use rand::seq::SliceRandom;
 use rand::{Rng as _, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
@@ -43,8 +44,64 @@ pub struct LayerEstimate {
     /// SHA-256 (hex, first 16 digits) of the sample's indices; empty for sliced MI, which
     /// sees the whole split.
     pub sample_hash: String,
+    /// How the row's scale was chosen, where the row itself cannot say.
+    #[serde(flatten)]
+    pub setting: Setting,
     #[serde(flatten)]
     pub row: EstimateRow,
+}
+
+/// KDE: the relative factor of a relative noise variance; Rényi: how each σ was chosen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Setting {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relative_noise: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sigma_rule: Option<SigmaRule>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_sigma_rule: Option<SigmaRule>,
+}
+
+impl LayerEstimate {
+    /// The result-row columns of this estimate: two (upper, lower) for KDE, one for Rényi
+    /// and sliced MI, none for an activation histogram (not an MI row).
+    pub fn columns(&self) -> Vec<EstimateColumns> {
+        let hash = Some(self.sample_hash.clone()).filter(|h| !h.is_empty());
+        match &self.row {
+            EstimateRow::Kde(r) => {
+                [(Estimator::KdeUpper, r.i_xt_upper, r.i_yt_upper), (Estimator::KdeLower, r.i_xt_lower, r.i_yt_lower)]
+                    .into_iter()
+                    .map(|(estimator, i_xt, i_yt)| EstimateColumns {
+                        i_xt: Some(i_xt),
+                        noise_variance: Some(r.noise_variance),
+                        relative_noise: self.setting.relative_noise,
+                        sample_hash: hash.clone(),
+                        ..EstimateColumns::new(estimator, r.n as u64, i_yt)
+                    })
+                    .collect()
+            }
+            EstimateRow::Renyi(r) => vec![EstimateColumns {
+                h_t: Some(r.s_t),
+                i_xt: Some(r.i_xt),
+                h_y: Some(r.s_y),
+                h_x: Some(r.s_x),
+                alpha: Some(r.alpha),
+                sigma: Some(r.sigma),
+                sigma_rule: self.setting.sigma_rule,
+                input_sigma: Some(r.input_sigma),
+                input_sigma_rule: self.setting.input_sigma_rule,
+                sample_hash: hash,
+                ..EstimateColumns::new(Estimator::Renyi, r.n as u64, r.i_yt)
+            }],
+            EstimateRow::Sliced(r) => vec![EstimateColumns {
+                i_yt_stderr: Some(r.i_yt_stderr),
+                projections: Some(r.projections as u32),
+                k: Some(r.k as u32),
+                ..EstimateColumns::new(Estimator::Sliced, r.n as u64, r.i_yt)
+            }],
+            EstimateRow::Activations(_) => Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -70,7 +127,7 @@ pub struct ActivationsRow {
 }
 
 /// Scales fixed at the first measured epoch, per (split, layer).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct Scales {
     nearest_squared: Option<f64>,
     median_distance: Option<f64>,
@@ -131,6 +188,22 @@ impl JobEstimators {
             scales: HashMap::new(),
             projections,
         }))
+    }
+
+    /// The scales held since the first measured epoch, as JSON for a checkpoint, so that a
+    /// resumed attempt measures with the same ruler (f64 values round-trip exactly).
+    pub fn held_scales(&self) -> String {
+        let mut held: Vec<(Split, u32, Scales)> = self.scales.iter().map(|(&(s, l), &v)| (s, l, v)).collect();
+        held.sort_by_key(|&(s, l, _)| (s, l));
+        serde_json::to_string(&held).expect("scales serialize")
+    }
+
+    /// Takes back the scales of [`JobEstimators::held_scales`] from a checkpoint.
+    pub fn restore_scales(&mut self, json: &str) -> Result<()> {
+        let held: Vec<(Split, u32, Scales)> =
+            serde_json::from_str(json).map_err(|e| Error::Checkpoint(format!("estimator scales: {e}")))?;
+        self.scales = held.into_iter().map(|(s, l, v)| ((s, l), v)).collect();
+        Ok(())
     }
 
     /// Starts a split's pass over `layers`.
@@ -242,12 +315,13 @@ impl JobEstimators {
                 let t = Sample::from_tensor(&values.view([m, -1]), &sample.labels).map_err(|e| diverged(layer, e))?;
                 let d = t.squared_distances(self.precision);
                 let scales = self.scales.entry((split, layer.index)).or_default();
-                let key = |row| LayerEstimate {
+                let key = |row, setting| LayerEstimate {
                     epoch,
                     split,
                     layer: layer.index,
                     layer_name: layer.name.clone(),
                     sample_hash: sample.hash.clone(),
+                    setting,
                     row,
                 };
                 if let Some(spec) = &self.spec.kde {
@@ -263,21 +337,31 @@ impl JobEstimators {
                         }
                         variances.extend(spec.relative_noise.iter().map(|r| r * base));
                     }
-                    for row in kde::kde(&t, &d, &variances).map_err(|e| diverged(layer, e))? {
-                        out.push(key(EstimateRow::Kde(row)));
+                    let relative =
+                        spec.noise_variance.iter().map(|_| None).chain(spec.relative_noise.iter().map(|&r| Some(r)));
+                    for (row, relative_noise) in
+                        kde::kde(&t, &d, &variances).map_err(|e| diverged(layer, e))?.into_iter().zip(relative)
+                    {
+                        out.push(key(EstimateRow::Kde(row), Setting { relative_noise, ..Setting::default() }));
                     }
                 }
                 if let (Some(spec), Some((inputs_d, input_median))) = (&self.spec.renyi, &sample.inputs_d) {
-                    let input_sigma = match spec.input_sigma {
-                        SigmaSpec::Fixed(s) => s,
-                        SigmaSpec::Named(SigmaName::Median) => *input_median,
+                    let (input_sigma, input_sigma_rule) = match spec.input_sigma {
+                        SigmaSpec::Fixed(s) => (s, SigmaRule::Fixed),
+                        SigmaSpec::Named(SigmaName::Median) => (*input_median, SigmaRule::Median),
                     };
                     for sigma in &spec.sigma {
-                        let sigma = match *sigma {
-                            SigmaSpec::Fixed(s) => s,
-                            SigmaSpec::Named(SigmaName::Median) => {
-                                *scales.median_distance.get_or_insert_with(|| renyi::median_pairwise_distance(&d))
-                            }
+                        let (sigma, sigma_rule) = match *sigma {
+                            SigmaSpec::Fixed(s) => (s, SigmaRule::Fixed),
+                            SigmaSpec::Named(SigmaName::Median) => (
+                                *scales.median_distance.get_or_insert_with(|| renyi::median_pairwise_distance(&d)),
+                                SigmaRule::Median,
+                            ),
+                        };
+                        let setting = Setting {
+                            sigma_rule: Some(sigma_rule),
+                            input_sigma_rule: Some(input_sigma_rule),
+                            ..Setting::default()
                         };
                         let rows = renyi::renyi_cached(
                             &t,
@@ -288,7 +372,7 @@ impl JobEstimators {
                             &mut sample.input_entropies,
                         )
                         .map_err(|e| diverged(layer, e))?;
-                        out.extend(rows.into_iter().map(|row| key(EstimateRow::Renyi(row))));
+                        out.extend(rows.into_iter().map(|row| key(EstimateRow::Renyi(row), setting)));
                     }
                 }
             }
@@ -300,6 +384,7 @@ impl JobEstimators {
             layer: layer.index,
             layer_name: layer.name.clone(),
             sample_hash: String::new(),
+            setting: Setting::default(),
             row,
         };
         for (layer, row) in layers.iter().zip(pass.activations) {

@@ -24,6 +24,7 @@ use crate::data::{self, CLASSES, Images, Part};
 use crate::epoch_estimates::{JobEstimators, LayerEstimate};
 use crate::error::{Error, Result, Stop};
 use crate::model::Network;
+use ibsweep_shared::results::EstimateColumns;
 
 /// A job's images: the seeded training subset and the test subset, with the hashes of the
 /// chosen indices (recorded with the results so two runs can be compared).
@@ -109,6 +110,25 @@ impl SplitMeasurement {
             loss: self.loss,
             accuracy: self.accuracy,
         }
+    }
+
+    /// The key of one layer's estimates (bin size 0: they are not a histogram).
+    pub fn estimates_key(&self, layer: &LayerInfo) -> Measurement {
+        Measurement {
+            epoch: self.epoch,
+            split: self.split,
+            layer: layer.index,
+            layer_name: layer.name.clone(),
+            bin_size: 0.0,
+            loss: self.loss,
+            accuracy: self.accuracy,
+        }
+    }
+
+    /// One layer's estimates as result-row columns, in the order the job's estimators
+    /// section lists them (empty without KDE, Rényi or sliced MI).
+    pub fn layer_columns(&self, layer: &LayerInfo) -> Vec<EstimateColumns> {
+        self.estimates.iter().filter(|e| e.layer == layer.index).flat_map(LayerEstimate::columns).collect()
     }
 }
 
@@ -217,6 +237,9 @@ pub fn run_job_with(
     if let Some(state) = plan.resume {
         state.restore(&mut adam)?;
         rng.set_word_pos(state.rng_word_pos);
+        if let (Some(e), Some(scales)) = (estimators.as_mut(), &state.estimator_scales) {
+            e.restore_scales(scales)?;
+        }
         first = state.epoch + 1;
     }
     let checkpointing = plan.checkpoints && spec.checkpoint_every > 0;
@@ -292,7 +315,8 @@ pub fn run_job_with(
         let draining = !last && plan.drain.is_some_and(|drain| drain());
         let due = !last && (epoch % spec.checkpoint_every == 0 || last_checkpoint.elapsed() >= interval);
         if draining || due || (last && plan.final_checkpoint) {
-            let bytes = checkpoint::encode(spec, epoch, &adam, rng.get_word_pos())?;
+            let scales = estimators.as_ref().map(JobEstimators::held_scales);
+            let bytes = checkpoint::encode(spec, epoch, &adam, rng.get_word_pos(), scales.as_deref())?;
             on_event(Event::Checkpoint { epoch, bytes })?;
             last_checkpoint = Instant::now();
         }

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ibsweep_proto::connect::{ClientConfig, token_from};
+use ibsweep_shared::results::Estimator;
 
 use crate::client::Client;
 use crate::report::plot::{ImageFormat, Kind as PlotKind};
@@ -104,6 +105,10 @@ pub enum Command {
         /// Draw only these kinds of figure (comma-separated; default: all).
         #[arg(long, value_enum, value_delimiter = ',')]
         only: Vec<PlotKind>,
+        /// Draw only these estimators' rows (binning, kde-upper, kde-lower, renyi,
+        /// sliced; comma-separated or repeated; default: every estimator the rows have).
+        #[arg(long, value_delimiter = ',', value_name = "NAME")]
+        estimator: Vec<Estimator>,
     },
     /// Stop every unfinished job of a sweep (running ones at their next heartbeat).
     Cancel { sweep: String },
@@ -147,8 +152,9 @@ pub async fn run(cli: Cli) -> CliResult<()> {
     }
     // Commands that read only local files never reach for a coordinator, so they work
     // with none running.
-    if let Command::Plot { from_csv: Some(csv), out, filters, format, only, .. } = cli.command {
-        return results::plot_csv(&csv, out, &filters, format, plot_kinds(only)).await;
+    if let Command::Plot { from_csv: Some(csv), out, filters, format, only, estimator, .. } = cli.command {
+        let figures = results::Figures { out, format, kinds: plot_kinds(only), estimators: estimator };
+        return results::plot_csv(&csv, &filters, figures).await;
     }
     let url = cli.coordinator;
     let config = ClientConfig { url: url.clone(), token, tls_ca: cli.tls_ca, tls_identity: None };
@@ -160,9 +166,10 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Results { sweep, format, filters, out } => {
             results::results(&mut client, &sweep, format, &filters, out.as_deref()).await
         }
-        Command::Plot { sweep, out, filters, format, only, .. } => {
+        Command::Plot { sweep, out, filters, format, only, estimator, .. } => {
             let sweep = sweep.expect("clap requires a sweep or --from-csv, and --from-csv returned above");
-            results::plot(&mut client, &sweep, out, &filters, format, plot_kinds(only)).await
+            let figures = results::Figures { out, format, kinds: plot_kinds(only), estimators: estimator };
+            results::plot(&mut client, &sweep, &filters, figures).await
         }
         Command::Cancel { sweep } => control::cancel(&mut client, &sweep).await,
         Command::Checkpoint { job, out } => control::checkpoint(&mut client, &job, &out).await,

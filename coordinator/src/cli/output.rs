@@ -211,9 +211,10 @@ pub fn table(rows: &[MiRow]) -> String {
         Column::new("epoch", 5, false, |r| r.epoch.to_string()),
         Column::new("split", 5, true, |r| r.split.as_str().to_string()),
         Column::new("layer", 8, true, |r| r.layer_name.clone()),
-        Column::new("bin", 5, false, |r| r.bin_size.to_string()),
+        Column::new("estimator", 9, true, |r| r.estimator.as_str().to_string()),
+        Column::new("bin", 5, false, |r| r.bin_size.map_or_else(String::new, |b| b.to_string())),
         Column::new("n", 7, false, |r| r.n.to_string()),
-        Column::new("I(X;T)", 9, false, |r| format!("{:.4}", r.i_xt)),
+        Column::new("I(X;T)", 9, false, |r| r.i_xt.map_or_else(String::new, |v| format!("{v:.4}"))),
         Column::new("I(Y;T)", 9, false, |r| format!("{:.4}", r.i_yt)),
         Column::new("loss", 8, false, |r| format!("{:.4}", r.loss)),
         Column::new("acc", 6, false, |r| format!("{:.3}", r.accuracy)),
@@ -338,11 +339,11 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "job      dataset       width depth kernel pooling fc           seed epoch split layer      bin       n    I(X;T)    I(Y;T)     loss    acc"
+            "job      dataset       width depth kernel pooling fc           seed epoch split layer    estimator   bin       n    I(X;T)    I(Y;T)     loss    acc"
         );
         assert_eq!(
             lines[1],
-            "01234567 fashion-mnist     3     5      3 none    500-1024-500    0    20 test  conv2     0.67   10000   13.0000    2.5000   0.3000  0.900"
+            "01234567 fashion-mnist     3     5      3 none    500-1024-500    0    20 test  conv2    binning    0.67   10000   13.0000    2.5000   0.3000  0.900"
         );
         assert_eq!(lines[2], "(bits)");
     }

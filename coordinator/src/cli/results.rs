@@ -1,11 +1,12 @@
 //! `coordinator results SWEEP` and `coordinator plot SWEEP`: rows out as a table, CSV,
 //! JSON lines or figures.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{Format, output};
-use ibsweep_shared::results::{MiRow, read_csv_file};
+use ibsweep_shared::results::{Estimator, MiRow, read_csv_file};
 
 use crate::client::{Client, ClientResult, parse_filters};
 use crate::report::plot::{self, ImageFormat};
@@ -39,31 +40,28 @@ pub async fn results(
     Ok(())
 }
 
-pub async fn plot(
-    client: &mut Client,
-    sweep: &str,
-    out: PathBuf,
-    filters: &[String],
-    format: ImageFormat,
-    kinds: Vec<plot::Kind>,
-) -> ClientResult<()> {
+/// What `coordinator plot` draws and where.
+#[derive(Debug)]
+pub struct Figures {
+    pub out: PathBuf,
+    pub format: ImageFormat,
+    pub kinds: Vec<plot::Kind>,
+    /// Only these estimators' rows; empty for all.
+    pub estimators: Vec<Estimator>,
+}
+
+pub async fn plot(client: &mut Client, sweep: &str, filters: &[String], figures: Figures) -> ClientResult<()> {
     let rows = client.results(sweep, filters).await?;
     if rows.is_empty() {
         anyhow::bail!(
             "sweep {sweep} has no results yet (matching the filters); `coordinator status {sweep}` shows its progress"
         );
     }
-    draw(rows, out, format, kinds).await
+    draw(rows, figures).await
 }
 
 /// `plot --from-csv`: the same figures from an exported CSV, no coordinator needed.
-pub async fn plot_csv(
-    csv: &Path,
-    out: PathBuf,
-    filters: &[String],
-    format: ImageFormat,
-    kinds: Vec<plot::Kind>,
-) -> ClientResult<()> {
+pub async fn plot_csv(csv: &Path, filters: &[String], figures: Figures) -> ClientResult<()> {
     let filters: Vec<(String, String)> = parse_filters(filters)?.into_iter().map(|f| (f.key, f.value)).collect();
     let rows = read_csv_file(csv).map_err(anyhow::Error::msg)?;
     let mut keep = Vec::with_capacity(rows.len());
@@ -75,10 +73,19 @@ pub async fn plot_csv(
     if keep.is_empty() {
         anyhow::bail!("{}: no rows (matching the filters)", csv.display());
     }
-    draw(keep, out, format, kinds).await
+    draw(keep, figures).await
 }
 
-async fn draw(rows: Vec<MiRow>, out: PathBuf, format: ImageFormat, kinds: Vec<plot::Kind>) -> ClientResult<()> {
+async fn draw(mut rows: Vec<MiRow>, figures: Figures) -> ClientResult<()> {
+    if !figures.estimators.is_empty() {
+        let present: BTreeSet<Estimator> = rows.iter().map(|r| r.estimator).collect();
+        rows.retain(|r| figures.estimators.contains(&r.estimator));
+        if rows.is_empty() {
+            let names: Vec<&str> = present.iter().map(|e| e.as_str()).collect();
+            anyhow::bail!("no rows of the estimators asked for; these rows have {}", names.join(", "));
+        }
+    }
+    let Figures { out, format, kinds, .. } = figures;
     let written = tokio::task::spawn_blocking(move || plot::plot(&rows, &out, format, &kinds)).await??;
     for path in &written {
         println!("{}", path.display());

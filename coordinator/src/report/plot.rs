@@ -3,12 +3,16 @@
 //!
 //! Rows that differ only in `seed` are one *point* of the grid: plotted as the mean over
 //! seeds, with a min-max band on the MI paths (the paper has one seed per figure).
+//!
+//! Each estimator setting (binning at a bin size, a KDE bound at a noise variance, Rényi at
+//! an α and σ, sliced MI) gets figures of its own, named by it; sliced MI has no I(X;T), so
+//! it gets MI paths of I(Y;T) only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use ibsweep_shared::job::Split;
-use ibsweep_shared::results::{Axis, MiRow};
+use ibsweep_shared::results::{Axis, Estimator, MiRow};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::colors::colormaps::{ColorMap, ViridisRGB};
@@ -122,6 +126,32 @@ struct Curves {
     layers: BTreeMap<(u32, String), BTreeMap<u32, (Stat, Stat)>>,
     log2_n: f64,
     h_y: f64,
+    /// False for sliced MI, which estimates I(Y;T) only.
+    has_i_xt: bool,
+}
+
+/// Both data sets have ten balanced classes: the I(Y;T) ceiling where rows carry no H(Y).
+const LOG2_CLASSES: f64 = std::f64::consts::LOG2_10;
+
+/// The estimator setting a row's figures are drawn for, as (title text, file-name part).
+/// Binning keeps the names it always had (`b0.67`).
+fn series(r: &MiRow) -> (String, String) {
+    match r.binning() {
+        Some(b) => (format!("bin {}", b.bin_size), format!("b{}", b.bin_size)),
+        None => {
+            let setting = r.setting();
+            let file: String = setting
+                .chars()
+                .filter_map(|c| match c {
+                    ' ' => Some('-'),
+                    '=' => None,
+                    c if c.is_ascii_alphanumeric() || c == '.' || c == '-' => Some(c),
+                    _ => Some('_'),
+                })
+                .collect();
+            (setting, file)
+        }
+    }
 }
 
 /// Per (layer index, name), per epoch: the I(X;T) and I(Y;T) of every seed.
@@ -136,9 +166,10 @@ fn curves(rows: &[&MiRow]) -> Curves {
     for r in rows {
         seeds.insert(r.seed);
         let e = raw.entry((r.layer, r.layer_name.clone())).or_default().entry(r.epoch).or_default();
-        e.0.push(r.i_xt);
+        e.0.push(r.i_xt.unwrap_or(0.0));
         e.1.push(r.i_yt);
     }
+    let h_y: Vec<f64> = rows.iter().filter_map(|r| r.h_y).collect();
     let layers = raw
         .into_iter()
         .map(|(layer, epochs)| (layer, epochs.into_iter().map(|(e, (x, y))| (e, (stat(&x), stat(&y)))).collect()))
@@ -148,7 +179,8 @@ fn curves(rows: &[&MiRow]) -> Curves {
         seeds: seeds.len(),
         layers,
         log2_n: (rows[0].n as f64).log2(),
-        h_y: rows.iter().map(|r| r.h_y).sum::<f64>() / rows.len() as f64,
+        h_y: if h_y.is_empty() { LOG2_CLASSES } else { h_y.iter().sum::<f64>() / h_y.len() as f64 },
+        has_i_xt: rows[0].estimator.has_i_xt(),
     }
 }
 
@@ -280,10 +312,12 @@ where
     let max_epoch = c.layers.values().flat_map(|e| e.keys()).copied().max().unwrap_or(1);
     let (title_area, body) = area.split_vertically(34);
     title_area.titled(title, ("sans-serif", 18))?;
-    let panels = body.split_evenly((1, 2));
-    for (panel, (which, reference, reference_name)) in
-        panels.iter().zip([("I(X;T)", c.log2_n, "log2 N"), ("I(Y;T)", c.h_y, "H(Y)")])
-    {
+    let mut quantities = vec![("I(X;T)", c.log2_n, "log2 N"), ("I(Y;T)", c.h_y, "H(Y)")];
+    if !c.has_i_xt {
+        quantities.remove(0);
+    }
+    let panels = body.split_evenly((1, quantities.len()));
+    for (panel, (which, reference, reference_name)) in panels.iter().zip(quantities) {
         let mut chart = ChartBuilder::on(panel)
             .margin(12)
             .x_label_area_size(40)
@@ -354,23 +388,23 @@ fn plot_inner(rows: &[MiRow], out: &Path, format: ImageFormat, kinds: &[Kind]) -
         ImageFormat::Svg => "svg",
     };
     let mut written = Vec::new();
-    // (split, bin size bits) -> point -> rows
-    let mut groups: BTreeMap<(u8, u64), BTreeMap<Point, Vec<&MiRow>>> = BTreeMap::new();
+    // (split, estimator, setting) -> point -> rows
+    type Series = (u8, Estimator, (String, String));
+    let mut groups: BTreeMap<Series, BTreeMap<Point, Vec<&MiRow>>> = BTreeMap::new();
     for r in rows {
         let split = if r.split == Split::Train { 0 } else { 1 };
-        groups.entry((split, r.bin_size.to_bits())).or_default().entry(point_of(r)).or_default().push(r);
+        groups.entry((split, r.estimator, series(r))).or_default().entry(point_of(r)).or_default().push(r);
     }
-    for ((split, bin_bits), points) in &groups {
+    for ((split, estimator, (setting, setting_file)), points) in &groups {
         let split_name = if *split == 0 { "train" } else { "test" };
-        let bin = f64::from_bits(*bin_bits);
         let all: BTreeMap<&Vec<(&'static str, String)>, Curves> =
             points.iter().map(|(p, rs)| (p, curves(rs))).collect();
         for (point, c) in &all {
             let seeds =
                 if c.seeds > 1 { format!(", mean of {} seeds, band = min-max", c.seeds) } else { String::new() };
-            let title = format!("{} ({split_name}, bin {bin}{seeds})", label(point, ""));
-            let name = format!("{}-{split_name}-b{bin}", slug(point, ""));
-            if kinds.contains(&Kind::Planes) {
+            let title = format!("{} ({split_name}, {setting}{seeds})", label(point, ""));
+            let name = format!("{}-{split_name}-{setting_file}", slug(point, ""));
+            if kinds.contains(&Kind::Planes) && estimator.has_i_xt() {
                 let plane = out.join(format!("plane-{name}.{ext}"));
                 figure!(&plane, format, (900, 650), |area| draw_plane(
                     &area,
@@ -385,7 +419,7 @@ fn plot_inner(rows: &[MiRow], out: &Path, format: ImageFormat, kinds: &[Kind]) -
                 written.push(paths);
             }
         }
-        if !kinds.contains(&Kind::Compare) {
+        if !kinds.contains(&Kind::Compare) || !estimator.has_i_xt() {
             continue;
         }
         // One comparison figure per swept parameter and per setting of the others.
@@ -405,7 +439,7 @@ fn plot_inner(rows: &[MiRow], out: &Path, format: ImageFormat, kinds: &[Kind]) -
                     continue;
                 }
                 panels.sort_by(|a, b| natural(a.0, b.0));
-                let path = out.join(format!("compare-{param}-{context}-{split_name}-b{bin}.{ext}"));
+                let path = out.join(format!("compare-{param}-{context}-{split_name}-{setting_file}.{ext}"));
                 let cols = panels.len().min(3);
                 let rows_n = panels.len().div_ceil(cols);
                 let size = (cols as u32 * 620, rows_n as u32 * 470 + 40);
@@ -413,7 +447,7 @@ fn plot_inner(rows: &[MiRow], out: &Path, format: ImageFormat, kinds: &[Kind]) -
                 figure!(&path, format, size, |area| (|| -> DrawResult<()> {
                     let (title_area, body) = area.split_vertically(40);
                     title_area.titled(
-                        &format!("Information planes by {param} ({context_label}; {split_name}, bin {bin})"),
+                        &format!("Information planes by {param} ({context_label}; {split_name}, {setting})"),
                         ("sans-serif", 20),
                     )?;
                     for (cell, (value, c)) in body.split_evenly((rows_n, cols)).iter().zip(&panels) {
@@ -438,17 +472,18 @@ fn plot_bins(rows: &[MiRow], out: &Path, format: ImageFormat, ext: &str) -> Draw
     type PerBin = BTreeMap<u64, BTreeMap<u32, (Vec<f64>, Vec<f64>)>>;
     let mut groups: BTreeMap<(u8, Point), BTreeMap<(u32, String), PerBin>> = BTreeMap::new();
     for r in rows {
+        let Some(b) = r.binning() else { continue };
         let split = if r.split == Split::Train { 0 } else { 1 };
         let e = groups
             .entry((split, point_of(r)))
             .or_default()
             .entry((r.layer, r.layer_name.clone()))
             .or_default()
-            .entry(r.bin_size.to_bits())
+            .entry(b.bin_size.to_bits())
             .or_default()
             .entry(r.epoch)
             .or_default();
-        e.0.push(r.i_xt);
+        e.0.push(b.i_xt);
         e.1.push(r.i_yt);
     }
     let mut written = Vec::new();
@@ -459,8 +494,9 @@ fn plot_bins(rows: &[MiRow], out: &Path, format: ImageFormat, ext: &str) -> Draw
         }
         let sizes: Vec<f64> = bins.iter().map(|b| f64::from_bits(*b)).collect();
         let (lo, hi) = (sizes[0], sizes[sizes.len() - 1]);
-        let sample = rows.iter().find(|r| point_of(r) == *point).expect("a row of the point");
-        let (log2_n, h_y) = ((sample.n as f64).log2(), sample.h_y);
+        let sample = rows.iter().filter_map(|r| Some((r, r.binning()?))).find(|(r, _)| point_of(r) == *point);
+        let (sample, binning) = sample.expect("a binning row of the point");
+        let (log2_n, h_y) = ((sample.n as f64).log2(), binning.h_y);
         // layer -> [(bin size, I(X;T), I(Y;T))] at the last epoch measured at that size
         type Line<'n> = (&'n String, Vec<(f64, f64, f64)>);
         let lines: Vec<Line<'_>> = layers

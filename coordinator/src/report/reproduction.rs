@@ -87,12 +87,38 @@ impl Inputs {
     }
 }
 
+/// A binning row with its numbers at hand: the reproduction reads the paper's estimator
+/// only. Its fields shadow the row's optional ones; everything else reads through.
+#[derive(Debug, Clone)]
+struct Row {
+    row: MiRow,
+    bin_size: f64,
+    i_xt: f64,
+    h_y: f64,
+}
+
+impl Row {
+    fn of(row: &MiRow) -> Option<Row> {
+        let b = row.binning()?;
+        Some(Row { row: row.clone(), bin_size: b.bin_size, i_xt: b.i_xt, h_y: b.h_y })
+    }
+}
+
+impl std::ops::Deref for Row {
+    type Target = MiRow;
+    fn deref(&self) -> &MiRow {
+        &self.row
+    }
+}
+
 /// Every generated table by block name, in the order they are built.
 pub fn tables(rows: &[MiRow], sweeps: &[SweepEntry], reference: &[ReferenceRow]) -> BTreeMap<String, String> {
+    let rows: Vec<Row> = rows.iter().filter_map(Row::of).collect();
+    let rows = rows.as_slice();
     let ceilings = Ceilings::of(rows);
     let mut out = BTreeMap::new();
     for sweep in sweeps {
-        let mine: Vec<&MiRow> = rows.iter().filter(|r| r.sweep_id == sweep.sweep_id).collect();
+        let mine: Vec<&Row> = rows.iter().filter(|r| r.sweep_id == sweep.sweep_id).collect();
         if mine.is_empty() {
             continue;
         }
@@ -115,7 +141,7 @@ pub fn tables(rows: &[MiRow], sweeps: &[SweepEntry], reference: &[ReferenceRow])
 struct Ceilings<'a>(BTreeMap<(&'a str, Split), f64>);
 
 impl<'a> Ceilings<'a> {
-    fn of(rows: &'a [MiRow]) -> Ceilings<'a> {
+    fn of(rows: &'a [Row]) -> Ceilings<'a> {
         let mut ceilings = BTreeMap::new();
         for r in rows {
             let c = ceilings.entry((r.job_id.as_str(), r.split)).or_insert(0.0_f64);
@@ -125,7 +151,7 @@ impl<'a> Ceilings<'a> {
     }
 
     /// Whether `r` is within [`AT_CEILING`] of its job's ceiling on its split.
-    fn holds(&self, r: &'a MiRow) -> bool {
+    fn holds(&self, r: &'a Row) -> bool {
         self.0.get(&(r.job_id.as_str(), r.split)).is_some_and(|c| c - r.i_xt <= AT_CEILING)
     }
 }
@@ -133,8 +159,8 @@ impl<'a> Ceilings<'a> {
 /// How many hidden-layer measurements (every network, split, epoch) sit at the ceiling, per
 /// bin size, and every one that does not: the whole evidence behind "hidden layers keep all
 /// the information".
-fn ceiling_table<'a>(rows: &'a [MiRow], ceilings: &Ceilings<'a>) -> String {
-    let hidden: Vec<&MiRow> = rows.iter().filter(|r| r.layer_name != "softmax").collect();
+fn ceiling_table<'a>(rows: &'a [Row], ceilings: &Ceilings<'a>) -> String {
+    let hidden: Vec<&Row> = rows.iter().filter(|r| r.layer_name != "softmax").collect();
     let mut per_bin: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
     // (dataset, width, depth, kernel, bin, layer) -> (epochs below, lowest I(X;T))
     type Where = (String, u32, u32, u32, u64, u32, String);
@@ -220,7 +246,7 @@ pub fn fill(doc: &str, tables: &BTreeMap<String, String>) -> Result<String, Stri
 
 /// Architecture axes that take more than one value among `rows`, besides dataset (always
 /// a column) and activation (the paper's networks are all tanh).
-fn varied(rows: &[&MiRow]) -> Vec<Axis> {
+fn varied(rows: &[&Row]) -> Vec<Axis> {
     [Axis::Width, Axis::Depth, Axis::Kernel, Axis::Pooling, Axis::Fc]
         .into_iter()
         .filter(|axis| rows.iter().map(|r| axis.value(r)).collect::<BTreeSet<_>>().len() > 1)
@@ -232,7 +258,7 @@ fn varied(rows: &[&MiRow]) -> Vec<Axis> {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Config(Vec<(u8, u64, String)>);
 
-fn config(r: &MiRow, params: &[Axis]) -> Config {
+fn config(r: &Row, params: &[Axis]) -> Config {
     let mut key = vec![(0, 0, r.dataset.as_str().to_string())];
     for p in params {
         let v = p.value(r);
@@ -252,11 +278,11 @@ fn mean(values: impl IntoIterator<Item = f64>) -> f64 {
 /// Per configuration, at the paper's bin size: accuracies, how many hidden layers sit at the
 /// ceiling, the softmax layer on both splits, and the largest fall of any layer's I(X;T) after
 /// its peak (the compression the IB theory predicts; 0 means none). Means over seeds.
-fn summary<'a>(rows: &[&'a MiRow], ceilings: &Ceilings<'a>) -> String {
+fn summary<'a>(rows: &[&'a Row], ceilings: &Ceilings<'a>) -> String {
     let params = varied(rows);
-    let rows: Vec<&'a MiRow> = rows.iter().copied().filter(|r| r.bin_size == PAPER_BIN).collect();
+    let rows: Vec<&'a Row> = rows.iter().copied().filter(|r| r.bin_size == PAPER_BIN).collect();
     let last = rows.iter().map(|r| r.epoch).max().unwrap_or(0);
-    let mut by_config: BTreeMap<Config, Vec<&'a MiRow>> = BTreeMap::new();
+    let mut by_config: BTreeMap<Config, Vec<&'a Row>> = BTreeMap::new();
     for r in &rows {
         by_config.entry(config(r, &params)).or_default().push(r);
     }
@@ -280,12 +306,12 @@ fn summary<'a>(rows: &[&'a MiRow], ceilings: &Ceilings<'a>) -> String {
     let first = rows.iter().map(|r| r.epoch).min().unwrap_or(0);
     let mut h_y: BTreeMap<&str, f64> = BTreeMap::new();
     for (config, rs) in &by_config {
-        let at = |epoch: u32, split: Split, pick: &dyn Fn(&MiRow) -> bool| -> Vec<&'a MiRow> {
+        let at = |epoch: u32, split: Split, pick: &dyn Fn(&Row) -> bool| -> Vec<&'a Row> {
             rs.iter().copied().filter(|r| r.epoch == epoch && r.split == split && pick(r)).collect()
         };
         let acc = |split| mean(at(last, split, &|r| r.layer == 1).iter().map(|r| r.accuracy));
-        let is_softmax = |r: &MiRow| r.layer_name == "softmax";
-        let soft = |epoch, split, f: fn(&MiRow) -> f64| mean(at(epoch, split, &is_softmax).iter().map(|r| f(r)));
+        let is_softmax = |r: &Row| r.layer_name == "softmax";
+        let soft = |epoch, split, f: fn(&Row) -> f64| mean(at(epoch, split, &is_softmax).iter().map(|r| f(r)));
         let hidden = at(last, Split::Test, &|r| !is_softmax(r));
         // layer -> every seed's row of it at the ceiling
         let mut layers: BTreeMap<u32, bool> = BTreeMap::new();
@@ -294,7 +320,7 @@ fn summary<'a>(rows: &[&'a MiRow], ceilings: &Ceilings<'a>) -> String {
         }
         let at_ceiling = layers.values().filter(|&&held| held).count();
         let last_hidden = hidden.iter().map(|r| r.layer).max().unwrap_or(0);
-        let lh: Vec<&&MiRow> = hidden.iter().filter(|r| r.layer == last_hidden).collect();
+        let lh: Vec<&&Row> = hidden.iter().filter(|r| r.layer == last_hidden).collect();
         let epochs: BTreeSet<u32> = rs.iter().map(|r| r.epoch).collect();
         let (max_epoch, max_iyt) = epochs
             .iter()
@@ -337,7 +363,7 @@ fn summary<'a>(rows: &[&'a MiRow], ceilings: &Ceilings<'a>) -> String {
 
 /// The largest `peak - final` of a layer's seed-mean I(X;T) over the measured epochs, with the
 /// layer's name and the peak's epoch.
-fn largest_fall(rows: &[&MiRow], split: Split) -> Option<(String, f64, u32)> {
+fn largest_fall(rows: &[&Row], split: Split) -> Option<(String, f64, u32)> {
     let mut paths: BTreeMap<(u32, &str), BTreeMap<u32, Vec<f64>>> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.split == split) {
         paths.entry((r.layer, r.layer_name.as_str())).or_default().entry(r.epoch).or_default().push(r.i_xt);
@@ -355,7 +381,7 @@ fn largest_fall(rows: &[&MiRow], split: Split) -> Option<(String, f64, u32)> {
 
 /// Bin-size sensitivity at the last epoch (test split): I(X;T) / I(Y;T) of every layer at
 /// every bin size measured in the one pass.
-fn bins(rows: &[&MiRow]) -> String {
+fn bins(rows: &[&Row]) -> String {
     let params = varied(rows);
     let last = rows.iter().map(|r| r.epoch).max().unwrap_or(0);
     let sizes: BTreeSet<u64> = rows.iter().map(|r| r.bin_size.to_bits()).collect();
@@ -393,16 +419,16 @@ fn bins(rows: &[&MiRow]) -> String {
 /// Seed spread of the softmax layer at every measured epoch (test split, paper bin size):
 /// mean and [min, max] over seeds, and whether every hidden layer of every seed sat at the
 /// ceiling throughout.
-fn seeds<'a>(rows: &[&'a MiRow], ceilings: &Ceilings<'a>) -> String {
+fn seeds<'a>(rows: &[&'a Row], ceilings: &Ceilings<'a>) -> String {
     let params = varied(rows);
     let n_seeds = rows.iter().map(|r| r.seed).collect::<BTreeSet<_>>();
-    let test: Vec<&'a MiRow> =
+    let test: Vec<&'a Row> =
         rows.iter().copied().filter(|r| r.split == Split::Test && r.bin_size == PAPER_BIN).collect();
-    let mut cells: BTreeMap<(Config, u32), Vec<&MiRow>> = BTreeMap::new();
+    let mut cells: BTreeMap<(Config, u32), Vec<&Row>> = BTreeMap::new();
     for r in test.iter().filter(|r| r.layer_name == "softmax") {
         cells.entry((config(r, &params), r.epoch)).or_default().push(r);
     }
-    let hidden: Vec<&'a MiRow> = test.iter().copied().filter(|r| r.layer_name != "softmax").collect();
+    let hidden: Vec<&'a Row> = test.iter().copied().filter(|r| r.layer_name != "softmax").collect();
     let at_ceiling = hidden.iter().filter(|r| ceilings.holds(r)).count();
     let spread = |v: Vec<f64>| {
         let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
@@ -437,7 +463,7 @@ fn seeds<'a>(rows: &[&'a MiRow], ceilings: &Ceilings<'a>) -> String {
 /// Ours against the reference code's published measures at the epochs both measured: the
 /// softmax layer per epoch, and how many hidden (conv and FC) layers sit at the ceiling on
 /// each side.
-fn reference_table<'a>(rows: &'a [MiRow], reference: &[ReferenceRow], ceilings: &Ceilings<'a>) -> String {
+fn reference_table<'a>(rows: &'a [Row], reference: &[ReferenceRow], ceilings: &Ceilings<'a>) -> String {
     type Key = (String, u32, u32, u32, String, String, String);
     let mut theirs: BTreeMap<Key, BTreeMap<u32, Vec<&ReferenceRow>>> = BTreeMap::new();
     for r in reference {
@@ -461,7 +487,7 @@ fn reference_table<'a>(rows: &'a [MiRow], reference: &[ReferenceRow], ceilings: 
     let mut diffs: Vec<(u32, f64, f64)> = Vec::new();
     for ((dataset, width, depth, kernel, pooling, fc, split), epochs) in &theirs {
         // Ours: the first sweep's seed 0 at the paper's bin size with the same architecture.
-        let ours: Vec<&'a MiRow> = rows
+        let ours: Vec<&'a Row> = rows
             .iter()
             .filter(|r| {
                 r.dataset.as_str() == dataset
@@ -476,14 +502,14 @@ fn reference_table<'a>(rows: &'a [MiRow], reference: &[ReferenceRow], ceilings: 
             })
             .collect();
         let Some(first_sweep) = ours.first().map(|r| r.sweep_id.clone()) else { continue };
-        let ours: Vec<&'a MiRow> = ours.into_iter().filter(|r| r.sweep_id == first_sweep).collect();
+        let ours: Vec<&'a Row> = ours.into_iter().filter(|r| r.sweep_id == first_sweep).collect();
         // Each side is held to its own ceiling: the test split is the same 10,000 images for
         // both, but the training draws differ (so do their entropies).
         let ceiling_theirs = epochs.values().flatten().map(|r| r.i_xt).fold(0.0, f64::max);
         let fc = if fc.is_empty() { String::new() } else { format!(" fc {fc}") };
         let name = format!("{dataset} w{width} d{depth} k{kernel} pooling {pooling}{fc}");
         for (&ref_epoch, layers) in epochs {
-            let at: Vec<&'a MiRow> = ours.iter().copied().filter(|r| r.epoch == ref_epoch + 1).collect();
+            let at: Vec<&'a Row> = ours.iter().copied().filter(|r| r.epoch == ref_epoch + 1).collect();
             if at.is_empty() {
                 continue;
             }

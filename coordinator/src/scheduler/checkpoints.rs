@@ -134,7 +134,7 @@ impl<S: JobStore> Scheduler<S> {
         let have = already.iter().map(|(k, _)| committed.suffix(k)).chain(moving.iter().map(Vec::as_slice));
         if let Some(missing) = staging::first_missing(&staging::expected(&spec)?, have.collect(), Some(epoch)) {
             return Err(Error::InvalidArgument(format!(
-                "job {job_id}: checkpoint at epoch {epoch}, but histogram ({missing}) never arrived"
+                "job {job_id}: checkpoint at epoch {epoch}, but {missing} never arrived"
             )));
         }
         let key_bytes = key.to_bytes();

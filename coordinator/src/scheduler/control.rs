@@ -31,12 +31,12 @@ impl<S: JobStore> Scheduler<S> {
     pub fn submit(&self, file_name: &str, yaml: &str) -> Result<Submitted> {
         let grid = Grid::parse_limited(file_name, yaml, self.limits.max_points)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        // The wire and the result rows carry binning only, so a sweep would silently drop
-        // these: refused until they travel.
-        if !grid.estimators().is_empty() {
+        // Activation histograms are not MI rows and have no place in the store yet, so a
+        // sweep would silently drop them: refused until they travel.
+        if grid.estimators().activations.is_some() {
             return Err(Error::InvalidArgument(format!(
-                "{file_name}: measure.estimators (kde, renyi, sliced) are not supported in sweeps yet; remove the \
-                 section to sweep with binning, or compute them for one job with `worker run`"
+                "{file_name}: measure.estimators.activations is not supported in sweeps yet (kde, renyi and sliced \
+                 are); remove it, or compute activation histograms for one job with `worker run`"
             )));
         }
         let id = SweepId::for_grid(&grid.canonical());

@@ -6,10 +6,16 @@
 //! the bytes received); its counts must sum to the split's N, with labels among the data
 //! set's 10 classes. Completion checks that every expected histogram is there, naming the
 //! first one missing, and publishes all rows in one transaction.
+//!
+//! A layer's estimates from the job's other estimators (KDE, Rényi, sliced MI) arrive as a
+//! chunk of their own with the same sequence, counting and staging rules as a histogram;
+//! they are checked row by row against the job's estimators section
+//! ([`ibsweep_shared::estimators::EstimatorsSpec::check_layer`]) and become one result row
+//! each.
 
 use ibsweep_shared::job::{JobSpec, Split};
 use ibsweep_shared::measure::{BinSize, CountProfile, LayerHistogram};
-use ibsweep_shared::results::{Measurement, MiRow};
+use ibsweep_shared::results::{EstimateColumns, Measurement, MiRow};
 
 use super::Scheduler;
 use super::staging::{self, Area};
@@ -37,11 +43,24 @@ pub struct Chunk {
     pub histogram: Vec<u8>,
     pub piece: u32,
     pub pieces: u32,
+    /// Instead of a histogram: one layer's estimates from the job's other estimators
+    /// (`histogram` is then empty, in one piece).
+    pub estimates: Option<Vec<EstimateColumns>>,
 }
 
 impl Chunk {
     fn refuse(&self, what: impl std::fmt::Display) -> Error {
         let k = &self.key;
+        if self.estimates.is_some() {
+            return Error::InvalidArgument(format!(
+                "job {}: estimates (epoch {}, {}, layer {} `{}`): {what}",
+                self.job_id,
+                k.epoch,
+                k.split.as_str(),
+                k.layer,
+                k.layer_name
+            ));
+        }
         Error::InvalidArgument(format!(
             "job {}: histogram (epoch {}, {}, layer {} `{}`, bin {}) piece {} of {}: {what}",
             self.job_id,
@@ -76,6 +95,9 @@ fn check_key(spec: &JobSpec, chunk: &Chunk) -> Result<()> {
     match layers.get((key.layer as usize).wrapping_sub(1)) {
         Some(l) if l.name == key.layer_name => {}
         _ => return Err(chunk.refuse("not a layer of this network")),
+    }
+    if chunk.estimates.is_some() {
+        return Ok(());
     }
     if !BinSize::new(key.bin_size).is_ok_and(|b| spec.measure.bin_sizes.contains(&b)) {
         return Err(chunk.refuse("not one of the job's bin sizes"));
@@ -119,6 +141,9 @@ impl<S: JobStore> Scheduler<S> {
             return Ok(false); // committed with the checkpoint already
         }
         let n = samples(&spec, chunk.key.split);
+        if let Some(values) = &chunk.estimates {
+            return self.ingest_estimates(key, &spec, chunk, values, n);
+        }
         let histogram = LayerHistogram::from_bytes(&chunk.histogram).map_err(|e| chunk.refuse(e))?;
         if histogram.n_labels() != CLASSES {
             return Err(chunk
@@ -189,6 +214,40 @@ impl<S: JobStore> Scheduler<S> {
         Ok(new)
     }
 
+    /// Stages one layer's estimates; false when they were staged already.
+    fn ingest_estimates(
+        &self,
+        key: JobKey,
+        spec: &JobSpec,
+        chunk: &Chunk,
+        values: &[EstimateColumns],
+        n: u64,
+    ) -> Result<bool> {
+        if !chunk.histogram.is_empty() || chunk.pieces != 1 {
+            return Err(chunk.refuse("estimates travel alone, in one piece, with no histogram bytes"));
+        }
+        if spec.measure.estimators.expected_rows().is_empty() {
+            return Err(chunk.refuse("the job asks for no estimators beyond binning"));
+        }
+        spec.measure.estimators.check_layer(n, values).map_err(|e| chunk.refuse(e))?;
+        let value = with_blob(&StagedEstimates { key: chunk.key.clone(), values: values.to_vec() }, &[]);
+        self.txn(&mut |txn| {
+            let (_, job) = self.locate(txn, chunk.job_id)?;
+            job.check(&chunk.claim).map_err(|r| Error::refused(chunk.job_id, r))?;
+            let staged = Area::live(key, job.attempts).estimates(&chunk.key);
+            if txn.get(Tree::Staged, staged.as_bytes())?.is_some() {
+                return Ok(false);
+            }
+            JOBS.put(
+                txn,
+                &key.to_bytes(),
+                &job.piece_received(&chunk.claim).map_err(|r| Error::refused(chunk.job_id, r))?,
+            )?;
+            txn.insert(Tree::Staged, staged.as_bytes(), &value)?;
+            Ok(true)
+        })
+    }
+
     /// Publishes a finished attempt: every staged histogram becomes a result row, in one
     /// transaction, durable before this returns. Resent by the same lease after success, it
     /// answers the same row count again.
@@ -233,20 +292,32 @@ impl<S: JobStore> Scheduler<S> {
         let have: Vec<&[u8]> = staged.iter().map(|(suffix, _, _)| suffix.as_slice()).collect();
         if let Some(missing) = staging::first_missing(&expected, have, None) {
             return Err(Error::FailedPrecondition(format!(
-                "job {job_id}: histogram ({missing}) never arrived; {} of {} are here",
+                "job {job_id}: {missing} never arrived; {} of {} are here",
                 staged.len(),
                 expected.len()
             )));
         }
         let now = self.now_ms();
         let mut results = Vec::with_capacity(staged.len());
+        let (sweep_id, job_name) = (key.sweep.to_string(), job_id.to_string());
         for (suffix, k, v) in &staged {
-            let (record, blob): (StagedRecord, Vec<u8>) = split_blob(Tree::Staged, v)?;
             let result_key = [key.to_bytes().as_slice(), suffix].concat();
-            let row = MiRow::new(&key.sweep.to_string(), &job_id.to_string(), &spec, &record.key, &record.estimate);
+            if is_estimates_suffix(suffix) {
+                let (record, _): (StagedEstimates, Vec<u8>) = split_blob(Tree::Staged, v)?;
+                for (i, c) in record.values.iter().enumerate() {
+                    let row = MiRow::estimate(&sweep_id, &job_name, &spec, &record.key, c);
+                    let value = with_blob(&ResultRecord { row }, &[]);
+                    // The staged entry goes with its first row.
+                    let staged_key = (i == 0).then(|| k.clone());
+                    results.push((staged_key, estimate_row_key(&result_key, i), value, None));
+                }
+                continue;
+            }
+            let (record, blob): (StagedRecord, Vec<u8>) = split_blob(Tree::Staged, v)?;
+            let row = MiRow::new(&sweep_id, &job_name, &spec, &record.key, &record.estimate);
             let profile_len = usize::try_from(record.profile_len).unwrap_or(usize::MAX).min(blob.len());
             let raw = blob.get(profile_len..).filter(|r| !r.is_empty()).map(<[u8]>::to_vec);
-            results.push((k.clone(), result_key, with_blob(&ResultRecord { row }, &blob[..profile_len]), raw));
+            results.push((Some(k.clone()), result_key, with_blob(&ResultRecord { row }, &blob[..profile_len]), raw));
         }
         let rows = results.len() as u64;
         let mut index = self.lock();
@@ -264,7 +335,9 @@ impl<S: JobStore> Scheduler<S> {
                 if let Some(raw) = raw {
                     txn.insert(Tree::Histograms, result_key, raw)?;
                 }
-                txn.remove(Tree::Staged, staged_key)?;
+                if let Some(staged_key) = staged_key {
+                    txn.remove(Tree::Staged, staged_key)?;
+                }
             }
             txn.remove(Tree::Active, &token_key(token))?;
             sweep.counts.apply(StateKind::Running, StateKind::Done, 1)?;

@@ -194,18 +194,20 @@ impl<S: JobStore> Scheduler<S> {
         }
     }
 
-    /// The stored count profiles of a sweep (the estimator's input), by result row.
+    /// The stored count profiles of a sweep (the binning estimator's input), by binning
+    /// result row; other estimators' rows have none.
     pub fn profiles(&self, sweep: SweepId) -> Result<Vec<(MiRow, CountProfile)>> {
-        self.store
-            .scan(Tree::Results, sweep.as_bytes())?
-            .iter()
-            .map(|(_, v)| {
-                let (record, blob): (ResultRecord, Vec<u8>) = split_blob(Tree::Results, v)?;
-                let profile = CountProfile::from_bytes(&blob)
-                    .map_err(|e| Error::Corrupt { tree: "results", detail: e.to_string() })?;
-                Ok((record.row, profile))
-            })
-            .collect()
+        let mut out = Vec::new();
+        for (_, v) in self.store.scan(Tree::Results, sweep.as_bytes())? {
+            let (record, blob): (ResultRecord, Vec<u8>) = split_blob(Tree::Results, &v)?;
+            if record.row.binning().is_none() {
+                continue;
+            }
+            let profile = CountProfile::from_bytes(&blob)
+                .map_err(|e| Error::Corrupt { tree: "results", detail: e.to_string() })?;
+            out.push((record.row, profile));
+        }
+        Ok(out)
     }
 }
 
@@ -224,6 +226,8 @@ pub fn matches(row: &MiRow, filters: &[(String, String)]) -> Result<bool> {
         };
         let got = match field {
             serde_json::Value::String(s) => s.clone(),
+            // An empty CSV cell.
+            serde_json::Value::Null => String::new(),
             other => other.to_string(),
         };
         let equal = match (got.parse::<f64>(), want.parse::<f64>()) {

@@ -8,7 +8,7 @@ use ibsweep_shared::job::JobSpec;
 use ibsweep_shared::results::Measurement;
 
 use crate::error::{Error, Result};
-use crate::records::{JobKey, measurement_suffix};
+use crate::records::{JobKey, estimates_suffix, measurement_suffix};
 
 /// Whose staged histograms: one lease attempt's (counted from 1), or those committed with
 /// the job's checkpoint, which outlive the attempt that sent them.
@@ -52,6 +52,11 @@ impl Area {
         self.with_suffix(&measurement_suffix(m.epoch, m.split, m.layer, m.bin_size))
     }
 
+    /// The staged key of one layer's estimates (epoch, split, layer of `m`) in this area.
+    pub(super) fn estimates(&self, m: &Measurement) -> HistogramKey {
+        self.with_suffix(&estimates_suffix(m.epoch, m.split, m.layer))
+    }
+
     /// The same measurement's key in this area, given its suffix from another area.
     pub(super) fn with_suffix(&self, suffix: &[u8]) -> HistogramKey {
         HistogramKey([self.0.as_slice(), suffix].concat())
@@ -79,17 +84,30 @@ impl HistogramKey {
     }
 }
 
-/// Every histogram a job must deliver, as staged-key suffixes, in key order.
+/// Every histogram (and, with other estimators, every layer's estimates) a job must
+/// deliver, as staged-key suffixes, in key order.
 pub(super) fn expected(spec: &JobSpec) -> Result<Vec<(Vec<u8>, String)>> {
     let layers = spec.layers().map_err(|e| Error::InvalidArgument(e.0))?;
+    let estimates = !spec.measure.estimators.expected_rows().is_empty();
     let mut out = Vec::new();
     for epoch in spec.measured_epochs() {
         for &split in &spec.measure.splits {
             for layer in &layers {
+                if estimates {
+                    out.push((
+                        estimates_suffix(epoch, split, layer.index),
+                        format!("estimates (epoch {epoch}, {}, layer `{}`)", split.as_str(), layer.name),
+                    ));
+                }
                 for bin in &spec.measure.bin_sizes {
                     out.push((
                         measurement_suffix(epoch, split, layer.index, bin.get()),
-                        format!("epoch {epoch}, {}, layer `{}`, bin {}", split.as_str(), layer.name, bin.get()),
+                        format!(
+                            "histogram (epoch {epoch}, {}, layer `{}`, bin {})",
+                            split.as_str(),
+                            layer.name,
+                            bin.get()
+                        ),
                     ));
                 }
             }

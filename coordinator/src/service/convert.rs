@@ -6,6 +6,7 @@
 use ibsweep_proto::convert::WireError;
 use ibsweep_proto::v1::{self as pb};
 use ibsweep_shared::job::JobSpec;
+use ibsweep_shared::results::EstimateColumns;
 use tonic::Status;
 
 use crate::error::Error;
@@ -53,6 +54,11 @@ impl TryFrom<pb::HistogramChunk> for Chunk {
             histogram: c.histogram,
             piece: c.piece,
             pieces: c.pieces,
+            estimates: c
+                .estimates
+                .map(|e| e.values.into_iter().map(EstimateColumns::try_from).collect::<Result<Vec<_>, _>>())
+                .transpose()
+                .map_err(invalid)?,
         })
     }
 }

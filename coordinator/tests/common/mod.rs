@@ -65,6 +65,7 @@ pub fn chunks_for(grant: &Grant, worker: WorkerId, pieces: u32, epochs: std::ops
                     histogram: histogram(N / pieces, piece * 1000 + epoch * 100 + layer, 10),
                     piece,
                     pieces,
+                    estimates: None,
                 });
             }
         }

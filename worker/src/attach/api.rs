@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use ibsweep_shared::job::JobSpec;
-use ibsweep_shared::results::Measurement;
+use ibsweep_shared::results::{EstimateColumns, Measurement};
 
 /// Who this worker is, as it registers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,10 +82,12 @@ pub struct HistogramPiece {
     /// Unique per attempt; a resent piece keeps its number, so it is counted once.
     pub sequence: u64,
     pub key: Measurement,
-    /// The `IBH1` bytes.
+    /// The `IBH1` bytes (empty for estimates).
     pub bytes: Vec<u8>,
     pub piece: u32,
     pub pieces: u32,
+    /// Instead of a histogram: one layer's estimates from the job's other estimators.
+    pub estimates: Option<Vec<EstimateColumns>>,
 }
 
 /// What a finished job reports.

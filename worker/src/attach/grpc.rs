@@ -136,6 +136,9 @@ impl CoordinatorApi for GrpcApi {
                 histogram: p.bytes.clone(),
                 piece: p.piece,
                 pieces: p.pieces,
+                estimates: p.estimates.as_ref().map(|values| pb::LayerEstimates {
+                    values: values.iter().map(pb::EstimateColumns::from).collect(),
+                }),
             })
             .collect();
         self.client.clone().upload_histograms(tokio_stream::iter(chunks)).await.map_err(error)?;

@@ -43,7 +43,8 @@ pub(super) struct Session<A: CoordinatorApi> {
     pub config: Arc<AttachConfig>,
 }
 
-/// Everything a split's histograms become on the wire, numbered from `sequence` on.
+/// Everything a split's histograms and estimates become on the wire, numbered from
+/// `sequence` on: per layer its histograms' pieces, then one piece of its estimates.
 fn pieces_of(m: &SplitMeasurement, sequence: &mut u64) -> Vec<HistogramPiece> {
     let mut out = Vec::new();
     for layer in &m.layers {
@@ -60,9 +61,22 @@ fn pieces_of(m: &SplitMeasurement, sequence: &mut u64) -> Vec<HistogramPiece> {
                     bytes: part,
                     piece: piece as u32,
                     pieces: pieces as u32,
+                    estimates: None,
                 });
                 *sequence += 1;
             }
+        }
+        let columns = m.layer_columns(&layer.layer);
+        if !columns.is_empty() {
+            out.push(HistogramPiece {
+                sequence: *sequence,
+                key: m.estimates_key(&layer.layer),
+                bytes: Vec::new(),
+                piece: 0,
+                pieces: 1,
+                estimates: Some(columns),
+            });
+            *sequence += 1;
         }
     }
     out
