@@ -96,6 +96,20 @@ def median_distance(x):
     return float(np.median(d[np.triu_indices(len(x), 1)]))
 
 
+def alignment_sigma(t, y, n=300):
+    """Wickstrom et al.'s AligmentOptimizer choice of a layer's width: the candidate whose
+    kernel best aligns with the label kernel. Candidates as theirs (evenly spaced up to ten
+    times the mean pairwise distance; theirs start at 0.1, ours at the grid step), with our
+    kernel exp(-d / 2 sigma^2)."""
+    d = np.maximum(get_dists(t), 0.0)
+    mean = np.sqrt(d)[np.triu_indices(len(t), 1)].mean()
+    ky = (y[:, None] == y[None, :]).astype(np.float64)
+    sigmas = [10 * mean * i / n for i in range(1, n + 1)]
+    alignment = [np.sum(k * ky) / (np.linalg.norm(k) * np.linalg.norm(ky))
+                 for k in (np.exp(-d / (2 * s ** 2)) for s in sigmas)]
+    return float(sigmas[int(np.argmax(alignment))])
+
+
 def renyi(t, y, x, sigma, input_sigma, alpha):
     kt, kx = gaussian_gram(t, sigma), gaussian_gram(x, input_sigma)
     ky = (y[:, None] == y[None, :]).astype(np.float64)
@@ -161,7 +175,8 @@ def main(argv):
     elif kind == "renyi":
         x = np.load(argv[3]).astype(np.float64)
         x = x.reshape(len(x), -1)
-        sigma = median_distance(t) if argv[4] == "median" else float(argv[4])
+        sigma = {"median": lambda: median_distance(t), "alignment": lambda: alignment_sigma(t, y)}.get(
+            argv[4], lambda: float(argv[4]))()
         input_sigma = median_distance(x) if argv[5] == "median" else float(argv[5])
         rows = [renyi(t, y, x, sigma, input_sigma, float(al)) for al in argv[6:]]
     elif kind == "sliced":

@@ -7,6 +7,10 @@
 #   deploy/reproduce.sh report     only regenerate figures and tables from the stored CSVs
 #                                  (results.csv, sweeps.csv, and reference.csv: the reference
 #                                  code's published measures, see docs/reproduction.md)
+#   deploy/reproduce.sh estimators         Figs. 4 and 7 again with KDE, Renyi and sliced MI
+#                                          (examples/estimators/*.yaml) into docs/estimators/,
+#                                          then their figures and docs/estimators.md's tables
+#   deploy/reproduce.sh estimators-report  only those figures and tables, from the stored CSVs
 #
 # The store is durable and submission is idempotent, so an interrupted run continues where it
 # stopped: kill it, start it again, finished jobs are kept and lost leases are re-run from their
@@ -17,10 +21,19 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 MODE=${1:-all}
-STATE=${REPRO_STORE:-${XDG_CACHE_HOME:-$HOME/.cache}/ibsweep/reproduction/store}
 WORKERS=${REPRO_WORKERS:-2}
-GRIDS=${REPRO_GRIDS:-"examples/repro-fig6-depth.yaml examples/repro-fig7-pooling.yaml examples/repro-fig8-fc.yaml examples/repro-fig5-kernel.yaml examples/repro-fig4-width.yaml"}
-OUT=docs/reproduction
+case "$MODE" in
+  estimators*)
+    STATE=${REPRO_STORE:-${XDG_CACHE_HOME:-$HOME/.cache}/ibsweep/estimators/store}
+    GRIDS=${REPRO_GRIDS:-"examples/estimators/fig7-pooling.yaml examples/estimators/fig4-width.yaml"}
+    OUT=docs/estimators
+    ;;
+  *)
+    STATE=${REPRO_STORE:-${XDG_CACHE_HOME:-$HOME/.cache}/ibsweep/reproduction/store}
+    GRIDS=${REPRO_GRIDS:-"examples/repro-fig6-depth.yaml examples/repro-fig7-pooling.yaml examples/repro-fig8-fc.yaml examples/repro-fig5-kernel.yaml examples/repro-fig4-width.yaml"}
+    OUT=docs/reproduction
+    ;;
+esac
 
 run_sweeps() {
   deploy/setup.sh
@@ -56,7 +69,12 @@ case "$MODE" in
   all) run_sweeps ;;
   run) run_sweeps; exit 0 ;;
   report) ;;
-  *) echo "usage: deploy/reproduce.sh [all|run|report]" >&2; exit 2 ;;
+  estimators) run_sweeps ;&
+  estimators-report)
+    # Figures into docs/estimators/<sweep>/, tables into docs/estimators.md, from the CSVs.
+    exec cargo run --locked --release -q -p ibsweep-coordinator --example estimators_report
+    ;;
+  *) echo "usage: deploy/reproduce.sh [all|run|report|estimators|estimators-report]" >&2; exit 2 ;;
 esac
 # Figures into docs/reproduction/<sweep>/, tables into docs/reproduction.md, all from the CSVs.
 cargo run --locked --release -q -p ibsweep-coordinator --example reproduction

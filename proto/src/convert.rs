@@ -245,6 +245,7 @@ fn rule_to(rule: Option<SigmaRule>) -> String {
         None => String::new(),
         Some(SigmaRule::Fixed) => "fixed".into(),
         Some(SigmaRule::Median) => "median".into(),
+        Some(SigmaRule::Alignment) => "alignment".into(),
     }
 }
 
@@ -253,6 +254,7 @@ fn rule_from(field: &str, rule: &str) -> Result<Option<SigmaRule>, WireError> {
         "" => Ok(None),
         "fixed" => Ok(Some(SigmaRule::Fixed)),
         "median" => Ok(Some(SigmaRule::Median)),
+        "alignment" => Ok(Some(SigmaRule::Alignment)),
         other => Err(WireError(format!("{field}: unknown sigma rule `{other}`"))),
     }
 }

@@ -86,8 +86,9 @@ pub struct RenyiSpec {
     pub samples: u32,
 }
 
-/// A kernel width: a positive number, or the median pairwise distance of the sample at
-/// the first measured epoch, held fixed for the job.
+/// A kernel width: a positive number, the median pairwise distance of the sample at the
+/// first measured epoch (held fixed for the job), or `alignment` (chosen at every measured
+/// epoch, smoothed).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(untagged, try_from = "RawSigma")]
 pub enum SigmaSpec {
@@ -99,6 +100,10 @@ pub enum SigmaSpec {
 #[serde(rename_all = "lowercase")]
 pub enum SigmaName {
     Median,
+    /// Wickstrøm et al.'s choice: the width whose kernel best aligns with the label
+    /// kernel, taken again at every measured epoch and smoothed over epochs (a layer's
+    /// width only; the inputs' kernel has no epochs to smooth over).
+    Alignment,
 }
 
 #[derive(Deserialize)]
@@ -115,11 +120,10 @@ impl TryFrom<RawSigma> for SigmaSpec {
         match raw {
             RawSigma::Number(v) => Ok(SigmaSpec::Fixed(v)),
             RawSigma::Name(name) if name == "median" => Ok(SigmaSpec::Named(SigmaName::Median)),
-            RawSigma::Name(name) if name == "alignment" => {
-                Err("sigma `alignment` (Wickstrøm's kernel alignment) is not available yet; give a number or `median`"
-                    .into())
+            RawSigma::Name(name) if name == "alignment" => Ok(SigmaSpec::Named(SigmaName::Alignment)),
+            RawSigma::Name(name) => {
+                Err(format!("sigma must be a positive number, `median` or `alignment`, got `{name}`"))
             }
-            RawSigma::Name(name) => Err(format!("sigma must be a positive number or `median`, got `{name}`")),
         }
     }
 }
@@ -262,6 +266,7 @@ impl EstimatorsSpec {
                 None => value.is_none() && rule.is_none(),
                 Some(SigmaSpec::Fixed(s)) => value == Some(s) && rule == Some(SigmaRule::Fixed),
                 Some(SigmaSpec::Named(SigmaName::Median)) => positive(value) && rule == Some(SigmaRule::Median),
+                Some(SigmaSpec::Named(SigmaName::Alignment)) => positive(value) && rule == Some(SigmaRule::Alignment),
             };
             if c.alpha != e.alpha
                 || !sigma_fits(e.sigma, c.sigma, c.sigma_rule)
@@ -339,7 +344,15 @@ impl EstimatorsSpec {
                 })
                 .collect();
             if let Some(v) = fixed.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
-                return Err(format!("measure.estimators.renyi sigma must be positive or `median`, got {v}"));
+                return Err(format!(
+                    "measure.estimators.renyi sigma must be positive, `median` or `alignment`, got {v}"
+                ));
+            }
+            if renyi.input_sigma == SigmaSpec::Named(SigmaName::Alignment) {
+                return Err("measure.estimators.renyi.input_sigma cannot be `alignment`: alignment picks a layer's \
+                            width from its labels at every epoch, and the inputs have no epochs; give a number or \
+                            `median`"
+                    .into());
             }
             if renyi.sigma.len() > MAX_VALUES {
                 return Err(format!("measure.estimators.renyi.sigma has more than {MAX_VALUES} values"));
@@ -415,8 +428,9 @@ mod tests {
             ("{kde: {relative_noise: [0.5, 0.5]}}", "lists 0.5 twice"),
             ("{kde: {samples: 2005}}", "multiple of 10"),
             ("{kde: {samples: 20000}}", "multiple of 10 in 20..=10000"),
-            ("{renyi: {sigma: [-1]}}", "sigma must be positive or `median`"),
-            ("{renyi: {sigma: [alignment]}}", "alignment"),
+            ("{renyi: {sigma: [-1]}}", "sigma must be positive, `median` or `alignment`"),
+            ("{renyi: {input_sigma: alignment}}", "input_sigma cannot be `alignment`"),
+            ("{renyi: {sigma: [widest]}}", "`median` or `alignment`, got `widest`"),
             ("{sliced: {projections: 1}}", "projections must be 2..="),
             ("{sliced: {k: 0}}", "k must be 1..=100"),
             ("{binning: {}}", "binning"),

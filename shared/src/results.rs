@@ -76,6 +76,8 @@ pub enum SigmaRule {
     Fixed,
     /// The median pairwise distance of the sample at the job's first measured epoch.
     Median,
+    /// The best-aligned width with the label kernel at this epoch, smoothed over epochs.
+    Alignment,
 }
 
 /// What an estimator other than binning reports for one layer at one measured epoch and
@@ -400,6 +402,7 @@ impl MiRow {
                 }
                 match (self.sigma_rule, self.sigma) {
                     (Some(SigmaRule::Median), _) => out += " sigma=median",
+                    (Some(SigmaRule::Alignment), _) => out += " sigma=alignment",
                     (_, Some(s)) => out += &format!(" sigma={s}"),
                     _ => {}
                 }

@@ -87,10 +87,11 @@ pub struct EstimateArgs {
     /// Rényi order α (renyi); repeat for several. 1 is the von Neumann limit.
     #[arg(long = "alpha", value_name = "A", default_values_t = [1.01, 2.0])]
     pub alphas: Vec<f64>,
-    /// Kernel width on the activations (renyi): a number, or `median` (of pairwise distances).
+    /// Kernel width on the activations (renyi): a number, `median` (of pairwise distances)
+    /// or `alignment` (the width best aligned with the label kernel).
     #[arg(long, value_name = "S", default_value = "median")]
     pub sigma: crate::estimators::renyi::Sigma,
-    /// Kernel width on the inputs (renyi): a number, or `median`.
+    /// Kernel width on the inputs (renyi): a number, `median` or `alignment`.
     #[arg(long, value_name = "S", default_value = "median")]
     pub input_sigma: crate::estimators::renyi::Sigma,
     /// Projection directions as the columns of a D x P matrix (sliced), float.

@@ -8,7 +8,9 @@
 //! - **Scales held fixed.** A relative noise variance multiplies the layer's median
 //!   nearest-neighbour squared distance, and a `median` kernel width is the median
 //!   pairwise distance. Both are taken at the job's first measured epoch and then held
-//!   for the job, so that later epochs are measured with the same ruler.
+//!   for the job, so that later epochs are measured with the same ruler. An `alignment`
+//!   width is the exception by design: chosen again at every measured epoch and smoothed
+//!   with the previous one, as Wickstrøm et al. do.
 //! - **Sliced MI** sees the whole split: each batch's layer output is projected on P seeded
 //!   unit directions as the pass produces it, so only N x P numbers are kept per layer.
 //! - **Activations**: each layer's values over the whole split, counted into a fixed-range
@@ -131,6 +133,9 @@ pub struct ActivationsRow {
 struct Scales {
     nearest_squared: Option<f64>,
     median_distance: Option<f64>,
+    /// The smoothed `alignment` width after the last measured epoch.
+    #[serde(default)]
+    alignment: Option<f64>,
 }
 
 /// One split's fixed sample.
@@ -349,6 +354,23 @@ impl JobEstimators {
                     let (input_sigma, input_sigma_rule) = match spec.input_sigma {
                         SigmaSpec::Fixed(s) => (s, SigmaRule::Fixed),
                         SigmaSpec::Named(SigmaName::Median) => (*input_median, SigmaRule::Median),
+                        SigmaSpec::Named(SigmaName::Alignment) => {
+                            unreachable!("EstimatorsSpec::check refuses an aligned input width")
+                        }
+                    };
+                    // Taken once per epoch, whichever σ list entries use it.
+                    let aligned = if spec.sigma.contains(&SigmaSpec::Named(SigmaName::Alignment)) {
+                        let best = renyi::alignment_sigma(&d, &sample.labels).map_err(|e| diverged(layer, e))?;
+                        let smoothed = match scales.alignment {
+                            Some(previous) => {
+                                renyi::ALIGNMENT_SMOOTHING * best + (1.0 - renyi::ALIGNMENT_SMOOTHING) * previous
+                            }
+                            None => best,
+                        };
+                        scales.alignment = Some(smoothed);
+                        smoothed
+                    } else {
+                        f64::NAN
                     };
                     for sigma in &spec.sigma {
                         let (sigma, sigma_rule) = match *sigma {
@@ -357,6 +379,7 @@ impl JobEstimators {
                                 *scales.median_distance.get_or_insert_with(|| renyi::median_pairwise_distance(&d)),
                                 SigmaRule::Median,
                             ),
+                            SigmaSpec::Named(SigmaName::Alignment) => (aligned, SigmaRule::Alignment),
                         };
                         let setting = Setting {
                             sigma_rule: Some(sigma_rule),

@@ -212,8 +212,8 @@ pub fn run(args: &Request) -> Result<Vec<String>> {
             let inputs = Sample::new(&x, features, layer.labels())?;
             let (layer_d, inputs_d) =
                 (layer.squared_distances(args.precision), inputs.squared_distances(args.precision));
-            let sigma = args.sigma.resolve(&layer_d)?;
-            let input_sigma = args.input_sigma.resolve(&inputs_d)?;
+            let sigma = args.sigma.resolve(&layer_d, layer.labels())?;
+            let input_sigma = args.input_sigma.resolve(&inputs_d, layer.labels())?;
             json(renyi::renyi(&layer, &layer_d, &inputs_d, &args.alphas, sigma, input_sigma)?)
         }
         Estimator::Sliced => {

@@ -122,6 +122,7 @@ fn every_estimator_matches_its_reference_code() {
         let kde = f.reference(&python, &["kde", "0.1", "1.5"]);
         let renyi_median = f.reference(&python, &["renyi", &x, "median", "median", "1.01", "2", "3"]);
         let renyi_fixed = f.reference(&python, &["renyi", &x, "2.5", "4", "1.01"]);
+        let renyi_aligned = f.reference(&python, &["renyi", &x, "alignment", "median", "1.01", "2"]);
         let sliced = f.reference(&python, &["sliced", &p, "3"]);
         for (precision, tolerance) in [("f64", F64_BITS), ("f32", F32_BITS)] {
             let what = |name: &str| format!("{name}, D = {features}, {precision} products");
@@ -144,6 +145,23 @@ fn every_estimator_matches_its_reference_code() {
                 "1.01",
             ]);
             assert_agree(&ours, &renyi_fixed, tolerance, &what("renyi, fixed widths"));
+            // The aligned width is an argmax over a grid: compared where both sides compute
+            // the alignments from the same f64 distances.
+            if precision == "f64" {
+                let ours = run(&[
+                    "--estimator",
+                    "renyi",
+                    "--inputs",
+                    &x,
+                    "--sigma",
+                    "alignment",
+                    "--alpha",
+                    "1.01",
+                    "--alpha",
+                    "2",
+                ]);
+                assert_agree(&ours, &renyi_aligned, tolerance, &what("renyi, aligned width"));
+            }
             let ours = run(&["--estimator", "sliced", "--projections", &p, "--k", "3"]);
             assert_agree(&ours, &sliced, tolerance, &what("sliced"));
             assert_eq!(ours[0]["n"], f.n);

@@ -16,8 +16,8 @@ const EPOCHS: u32 = 6;
 /// conv1, conv2, softmax.
 const LAYERS: usize = 3;
 /// Per layer, epoch and split: KDE upper and lower at one absolute and one relative
-/// variance, Rényi at one α and σ, sliced MI.
-const ESTIMATES: usize = 4 + 1 + 1;
+/// variance, Rényi at one α and two σ (median, alignment), sliced MI.
+const ESTIMATES: usize = 4 + 2 + 1;
 
 fn grid() -> String {
     GridBuilder::tiny("estimators")
@@ -29,7 +29,7 @@ fn grid() -> String {
         .measure(
             "estimators",
             "{kde: {noise_variance: [0.1], relative_noise: [0.5], samples: 100}, \
-             renyi: {alpha: [2], sigma: [median], samples: 100}, sliced: {projections: 16, k: 3}}",
+             renyi: {alpha: [2], sigma: [median, alignment], samples: 100}, sliced: {projections: 16, k: 3}}",
         )
         .train("train_size", 1000)
         .train("test_size", 500)
@@ -76,7 +76,7 @@ fn a_sweeps_estimates_travel_with_its_histograms_and_a_resumed_job_reproduces_th
 
     let by = |estimator: &str| -> Vec<&Row> { expected.iter().filter(|r| r["estimator"] == estimator).collect() };
     assert_eq!(by("binning").len(), measured);
-    for (name, rows) in [("kde-upper", 2), ("kde-lower", 2), ("renyi", 1), ("sliced", 1)] {
+    for (name, rows) in [("kde-upper", 2), ("kde-lower", 2), ("renyi", 2), ("sliced", 1)] {
         assert_eq!(by(name).len(), measured * rows, "{name}");
     }
     for r in &expected {
@@ -97,7 +97,8 @@ fn a_sweeps_estimates_travel_with_its_histograms_and_a_resumed_job_reproduces_th
             }
         }
         if r["estimator"] == "renyi" {
-            assert_eq!((r["alpha"].as_str(), r["sigma_rule"].as_str()), ("2.0", "median"));
+            assert_eq!(r["alpha"], "2.0");
+            assert!(["median", "alignment"].contains(&r["sigma_rule"].as_str()), "{r:?}");
         }
     }
     // KDE's lower bound never exceeds its upper bound, row for row.
@@ -110,10 +111,12 @@ fn a_sweeps_estimates_travel_with_its_histograms_and_a_resumed_job_reproduces_th
             assert!(l <= u + 1e-9, "{column}: lower {l} > upper {u}");
         }
     }
-    // Held scales: a relative variance and a median σ are fixed at epoch 0.
+    // Held scales: a relative variance and a median σ are fixed at epoch 0; an aligned σ
+    // is chosen again at every epoch (and so moves).
     for (estimator, column) in [("kde-upper", "noise_variance"), ("renyi", "sigma")] {
         let mut per_layer: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
-        for r in by(estimator).into_iter().filter(|r| estimator != "kde-upper" || r["relative_noise"] == "0.5") {
+        let held = |r: &&Row| r["relative_noise"] == "0.5" || r["sigma_rule"] == "median";
+        for r in by(estimator).into_iter().filter(held) {
             per_layer
                 .entry((r["split"].clone(), r["layer"].clone(), r["alpha"].clone()))
                 .or_default()
@@ -124,6 +127,10 @@ fn a_sweeps_estimates_travel_with_its_histograms_and_a_resumed_job_reproduces_th
             assert!(values.iter().all(|v| *v == values[0]), "{estimator} {column} moved at {layer:?}: {values:?}");
         }
     }
+    let aligned: Vec<&Row> = by("renyi").into_iter().filter(|r| r["sigma_rule"] == "alignment").collect();
+    assert_eq!(aligned.len(), measured);
+    let widths: std::collections::BTreeSet<&str> = aligned.iter().map(|r| r["sigma"].as_str()).collect();
+    assert!(widths.len() > LAYERS * 2, "aligned widths should follow training: {widths:?}");
 
     // Killed after a checkpoint and resumed elsewhere: the same rows, to the last digit.
     let (_coordinator, url, sweep, resumed) = run_sweep(dir, "resumed", true);

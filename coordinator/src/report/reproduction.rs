@@ -546,12 +546,12 @@ fn reference_table<'a>(rows: &'a [Row], reference: &[ReferenceRow], ceilings: &C
     t
 }
 
-fn table_header(t: &mut String, header: &[String]) {
+pub(crate) fn table_header(t: &mut String, header: &[String]) {
     table_row(t, header);
     let _ = writeln!(t, "|{}", " --- |".repeat(header.len()));
 }
 
-fn table_row(t: &mut String, cells: &[String]) {
+pub(crate) fn table_row(t: &mut String, cells: &[String]) {
     let _ = writeln!(t, "| {} |", cells.join(" | "));
 }
 
