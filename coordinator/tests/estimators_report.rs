@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use ibsweep_coordinator::report::estimators::Inputs;
-use ibsweep_coordinator::report::reproduction::fill;
+use ibsweep_coordinator::report::reproduction::{drift, fill};
 use ibsweep_shared::results::Estimator;
 
 #[test]
@@ -22,14 +22,8 @@ fn the_estimator_reports_tables_equal_what_its_results_give() {
     }
     let doc = std::fs::read_to_string(root.join("docs/estimators.md")).unwrap();
     let filled = fill(&doc, &inputs.tables()).unwrap();
-    if filled != doc {
-        let first = doc.lines().zip(filled.lines()).position(|(a, b)| a != b).unwrap_or(0);
-        panic!(
-            "docs/estimators.md differs from its data from line {} on:\n  committed: {:?}\n  from data: {:?}\n\
-             regenerate with `cargo run --release -p ibsweep-coordinator --example estimators_report`",
-            first + 1,
-            doc.lines().nth(first),
-            filled.lines().nth(first)
-        );
+    let regenerate = "cargo run --release -p ibsweep-coordinator --example estimators_report";
+    if let Some(why) = drift("docs/estimators.md", &doc, &filled, regenerate) {
+        panic!("{why}");
     }
 }

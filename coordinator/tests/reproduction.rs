@@ -23,14 +23,8 @@ fn the_reports_tables_equal_what_its_results_give() {
     let tables = inputs.tables();
     let doc = std::fs::read_to_string(root.join("docs/reproduction.md")).unwrap();
     let filled = reproduction::fill(&doc, &tables).unwrap();
-    if filled != doc {
-        let first = doc.lines().zip(filled.lines()).position(|(a, b)| a != b).unwrap_or(0);
-        panic!(
-            "docs/reproduction.md differs from its data from line {} on:\n  committed: {:?}\n  from data: {:?}\n\
-             regenerate with `cargo run --release -p ibsweep-coordinator --example reproduction`",
-            first + 1,
-            doc.lines().nth(first),
-            filled.lines().nth(first)
-        );
+    let regenerate = "cargo run --release -p ibsweep-coordinator --example reproduction";
+    if let Some(why) = reproduction::drift("docs/reproduction.md", &doc, &filled, regenerate) {
+        panic!("{why}");
     }
 }

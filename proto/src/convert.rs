@@ -12,7 +12,7 @@ use std::fmt;
 use ibsweep_shared::estimators::EstimatorsSpec;
 use ibsweep_shared::job::{Activation, Dataset, EpochSchedule, JobSpec, MeasureSpec, Pooling, Sampling, Split};
 use ibsweep_shared::measure::BinSize;
-use ibsweep_shared::results::{EstimateColumns, Estimator, Measurement, MiRow, SigmaRule};
+use ibsweep_shared::results::{EstimateColumns, Estimator, JobColumns, Measurement, MiRow, SigmaRule};
 
 use crate::v1 as pb;
 
@@ -355,7 +355,7 @@ impl TryFrom<pb::ResultRow> for MiRow {
     type Error = WireError;
     fn try_from(r: pb::ResultRow) -> Result<Self, WireError> {
         let m: Measurement = required("row.measurement", r.measurement)?.try_into()?;
-        let row = MiRow {
+        let job = JobColumns {
             sweep_id: r.sweep_id,
             job_id: r.job_id,
             dataset: dataset_from("row.dataset", r.dataset)?,
@@ -366,37 +366,21 @@ impl TryFrom<pb::ResultRow> for MiRow {
             fc: r.fc.iter().map(u32::to_string).collect::<Vec<_>>().join("-"),
             activation: activation_from("row.activation", r.activation)?,
             seed: r.seed,
-            epoch: m.epoch,
-            split: m.split,
-            layer: m.layer,
-            layer_name: m.layer_name,
-            estimator: Estimator::Binning,
-            bin_size: Some(m.bin_size),
-            n: r.n,
-            distinct: Some(r.distinct),
-            h_t: Some(r.h_t),
-            i_xt: Some(r.i_xt),
-            h_t_given_y: Some(r.h_t_given_y),
-            i_yt: r.i_yt,
-            h_y: Some(r.h_y),
-            loss: m.loss,
-            accuracy: m.accuracy,
-            h_x: None,
-            i_yt_stderr: None,
-            noise_variance: None,
-            relative_noise: None,
-            alpha: None,
-            sigma: None,
-            sigma_rule: None,
-            input_sigma: None,
-            input_sigma_rule: None,
-            projections: None,
-            k: None,
-            sample_hash: None,
         };
         Ok(match r.estimate {
-            Some(c) => row.with_estimate(&c.try_into()?),
-            None => row,
+            Some(c) => MiRow::estimate_of(job, &m, &c.try_into()?),
+            None => {
+                let e = ibsweep_shared::measure::Estimate {
+                    n: r.n,
+                    distinct: r.distinct,
+                    h_t: r.h_t,
+                    i_xt: r.i_xt,
+                    h_t_given_y: r.h_t_given_y,
+                    i_yt: r.i_yt,
+                    h_y: r.h_y,
+                };
+                MiRow::binning_of(job, &m, &e)
+            }
         })
     }
 }

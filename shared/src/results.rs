@@ -298,10 +298,50 @@ impl Axis {
     }
 }
 
+/// The job a row belongs to, as its row repeats it: the sweep and job IDs and the grid
+/// parameters that identify the network. What a row needs of a [`JobSpec`], and all the
+/// wire's result row carries of one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobColumns {
+    pub sweep_id: String,
+    pub job_id: String,
+    pub dataset: Dataset,
+    pub width: u32,
+    pub depth: u32,
+    pub kernel: u32,
+    pub pooling: Pooling,
+    /// Hidden FC widths joined by `-`, empty for none.
+    pub fc: String,
+    pub activation: Activation,
+    pub seed: u64,
+}
+
+impl JobColumns {
+    pub fn of(sweep_id: &str, job_id: &str, spec: &JobSpec) -> JobColumns {
+        JobColumns {
+            sweep_id: sweep_id.to_string(),
+            job_id: job_id.to_string(),
+            dataset: spec.dataset,
+            width: spec.width,
+            depth: spec.depth,
+            kernel: spec.kernel,
+            pooling: spec.pooling,
+            fc: spec.fc.iter().map(u32::to_string).collect::<Vec<_>>().join("-"),
+            activation: spec.activation,
+            seed: spec.seed,
+        }
+    }
+}
+
 impl MiRow {
     /// A binning row.
     pub fn new(sweep_id: &str, job_id: &str, spec: &JobSpec, key: &Measurement, e: &Estimate) -> MiRow {
-        let mut row = MiRow::blank(sweep_id, job_id, spec, key, Estimator::Binning, e.n, e.i_yt);
+        MiRow::binning_of(JobColumns::of(sweep_id, job_id, spec), key, e)
+    }
+
+    /// A binning row of `job`.
+    pub fn binning_of(job: JobColumns, key: &Measurement, e: &Estimate) -> MiRow {
+        let mut row = MiRow::blank(job, key, Estimator::Binning, e.n, e.i_yt);
         row.bin_size = Some(key.bin_size);
         row.distinct = Some(e.distinct);
         row.h_t = Some(e.h_t);
@@ -313,7 +353,12 @@ impl MiRow {
 
     /// A row of another estimator (`key.bin_size` is not used).
     pub fn estimate(sweep_id: &str, job_id: &str, spec: &JobSpec, key: &Measurement, c: &EstimateColumns) -> MiRow {
-        MiRow::blank(sweep_id, job_id, spec, key, c.estimator, c.n, c.i_yt).with_estimate(c)
+        MiRow::estimate_of(JobColumns::of(sweep_id, job_id, spec), key, c)
+    }
+
+    /// A row of another estimator of `job`.
+    pub fn estimate_of(job: JobColumns, key: &Measurement, c: &EstimateColumns) -> MiRow {
+        MiRow::blank(job, key, c.estimator, c.n, c.i_yt).with_estimate(c)
     }
 
     /// This row's identity (job, epoch, split, layer, loss) with another estimator's
@@ -416,26 +461,18 @@ impl MiRow {
         out
     }
 
-    fn blank(
-        sweep_id: &str,
-        job_id: &str,
-        spec: &JobSpec,
-        key: &Measurement,
-        estimator: Estimator,
-        n: u64,
-        i_yt: f64,
-    ) -> MiRow {
+    fn blank(job: JobColumns, key: &Measurement, estimator: Estimator, n: u64, i_yt: f64) -> MiRow {
         MiRow {
-            sweep_id: sweep_id.to_string(),
-            job_id: job_id.to_string(),
-            dataset: spec.dataset,
-            width: spec.width,
-            depth: spec.depth,
-            kernel: spec.kernel,
-            pooling: spec.pooling,
-            fc: spec.fc.iter().map(u32::to_string).collect::<Vec<_>>().join("-"),
-            activation: spec.activation,
-            seed: spec.seed,
+            sweep_id: job.sweep_id,
+            job_id: job.job_id,
+            dataset: job.dataset,
+            width: job.width,
+            depth: job.depth,
+            kernel: job.kernel,
+            pooling: job.pooling,
+            fc: job.fc,
+            activation: job.activation,
+            seed: job.seed,
             epoch: key.epoch,
             split: key.split,
             layer: key.layer,

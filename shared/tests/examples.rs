@@ -8,6 +8,9 @@ fn every_example_grid_is_valid() {
     let mut checked = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
+        if path.is_dir() {
+            continue; // examples/estimators: checked below
+        }
         let text = std::fs::read_to_string(&path).unwrap();
         if path.extension().is_some_and(|e| e == "yaml") && text.contains("\nparameters:") {
             let grid = Grid::parse(&path.display().to_string(), &text).unwrap_or_else(|e| panic!("{e}"));
@@ -79,6 +82,32 @@ fn each_reproduction_grid_is_its_paper_grid_at_20_epochs() {
                 "{fig}"
             );
             assert!(r.measure.bin_sizes.iter().any(|b| b.get() == 0.67), "{fig}");
+        }
+    }
+}
+
+/// The estimator comparison's grids (`examples/estimators/`) are the reduced reproduction's
+/// Fig. 4 and Fig. 7 grids with a `measure.estimators` section and nothing else changed:
+/// the same jobs (apart from the section, which is part of each job's identity).
+#[test]
+fn each_estimator_grid_is_its_reproduction_grid_with_estimators() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for fig in ["fig4-width", "fig7-pooling"] {
+        let load = |path: std::path::PathBuf| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let grid = Grid::parse(&path.display().to_string(), &text).unwrap_or_else(|e| panic!("{e}"));
+            (0..grid.index_len()).filter_map(|i| grid.point(i)).map(|p| p.unwrap()).collect::<Vec<_>>()
+        };
+        let repro = load(dir.join(format!("repro-{fig}.yaml")));
+        let with = load(dir.join(format!("estimators/{fig}.yaml")));
+        assert_eq!(with.len(), repro.len(), "{fig}");
+        for (w, r) in with.iter().zip(&repro) {
+            let e = &w.measure.estimators;
+            assert!(e.kde.is_some() && e.renyi.is_some() && e.sliced.is_some(), "{fig}: every MI estimator");
+            assert!(e.activations.is_none(), "{fig}: sweeps do not carry activation histograms");
+            let mut stripped = w.clone();
+            stripped.measure.estimators = Default::default();
+            assert_eq!(&stripped, r, "{fig}: only the estimators section may differ");
         }
     }
 }

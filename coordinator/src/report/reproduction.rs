@@ -218,6 +218,22 @@ fn ceiling_table<'a>(rows: &'a [Row], ceilings: &Ceilings<'a>) -> String {
     t
 }
 
+/// Where `filled` (a document with its tables regenerated) first differs from the
+/// committed `doc`, for a test that fails when a report has drifted from its data; `None`
+/// when they are equal. `regenerate` says how to fix it.
+pub fn drift(path: &str, doc: &str, filled: &str, regenerate: &str) -> Option<String> {
+    if doc == filled {
+        return None;
+    }
+    let first = doc.lines().zip(filled.lines()).position(|(a, b)| a != b).unwrap_or(0);
+    Some(format!(
+        "{path} differs from its data from line {} on:\n  committed: {:?}\n  from data: {:?}\nregenerate with `{regenerate}`",
+        first + 1,
+        doc.lines().nth(first),
+        filled.lines().nth(first)
+    ))
+}
+
 /// Replaces every generated block of `doc` with its table. Fails if the document has a block
 /// no table fills, or lacks a table: a report cannot silently drop one.
 pub fn fill(doc: &str, tables: &BTreeMap<String, String>) -> Result<String, String> {
