@@ -429,7 +429,8 @@ impl MiRow {
         })
     }
 
-    /// The estimator's setting as one label, e.g. `binning 0.67`, `kde-upper var=0.1`,
+    /// The estimator's setting as one label, e.g. `binning 0.67`, `kde-upper var=0.1`
+    /// (absolute), `kde-lower rel=0.5` (times the median nearest-neighbour squared distance),
     /// `renyi a=1.01 sigma=median`: what plots name a series by.
     pub fn setting(&self) -> String {
         let mut out = self.estimator.as_str().to_string();
@@ -437,7 +438,7 @@ impl MiRow {
         match self.estimator {
             Estimator::Binning => out += &format!(" {}", self.bin_size.map_or_else(String::new, num)),
             Estimator::KdeUpper | Estimator::KdeLower => match (self.relative_noise, self.noise_variance) {
-                (Some(r), _) => out += &format!(" var={r}xNN"),
+                (Some(r), _) => out += &format!(" rel={r}"),
                 (None, Some(v)) => out += &format!(" var={v}"),
                 (None, None) => {}
             },

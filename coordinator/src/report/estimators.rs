@@ -4,7 +4,7 @@
 //! paper's figures: the `estimators_report` example writes them between `generated`
 //! markers, and a test fails when the committed document differs from its data.
 //!
-//! Every number is per estimator *setting* (`binning 0.67`, `kde-upper var=0.5xNN`,
+//! Every number is per estimator *setting* (`binning 0.67`, `kde-upper rel=0.5`,
 //! `renyi a=2 sigma=median`, ...), over hidden layers only (the softmax output is not a
 //! hidden layer), so that each conclusion can be read against the noise variance, α and σ
 //! it was drawn with.
@@ -133,7 +133,7 @@ fn ceiling_table(rows: &[MiRow]) -> String {
     }
     let _ = writeln!(
         t,
-        "\nEvery network of both grids, both splits, every measured epoch; hidden layers only. The I(X;T) ceiling \
+        "\nEvery network of both grids, every measured epoch, the test split; hidden layers only. The I(X;T) ceiling \
          is the job's largest binning I(X;T) on the split (as in the reproduction) for binning, log2 of the \
          sample for KDE and Rényi (log2 1,000 = 9.97); sliced MI has no I(X;T). \"Below\" means by more than \
          {AT} bit."
@@ -210,7 +210,7 @@ fn movement_table(rows: &[MiRow]) -> String {
     }
     let _ = writeln!(
         t,
-        "\nA path is one hidden layer of one job on one split over its 8 measured epochs (0 to 20); its range is \
+        "\nA path is one hidden layer of one network over its 8 measured epochs (0 to 20); its range is \
          the largest minus the smallest value, in bits. Binning's I(X;T) range is 0 where a layer sits at the \
          ceiling from the start."
     );
@@ -256,8 +256,8 @@ fn compression_table(rows: &[MiRow], sweeps: &[SweepEntry]) -> String {
                     largest = Some((
                         fall,
                         format!(
-                            "{network} seed {} {}: {peak:.3} → {last:.3} (epoch {peak_epoch} → {last_epoch})",
-                            r.seed, r.layer_name
+                            "{network} {}: {peak:.3} → {last:.3} (epoch {peak_epoch} → {last_epoch})",
+                            r.layer_name
                         ),
                     ));
                 }
@@ -272,7 +272,7 @@ fn compression_table(rows: &[MiRow], sweeps: &[SweepEntry]) -> String {
     }
     let _ = writeln!(
         t,
-        "\nTest split, hidden layers, every job (Fig. 7 has three seeds per network). A layer compresses when its \
+        "\nTest split, hidden layers, every network. A layer compresses when its \
          I(X;T) peaks before epoch 20 and falls at least {COMPRESSION} bit by then. Sliced MI has no I(X;T) and is \
          left out."
     );

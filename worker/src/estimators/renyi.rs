@@ -86,7 +86,7 @@ pub fn alignment_sigma(d: &Tensor, labels: &[u32]) -> Result<f64> {
     let pairs = Tensor::triu_indices(m, m, 1, (Kind::Int64, d.device()));
     let index = pairs.get(0) * m + pairs.get(1);
     let mean = d.view([-1]).index_select(0, &index).sqrt().mean(Kind::Double).double_value(&[]);
-    if !(mean > 0.0) {
+    if mean.is_nan() || mean <= 0.0 {
         return Err(EstimatorError::Constant("an alignment kernel width"));
     }
     let ky = label_gram(labels).to_device(d.device());
