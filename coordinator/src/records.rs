@@ -184,11 +184,20 @@ pub fn split_byte(split: Split) -> u8 {
 
 /// Identifies one histogram within a job: epoch, split, layer, bin size.
 pub fn measurement_suffix(epoch: u32, split: Split, layer: u32, bin_size: f64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(17);
+    suffix_with_slot(epoch, split, layer, bin_size.to_bits().to_be_bytes())
+}
+
+/// Where in a measurement suffix the bin size's bits (or [`ESTIMATES_SLOT`]) go.
+const SLOT: std::ops::Range<usize> = 9..17;
+
+/// (epoch, split, layer), then the 8-byte slot.
+fn suffix_with_slot(epoch: u32, split: Split, layer: u32, slot: [u8; 8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(SLOT.end);
     k.extend_from_slice(&epoch.to_be_bytes());
     k.push(split_byte(split));
     k.extend_from_slice(&layer.to_be_bytes());
-    k.extend_from_slice(&bin_size.to_bits().to_be_bytes());
+    debug_assert_eq!(k.len(), SLOT.start);
+    k.extend_from_slice(&slot);
     k
 }
 
@@ -199,16 +208,13 @@ const ESTIMATES_SLOT: [u8; 8] = [0xFF; 8];
 
 /// The suffix of one layer's estimates at an epoch and split.
 pub fn estimates_suffix(epoch: u32, split: Split, layer: u32) -> Vec<u8> {
-    let mut k = measurement_suffix(epoch, split, layer, 0.0);
-    k.truncate(9);
-    k.extend_from_slice(&ESTIMATES_SLOT);
-    k
+    suffix_with_slot(epoch, split, layer, ESTIMATES_SLOT)
 }
 
 /// Whether a measurement suffix (of a staged or result key) names estimates, not a
 /// histogram.
 pub fn is_estimates_suffix(suffix: &[u8]) -> bool {
-    suffix.get(9..17) == Some(ESTIMATES_SLOT.as_slice())
+    suffix.get(SLOT) == Some(ESTIMATES_SLOT.as_slice())
 }
 
 /// The result key of an estimate row: the estimates' key and the row's place among them.

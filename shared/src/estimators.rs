@@ -96,6 +96,17 @@ pub enum SigmaSpec {
     Named(SigmaName),
 }
 
+impl SigmaSpec {
+    /// How a row records this choice of width.
+    pub fn rule(self) -> SigmaRule {
+        match self {
+            SigmaSpec::Fixed(_) => SigmaRule::Fixed,
+            SigmaSpec::Named(SigmaName::Median) => SigmaRule::Median,
+            SigmaSpec::Named(SigmaName::Alignment) => SigmaRule::Alignment,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SigmaName {
@@ -264,9 +275,13 @@ impl EstimatorsSpec {
             }
             let sigma_fits = |spec: Option<SigmaSpec>, value: Option<f64>, rule: Option<SigmaRule>| match spec {
                 None => value.is_none() && rule.is_none(),
-                Some(SigmaSpec::Fixed(s)) => value == Some(s) && rule == Some(SigmaRule::Fixed),
-                Some(SigmaSpec::Named(SigmaName::Median)) => positive(value) && rule == Some(SigmaRule::Median),
-                Some(SigmaSpec::Named(SigmaName::Alignment)) => positive(value) && rule == Some(SigmaRule::Alignment),
+                Some(spec) => {
+                    rule == Some(spec.rule())
+                        && match spec {
+                            SigmaSpec::Fixed(s) => value == Some(s),
+                            SigmaSpec::Named(_) => positive(value),
+                        }
+                }
             };
             if c.alpha != e.alpha
                 || !sigma_fits(e.sigma, c.sigma, c.sigma_rule)

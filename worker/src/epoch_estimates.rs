@@ -351,9 +351,9 @@ impl JobEstimators {
                     }
                 }
                 if let (Some(spec), Some((inputs_d, input_median))) = (&self.spec.renyi, &sample.inputs_d) {
-                    let (input_sigma, input_sigma_rule) = match spec.input_sigma {
-                        SigmaSpec::Fixed(s) => (s, SigmaRule::Fixed),
-                        SigmaSpec::Named(SigmaName::Median) => (*input_median, SigmaRule::Median),
+                    let input_sigma = match spec.input_sigma {
+                        SigmaSpec::Fixed(s) => s,
+                        SigmaSpec::Named(SigmaName::Median) => *input_median,
                         SigmaSpec::Named(SigmaName::Alignment) => {
                             unreachable!("EstimatorsSpec::check refuses an aligned input width")
                         }
@@ -368,22 +368,23 @@ impl JobEstimators {
                             None => best,
                         };
                         scales.alignment = Some(smoothed);
-                        smoothed
+                        Some(smoothed)
                     } else {
-                        f64::NAN
+                        None
                     };
-                    for sigma in &spec.sigma {
-                        let (sigma, sigma_rule) = match *sigma {
-                            SigmaSpec::Fixed(s) => (s, SigmaRule::Fixed),
-                            SigmaSpec::Named(SigmaName::Median) => (
-                                *scales.median_distance.get_or_insert_with(|| renyi::median_pairwise_distance(&d)),
-                                SigmaRule::Median,
-                            ),
-                            SigmaSpec::Named(SigmaName::Alignment) => (aligned, SigmaRule::Alignment),
+                    for &choice in &spec.sigma {
+                        let sigma = match choice {
+                            SigmaSpec::Fixed(s) => s,
+                            SigmaSpec::Named(SigmaName::Median) => {
+                                *scales.median_distance.get_or_insert_with(|| renyi::median_pairwise_distance(&d))
+                            }
+                            SigmaSpec::Named(SigmaName::Alignment) => {
+                                aligned.expect("taken above when the list asks for it")
+                            }
                         };
                         let setting = Setting {
-                            sigma_rule: Some(sigma_rule),
-                            input_sigma_rule: Some(input_sigma_rule),
+                            sigma_rule: Some(choice.rule()),
+                            input_sigma_rule: Some(spec.input_sigma.rule()),
                             ..Setting::default()
                         };
                         let rows = renyi::renyi_cached(

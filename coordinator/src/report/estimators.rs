@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use ibsweep_shared::job::Split;
 use ibsweep_shared::results::{Estimator, MiRow};
 
-use super::reproduction::{SweepEntry, read_table, table_header, table_row};
+use super::reproduction::{SweepEntry, binning_ceilings, fall_from_peak, read_table, table_header, table_row};
 
 /// Within this of its ceiling (or of H(Y)) a measurement counts as "at" it, as in the
 /// reproduction.
@@ -70,28 +70,20 @@ pub fn tables(rows: &[MiRow], sweeps: &[SweepEntry]) -> BTreeMap<String, String>
 /// on the split, as in the reproduction; KDE and Rényi: log2 of the sample size; sliced:
 /// none) and H(Y) (binning and sliced see the whole split, whose H(Y) the binning rows
 /// carry; the stratified sample's is log2 10).
-struct Ceilings {
-    binning_i_xt: BTreeMap<(String, Split), f64>,
-    h_y: BTreeMap<(String, Split), f64>,
+struct Ceilings<'a> {
+    binning_i_xt: BTreeMap<(&'a str, Split), f64>,
+    h_y: BTreeMap<(&'a str, Split), f64>,
 }
 
-impl Ceilings {
-    fn of(rows: &[MiRow]) -> Ceilings {
-        let mut binning_i_xt: BTreeMap<(String, Split), f64> = BTreeMap::new();
-        let mut h_y = BTreeMap::new();
-        for r in rows {
-            if let Some(b) = r.binning() {
-                let c = binning_i_xt.entry((r.job_id.clone(), r.split)).or_insert(0.0);
-                *c = c.max(b.i_xt);
-                h_y.insert((r.job_id.clone(), r.split), b.h_y);
-            }
-        }
-        Ceilings { binning_i_xt, h_y }
+impl<'a> Ceilings<'a> {
+    fn of(rows: &'a [MiRow]) -> Ceilings<'a> {
+        let h_y = rows.iter().filter_map(|r| Some(((r.job_id.as_str(), r.split), r.binning()?.h_y))).collect();
+        Ceilings { binning_i_xt: binning_ceilings(rows), h_y }
     }
 
     fn i_xt(&self, r: &MiRow) -> Option<f64> {
         match r.estimator {
-            Estimator::Binning => self.binning_i_xt.get(&(r.job_id.clone(), r.split)).copied(),
+            Estimator::Binning => self.binning_i_xt.get(&(r.job_id.as_str(), r.split)).copied(),
             Estimator::Sliced => None,
             _ => Some((r.n as f64).log2()),
         }
@@ -100,7 +92,7 @@ impl Ceilings {
     fn h_y(&self, r: &MiRow) -> f64 {
         match r.estimator {
             Estimator::Binning | Estimator::Sliced => {
-                self.h_y.get(&(r.job_id.clone(), r.split)).copied().unwrap_or(std::f64::consts::LOG2_10)
+                self.h_y.get(&(r.job_id.as_str(), r.split)).copied().unwrap_or(std::f64::consts::LOG2_10)
             }
             _ => std::f64::consts::LOG2_10,
         }
@@ -194,7 +186,7 @@ fn movement_table(rows: &[MiRow]) -> String {
             .filter_map(|p| Some(range(p.iter().map(|r| r.i_xt).collect::<Option<Vec<_>>>()?.into_iter())))
             .collect();
         let y: Vec<f64> = paths.values().map(|p| range(p.iter().map(|r| r.i_yt))).collect();
-        let largest = |v: &[f64]| v.iter().copied().fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        let largest = |v: &[f64]| v.iter().copied().reduce(f64::max);
         let bits = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
         table_row(
             &mut t,
@@ -241,8 +233,8 @@ fn compression_table(rows: &[MiRow], sweeps: &[SweepEntry]) -> String {
             let mut largest: Option<(f64, String)> = None;
             for path in paths.values() {
                 let values: Vec<(u32, f64)> = path.iter().filter_map(|r| Some((r.epoch, r.i_xt?))).collect();
-                let Some(&(peak_epoch, peak)) = values.iter().max_by(|a, b| a.1.total_cmp(&b.1)) else { continue };
-                let &(last_epoch, last) = values.last().expect("a path has epochs");
+                let Some(f) = fall_from_peak(&values) else { continue };
+                let (peak_epoch, peak, last_epoch, last) = (f.peak_epoch, f.peak, f.last_epoch, f.last);
                 let fall = peak - last;
                 if peak_epoch < last_epoch && fall >= COMPRESSION {
                     compressing += 1;

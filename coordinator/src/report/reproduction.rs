@@ -135,6 +135,19 @@ pub fn tables(rows: &[MiRow], sweeps: &[SweepEntry], reference: &[ReferenceRow])
     out
 }
 
+/// Each (job, split)'s largest binning I(X;T) over layers, epochs and bin sizes: the
+/// ceiling [`Ceilings`] and the estimator comparison judge binning rows by.
+pub(crate) fn binning_ceilings<'a>(rows: impl IntoIterator<Item = &'a MiRow>) -> BTreeMap<(&'a str, Split), f64> {
+    let mut ceilings = BTreeMap::new();
+    for r in rows {
+        if let Some(b) = r.binning() {
+            let c = ceilings.entry((r.job_id.as_str(), r.split)).or_insert(0.0_f64);
+            *c = c.max(b.i_xt);
+        }
+    }
+    ceilings
+}
+
 /// Each (job, split)'s ceiling: its largest I(X;T) over layers, epochs and bin sizes
 /// (log2 10,000 = 13.2877 on the test split; the drawn multiset's entropy on the training
 /// split). Every table judges "at the ceiling" by this one definition.
@@ -142,12 +155,7 @@ struct Ceilings<'a>(BTreeMap<(&'a str, Split), f64>);
 
 impl<'a> Ceilings<'a> {
     fn of(rows: &'a [Row]) -> Ceilings<'a> {
-        let mut ceilings = BTreeMap::new();
-        for r in rows {
-            let c = ceilings.entry((r.job_id.as_str(), r.split)).or_insert(0.0_f64);
-            *c = c.max(r.i_xt);
-        }
-        Ceilings(ceilings)
+        Ceilings(binning_ceilings(rows.iter().map(|r| &r.row)))
     }
 
     /// Whether `r` is within [`AT_CEILING`] of its job's ceiling on its split.
@@ -388,11 +396,27 @@ fn largest_fall(rows: &[&Row], split: Split) -> Option<(String, f64, u32)> {
         .into_iter()
         .filter_map(|((_, name), epochs)| {
             let path: Vec<(u32, f64)> = epochs.into_iter().map(|(e, v)| (e, mean(v))).collect();
-            let &(_, last) = path.last()?;
-            let &(peak_epoch, peak) = path.iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
-            Some((name.to_string(), peak - last, peak_epoch))
+            let f = fall_from_peak(&path)?;
+            Some((name.to_string(), f.peak - f.last, f.peak_epoch))
         })
         .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// A path's highest point and its end: what "a layer compresses" is judged by.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Fall {
+    pub peak_epoch: u32,
+    pub peak: f64,
+    pub last_epoch: u32,
+    pub last: f64,
+}
+
+/// The peak (the first of equal maxima) and the last point of an (epoch, value) path in
+/// epoch order; `None` for an empty path.
+pub(crate) fn fall_from_peak(path: &[(u32, f64)]) -> Option<Fall> {
+    let &(last_epoch, last) = path.last()?;
+    let &(peak_epoch, peak) = path.iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
+    Some(Fall { peak_epoch, peak, last_epoch, last })
 }
 
 /// Bin-size sensitivity at the last epoch (test split): I(X;T) / I(Y;T) of every layer at

@@ -82,10 +82,7 @@ pub const ALIGNMENT_SMOOTHING: f64 = 0.5;
 /// Its kernel is ours, `exp(-d / 2σ²)`; the reference's `exp(-d / σ²)` is the same
 /// family, so the chosen kernel is the same up to that grid's spacing.
 pub fn alignment_sigma(d: &Tensor, labels: &[u32]) -> Result<f64> {
-    let m = d.size()[0];
-    let pairs = Tensor::triu_indices(m, m, 1, (Kind::Int64, d.device()));
-    let index = pairs.get(0) * m + pairs.get(1);
-    let mean = d.view([-1]).index_select(0, &index).sqrt().mean(Kind::Double).double_value(&[]);
+    let mean = pairwise_distances(d).mean(Kind::Double).double_value(&[]);
     if mean.is_nan() || mean <= 0.0 {
         return Err(EstimatorError::Constant("an alignment kernel width"));
     }
@@ -110,11 +107,15 @@ pub fn alignment_sigma(d: &Tensor, labels: &[u32]) -> Result<f64> {
 
 /// The median distance over distinct pairs (i < j).
 pub fn median_pairwise_distance(d: &Tensor) -> f64 {
+    median(to_vec(&pairwise_distances(d)))
+}
+
+/// The distances of distinct pairs (i < j), from the squared-distance matrix `d`.
+fn pairwise_distances(d: &Tensor) -> Tensor {
     let m = d.size()[0];
     let pairs = Tensor::triu_indices(m, m, 1, (Kind::Int64, d.device()));
-    let flat = d.view([-1]);
     let index = pairs.get(0) * m + pairs.get(1);
-    median(to_vec(&flat.index_select(0, &index).sqrt()))
+    d.view([-1]).index_select(0, &index).sqrt()
 }
 
 /// `exp(-d / 2σ²)`.
