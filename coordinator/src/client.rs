@@ -101,6 +101,20 @@ impl Client {
         r.map(|r| r.into_inner()).map_err(|s| self.error(s))
     }
 
+    /// A snapshot of the whole store, written to `out` as it arrives; returns its bytes.
+    pub async fn backup(&mut self, out: &mut dyn std::io::Write) -> ClientResult<u64> {
+        use tokio_stream::StreamExt;
+        let r = self.inner.backup(pb::BackupRequest {}).await;
+        let mut stream = r.map_err(|s| self.error(s))?.into_inner();
+        let mut bytes = 0u64;
+        while let Some(piece) = stream.next().await {
+            let piece = piece.map_err(|s| self.error(s))?;
+            out.write_all(&piece.data)?;
+            bytes += piece.data.len() as u64;
+        }
+        Ok(bytes)
+    }
+
     /// A job's kept checkpoint, written to `out` as it arrives; checked against the
     /// SHA-256 the coordinator announces before `out` is used.
     pub async fn checkpoint(&mut self, job: &str, out: &mut dyn std::io::Write) -> ClientResult<pb::CheckpointInfo> {

@@ -37,13 +37,84 @@ pub enum Error {
     ProtocolMismatch { got: String, want: u32 },
     #[error("store: {0}")]
     Store(String),
+    /// A write refused because the store's file system is full (or over quota). Nothing of
+    /// the refused request was applied; the coordinator reopens the store by itself once
+    /// space returns, so a client only has to retry.
+    #[error(
+        "the store at {dir} cannot write: no space left on its file system ({free} free); nothing of this \
+         request was applied, and writes resume by themselves once space is freed"
+    )]
+    StorageFull { dir: String, free: String },
+    /// The store failed and could not be reopened in this process: only a restart can help
+    /// (`coordinator serve` exits with [`EXIT_STORE_LOST`]).
+    #[error("the store at {dir} failed and could not be reopened: {detail}; restart the coordinator")]
+    StoreLost { dir: String, detail: String },
+    /// A store that sled cannot open, or whose records fail ibsweep's own checks.
+    #[error(
+        "the store at {dir} is damaged: {detail}. Nothing was served from it. Move it aside and restore the last \
+         backup (`coordinator restore FILE --data-dir NEW_DIR`); `coordinator verify --data-dir {dir}` lists \
+         every problem"
+    )]
+    Damaged { dir: String, detail: String },
     #[error("the store at {path} has format version {found}, this coordinator reads {expected}")]
     FormatVersion { path: String, found: String, expected: String },
     #[error("corrupt record in tree {tree}: {detail}")]
     Corrupt { tree: &'static str, detail: String },
 }
 
+/// `coordinator serve`'s exit code when the store failed in a way only a restart can fix
+/// (EX_TEMPFAIL): a supervisor should restart it.
+pub const EXIT_STORE_LOST: u8 = 75;
+/// Exit code of `serve` and `verify` for a damaged store (EX_DATAERR): restarting cannot
+/// help; restore a backup.
+pub const EXIT_STORE_DAMAGED: u8 = 65;
+
+/// Whether an IO error means "no space": ENOSPC, or EDQUOT on a file system with quotas.
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(28 | 122))
+}
+
+/// Free space of the file system holding `dir`, for messages ("unknown" if it cannot be read).
+pub fn free_space(dir: &std::path::Path) -> String {
+    match fs2::available_space(dir) {
+        Ok(bytes) => human_bytes(bytes),
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// `1.5 MiB`, `312 KiB`, `17 B`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
 impl Error {
+    /// The exit code `coordinator serve` ends with for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::StoreLost { .. } => EXIT_STORE_LOST,
+            Error::Damaged { .. } | Error::Corrupt { .. } => EXIT_STORE_DAMAGED,
+            _ => 1,
+        }
+    }
+
+    /// An IO error on a file under `dir`: [`Error::StorageFull`] when it means no space.
+    pub fn io(dir: &std::path::Path, what: impl std::fmt::Display, e: std::io::Error) -> Error {
+        if is_no_space(&e) {
+            Error::StorageFull { dir: dir.display().to_string(), free: free_space(dir) }
+        } else {
+            Error::Store(format!("{what}: {e}"))
+        }
+    }
+
     /// A lifecycle refusal about `job`, as the caller sees it.
     pub fn refused(job: JobId, refusal: crate::lifecycle::Refusal) -> Error {
         use crate::lifecycle::Refusal;
@@ -82,13 +153,16 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
             Error::SweepNotFound(_) | Error::JobNotFound(_) => tonic::Status::not_found(message),
             Error::UnknownWorker(_) => tonic::Status::not_found(message),
-            Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
+            Error::ResourceExhausted(_) | Error::StorageFull { .. } => tonic::Status::resource_exhausted(message),
             Error::DataLoss(_) => tonic::Status::data_loss(message),
             Error::StaleLease { .. }
             | Error::WrongWorker { .. }
             | Error::FailedPrecondition(_)
             | Error::ProtocolMismatch { .. } => tonic::Status::failed_precondition(message),
-            Error::Store(_) | Error::FormatVersion { .. } | Error::Corrupt { .. } => tonic::Status::internal(message),
+            Error::StoreLost { .. } => tonic::Status::unavailable(message),
+            Error::Store(_) | Error::FormatVersion { .. } | Error::Corrupt { .. } | Error::Damaged { .. } => {
+                tonic::Status::internal(message)
+            }
         }
     }
 }

@@ -20,6 +20,7 @@
 //! - [`error`]: the crate's error type and its mapping to gRPC status codes.
 //! - `harness`: request fuzzing harness (the fuzz target and a proptest share it).
 
+pub mod backup;
 pub mod checkpoints;
 pub mod cli;
 pub mod client;

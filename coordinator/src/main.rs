@@ -14,7 +14,9 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("coordinator: error: {e:#}");
-            ExitCode::from(1)
+            // A lost or damaged store gets its own code, so a supervisor can tell a restart
+            // that helps (75) from one that cannot (65): docs/reliability.md.
+            ExitCode::from(e.downcast_ref::<ibsweep_coordinator::error::Error>().map_or(1, |e| e.exit_code()))
         }
     }
 }

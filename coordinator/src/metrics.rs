@@ -49,11 +49,14 @@ pub struct Metrics {
     pub histogram_entries: Counter,
     pub checkpoints_stored: Counter,
     pub checkpoints_discarded: Counter,
+    /// Times the store was reopened after writes failed for lack of space.
+    pub store_recoveries: Counter,
     rpc_seconds: LatencyFamily,
     jobs: Family<JobLabels, Gauge>,
     workers: Gauge,
     store_bytes: Gauge,
     checkpoint_bytes: Gauge,
+    store_writable: Gauge,
 }
 
 impl Metrics {
@@ -74,6 +77,11 @@ impl Metrics {
         let checkpoints_stored = counter(&mut registry, "checkpoints_stored", "Checkpoints stored");
         let checkpoints_discarded =
             counter(&mut registry, "checkpoints_discarded", "Checkpoints discarded because they failed verification");
+        let store_recoveries = counter(
+            &mut registry,
+            "store_recoveries",
+            "Times the store was reopened after writes failed for lack of space",
+        );
         let rpc_seconds: LatencyFamily = Family::new_with_constructor(latency_histogram);
         registry.register("rpc_seconds", "gRPC request latency by method", rpc_seconds.clone());
         let jobs = Family::<JobLabels, Gauge>::default();
@@ -84,6 +92,12 @@ impl Metrics {
         registry.register("store_bytes", "Approximate size of the store on disk", store_bytes.clone());
         let checkpoint_bytes = Gauge::default();
         registry.register("checkpoint_bytes", "Bytes of checkpoint files on disk", checkpoint_bytes.clone());
+        let store_writable = Gauge::default();
+        registry.register(
+            "store_writable",
+            "1 while the store takes writes; 0 while they are refused (disk full, store lost)",
+            store_writable.clone(),
+        );
         Arc::new(Metrics {
             registry,
             leases_granted,
@@ -95,11 +109,13 @@ impl Metrics {
             histogram_entries,
             checkpoints_stored,
             checkpoints_discarded,
+            store_recoveries,
             rpc_seconds,
             jobs,
             workers,
             store_bytes,
             checkpoint_bytes,
+            store_writable,
         })
     }
 
@@ -124,6 +140,7 @@ impl Metrics {
         self.workers.set(i64::try_from(gauges.workers).unwrap_or(i64::MAX));
         self.store_bytes.set(i64::try_from(gauges.store_bytes).unwrap_or(i64::MAX));
         self.checkpoint_bytes.set(i64::try_from(gauges.checkpoint_bytes).unwrap_or(i64::MAX));
+        self.store_writable.set(i64::from(gauges.store_writable));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .map_err(|e| Error::Store(format!("metrics encoding: {e}")))?;
@@ -139,6 +156,7 @@ pub struct Gauges {
     pub workers: usize,
     pub store_bytes: u64,
     pub checkpoint_bytes: u64,
+    pub store_writable: bool,
 }
 
 /// A tower layer timing every gRPC request by its method path.

@@ -4,53 +4,17 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use common::{N, TTL, chunks, histogram, open, register, timing, tiny_grid};
 use ibsweep_coordinator::clock::ManualClock;
-use ibsweep_coordinator::error::{Error, Result};
+use ibsweep_coordinator::error::Error;
 use ibsweep_coordinator::ids::{Claim, LeaseToken};
 use ibsweep_coordinator::lifecycle::JobState;
 use ibsweep_coordinator::scheduler::Chunk;
-use ibsweep_coordinator::store::{JobStore, MemoryStore, SledStore, Tree, Txn};
+use ibsweep_coordinator::store::{MemoryStore, SledStore};
 use ibsweep_shared::measure::LayerHistogram;
 
 fn grid() -> String {
     tiny_grid("exact", 1)
-}
-
-/// A store whose transactions fail while `full` is set, like a full disk.
-#[derive(Debug, Default)]
-struct FullDisk {
-    inner: MemoryStore,
-    full: AtomicBool,
-}
-
-impl JobStore for FullDisk {
-    fn transaction<R>(&self, body: &mut dyn FnMut(&mut dyn Txn) -> Result<R>) -> Result<R> {
-        if self.full.load(Ordering::SeqCst) {
-            return Err(Error::Store("No space left on device".into()));
-        }
-        self.inner.transaction(body)
-    }
-    fn scan(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.inner.scan(tree, prefix)
-    }
-    fn scan_page(
-        &self,
-        tree: Tree,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.inner.scan_page(tree, prefix, after, limit)
-    }
-    fn flush(&self) -> Result<()> {
-        Ok(())
-    }
-    fn size_on_disk(&self) -> u64 {
-        0
-    }
 }
 
 macro_rules! exact {
@@ -268,20 +232,33 @@ fn a_coordinator_down_for_three_ttls_costs_no_attempt() {
     assert_eq!(again.attempt, 2);
 }
 
+/// A full disk refuses writes with RESOURCE_EXHAUSTED and keeps refusing after space
+/// returns (sled's errors are sticky) until the store is reopened; the reopen renews every
+/// lease, so the worker that held one keeps its job, and no attempt is used.
 #[test]
-fn leases_lapsing_while_the_disk_is_full_use_no_attempt() {
+fn a_full_disk_refuses_writes_keeps_reads_and_costs_no_lease_once_recovered() {
     let clock = ManualClock::new(1_000_000);
-    let s = open(FullDisk::default(), &clock);
-    s.submit("exact.yaml", &grid()).unwrap();
+    let s = open(MemoryStore::new(), &clock);
+    let sweep = s.submit("exact.yaml", &grid()).unwrap().sweep_id;
     let w = register(&s, "w");
     let g = s.lease(w).unwrap().unwrap();
-    s.store().full.store(true, Ordering::SeqCst);
+    s.store().set_disk_full(true);
     clock.advance(TTL / 2);
-    assert!(matches!(s.heartbeat(&g.claim(w), g.job_id, 0), Err(Error::Store(_))));
-    s.store().full.store(false, Ordering::SeqCst);
-    clock.advance(TTL);
-    assert_eq!(s.expire_leases().unwrap(), 1);
-    let job = s.job(g.job_id).unwrap();
-    assert_eq!(job.state, JobState::Pending { failures: 0 }, "max_attempts is 1, yet the job is not failed");
-    assert!(job.history[0].contains("could not write"), "{:?}", job.history);
+    let refused = s.heartbeat(&g.claim(w), g.job_id, 0).unwrap_err();
+    assert!(matches!(refused, Error::StorageFull { .. }), "{refused}");
+    assert_eq!(tonic::Status::from(refused).code(), tonic::Code::ResourceExhausted);
+    assert!(s.write_refusal().is_some());
+    // Reads work; the lapsed lease is not expired while nothing can be recorded.
+    assert_eq!(s.status(Some(sweep)).unwrap().len(), 1);
+    clock.advance(TTL * 2);
+    assert_eq!(s.expire_leases().unwrap(), 0);
+    assert!(!s.recover_storage().unwrap(), "no space yet");
+    s.store().set_disk_full(false);
+    assert!(s.write_refusal().is_some(), "refusing until reopened, like sled");
+    assert!(s.recover_storage().unwrap());
+    assert!(s.write_refusal().is_none());
+    // The lease was renewed at recovery: still the worker's, and no attempt used.
+    assert!(!s.heartbeat(&g.claim(w), g.job_id, 1).unwrap().cancelled);
+    assert_eq!(s.expire_leases().unwrap(), 0);
+    assert!(matches!(s.job(g.job_id).unwrap().state, JobState::Running { .. }));
 }

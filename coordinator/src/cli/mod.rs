@@ -6,6 +6,7 @@
 //! - [`serve`]: `coordinator serve`.
 //! - [`submit`], [`status`] (with `--watch`), [`results`] (and `plot`), [`control`] (cancel,
 //!   retry, workers): one module per command.
+//! - [`storage`]: backup, restore, verify.
 //! - [`output`]: everything printed (status text and JSON, tables, CSV, worker lines).
 
 mod control;
@@ -13,6 +14,7 @@ pub mod output;
 mod results;
 mod serve;
 mod status;
+mod storage;
 mod submit;
 
 use std::path::PathBuf;
@@ -132,6 +134,27 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// A consistent snapshot of the whole store (and its checkpoints) in one checked file,
+    /// taken while the coordinator serves; or, with --data-dir, from a stopped one.
+    Backup {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Back up this data directory directly (its coordinator must be stopped).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Build a new store from a backup (into a missing or empty directory only).
+    Restore {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
+    /// Check a stopped coordinator's store: every record, every cross-record invariant.
+    Verify {
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -156,6 +179,12 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         let figures = results::Figures { out, format, kinds: plot_kinds(only), estimators: estimator };
         return results::plot_csv(&csv, &filters, figures).await;
     }
+    match &cli.command {
+        Command::Backup { out, data_dir: Some(dir) } => return storage::backup_offline(dir, out),
+        Command::Restore { file, data_dir } => return storage::restore(file, data_dir),
+        Command::Verify { data_dir } => return storage::verify(data_dir),
+        _ => {}
+    }
     let url = cli.coordinator;
     let config = ClientConfig { url: url.clone(), token, tls_ca: cli.tls_ca, tls_identity: None };
     let mut client = Client::connect(&config).await?;
@@ -175,6 +204,10 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Checkpoint { job, out } => control::checkpoint(&mut client, &job, &out).await,
         Command::Retry { sweep, failed: _ } => control::retry(&mut client, &sweep).await,
         Command::Workers { json } => control::workers(&mut client, &url, json).await,
+        Command::Backup { out, data_dir: None } => storage::backup_online(&mut client, &out).await,
+        Command::Backup { data_dir: Some(_), .. } | Command::Restore { .. } | Command::Verify { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 

@@ -37,6 +37,9 @@ pub fn eta(s: &pb::SweepStatus, status: &pb::StatusResponse) -> String {
 /// Human-readable status (the same text `status --watch` repeats).
 pub fn render_status(status: &pb::StatusResponse) -> String {
     let mut out = String::new();
+    if !status.store_problem.is_empty() {
+        out += &format!("STORE: writes refused: {}\n", status.store_problem);
+    }
     if status.sweeps.is_empty() {
         out += "no sweeps; submit one with `coordinator submit GRID.yaml`\n";
     }
@@ -262,6 +265,7 @@ pub fn status_json(r: &pb::StatusResponse) -> serde_json::Value {
             })
         }).collect::<Vec<_>>(),
         "workers": r.workers.iter().map(|w| serde_json::json!({"worker_id": w.worker_id, "name": w.name, "job_id": w.job_id, "epoch": w.epoch, "last_seen_ms": w.last_seen_ms})).collect::<Vec<_>>(),
+        "store_problem": (!r.store_problem.is_empty()).then_some(&r.store_problem),
     })
 }
 
@@ -378,6 +382,7 @@ mod tests {
                 threads: 1,
                 epoch: 3,
             }],
+            store_problem: String::new(),
             now_ms: 10_000,
         }
     }

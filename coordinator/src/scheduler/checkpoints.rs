@@ -43,6 +43,13 @@ impl<S: JobStore> Scheduler<S> {
         self.checkpoints.as_ref().map_or(0, |d| d.bytes_used())
     }
 
+    /// A consistent snapshot of the whole store and its checkpoint files, for a backup
+    /// taken while serving.
+    pub fn snapshot(&self) -> Result<crate::backup::Snapshot> {
+        let dir = self.checkpoint_dir()?;
+        crate::backup::Snapshot::take(&self.store, dir.root(), true)
+    }
+
     /// Checks an announced checkpoint against the live lease and opens its file.
     pub fn begin_checkpoint(&self, header: &CheckpointHeader) -> Result<Incoming<'_>> {
         let dir = self.checkpoint_dir()?;

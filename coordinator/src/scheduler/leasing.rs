@@ -395,6 +395,10 @@ impl<S: JobStore> Scheduler<S> {
     /// could write the whole time since the lease's last heartbeat: a coordinator that could
     /// not record heartbeats (full disk) does not blame the worker. Returns how many expired.
     pub fn expire_leases(&self) -> Result<usize> {
+        if self.store.write_refusal().is_some() {
+            // Nothing could be recorded; leases are renewed when the store recovers.
+            return Ok(0);
+        }
         let now = self.now_ms();
         let ttl = self.timing.lease_ttl_ms;
         let mut index = self.lock();

@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ibsweep_shared::grid::Grid;
 use ibsweep_shared::job::JobSpec;
 
+pub use audit::RecordCheck;
 pub use checkpoints::CheckpointHeader;
 pub use commit::deferring;
 pub use control::Submitted;
@@ -142,10 +143,18 @@ impl<S: JobStore> Scheduler<S> {
     /// Opens the scheduler over `store`: rebuilds the index and gives every live lease a
     /// fresh TTL, so time the coordinator was down never counts against a worker.
     pub fn open(store: S, clock: Arc<dyn Clock>, timing: Timing) -> Result<Scheduler<S>> {
-        let scheduler = Scheduler {
+        let scheduler = Scheduler { clock, timing, ..Scheduler::inspect(store) };
+        scheduler.recover()?;
+        Ok(scheduler)
+    }
+
+    /// The scheduler over `store` without recovery: no lease renewed, nothing written.
+    /// For offline inspection (`coordinator verify`, `backup --data-dir`), never for serving.
+    pub fn inspect(store: S) -> Scheduler<S> {
+        Scheduler {
             store,
-            clock,
-            timing,
+            clock: Arc::new(crate::clock::SystemClock),
+            timing: Timing::default(),
             limits: Limits::default(),
             index: Mutex::new(Index::default()),
             grids: Mutex::new(HashMap::new()),
@@ -153,9 +162,7 @@ impl<S: JobStore> Scheduler<S> {
             metrics: Metrics::new(),
             checkpoints: None,
             commit: commit::GroupCommit::default(),
-        };
-        scheduler.recover()?;
-        Ok(scheduler)
+        }
     }
 
     pub fn with_limits(mut self, limits: Limits) -> Scheduler<S> {
@@ -173,9 +180,11 @@ impl<S: JobStore> Scheduler<S> {
         Ok(self)
     }
 
+    /// Rebuilds the index from the store, and renews every live lease.
     fn recover(&self) -> Result<()> {
         let now = self.now_ms();
         let mut index = self.lock();
+        *index = Index::default();
         let mut sweeps = HashMap::new();
         for (_, value) in self.store.scan(Tree::Sweeps, &[])? {
             let sweep = SWEEPS.decode(&value)?;
@@ -212,6 +221,31 @@ impl<S: JobStore> Scheduler<S> {
         Ok(())
     }
 
+    /// Why writes are refused at the moment (a full disk, a store that could not be
+    /// reopened), if they are; reads work meanwhile.
+    pub fn write_refusal(&self) -> Option<Error> {
+        self.store.write_refusal()
+    }
+
+    /// After writes failed for lack of space: reopens the store and, if it takes writes
+    /// again, rebuilds the index from what is durable (a refused commit may have reached
+    /// the old handle's memory and must not linger in the index) and renews every lease,
+    /// so the outage costs no worker its job. `Ok(false)`: still no space, try later;
+    /// `Err`: the store is lost to this process ([`Error::StoreLost`]).
+    pub fn recover_storage(&self) -> Result<bool> {
+        if self.store.write_refusal().is_none() {
+            return Ok(true);
+        }
+        match self.store.reopen() {
+            Ok(()) => {}
+            Err(Error::StorageFull { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        self.recover()?;
+        self.metrics.store_recoveries.inc();
+        Ok(true)
+    }
+
     /// The counters this scheduler moves (exported by `serve --metrics-listen`).
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.metrics)
@@ -219,6 +253,11 @@ impl<S: JobStore> Scheduler<S> {
 
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// The store back, for a scheduler made with [`Scheduler::inspect`].
+    pub fn into_store(self) -> S {
+        self.store
     }
 
     pub fn timing(&self) -> Timing {
@@ -273,7 +312,7 @@ impl<S: JobStore> Scheduler<S> {
     /// One store transaction; a storage failure is remembered (see `last_store_error_ms`).
     fn txn<R>(&self, body: &mut dyn FnMut(&mut dyn Txn) -> Result<R>) -> Result<R> {
         self.store.transaction(body).inspect_err(|e| {
-            if matches!(e, Error::Store(_)) {
+            if matches!(e, Error::Store(_) | Error::StorageFull { .. }) {
                 self.note_store_error();
             }
         })

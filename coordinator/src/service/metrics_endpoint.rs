@@ -16,6 +16,7 @@ fn gauges<S: JobStore>(scheduler: &Scheduler<S>) -> Result<Gauges> {
         workers: scheduler.workers()?.len(),
         store_bytes: scheduler.store().size_on_disk(),
         checkpoint_bytes: scheduler.checkpoint_bytes(),
+        store_writable: scheduler.write_refusal().is_none(),
     })
 }
 

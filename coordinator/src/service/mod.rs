@@ -5,6 +5,7 @@
 //!   health, reflection, gates and limits into one server.
 //! - [`net`]: TLS, the listener with its connection limit.
 //! - [`ticker`]: lease expiry and idle-worker clean-up on a timer.
+//! - [`storage`]: the store's write health: gRPC health, recovery from a full disk.
 //! - [`lanes`]: where a request's store work runs (the hot-path thread, blocking threads)
 //!   and when it is acknowledged (after the shared flush).
 //! - [`convert`]: protobuf to and from the coordinator's domain types; the only module
@@ -18,6 +19,7 @@ mod convert;
 mod lanes;
 mod metrics_endpoint;
 mod net;
+mod storage;
 mod streaming;
 mod sweeps;
 mod ticker;
@@ -102,6 +104,8 @@ pub async fn serve(
     };
     let scheduler = tokio::task::spawn_blocking(move || {
         let store = SledStore::open(&dir)?;
+        let store = check_at_start(store)?;
+        remove_backup_leftovers(&dir);
         let checkpoints = CheckpointDir::open(dir.join("checkpoints"), kept.keep_final, kept.max_bytes)?;
         Scheduler::open(store, Arc::new(SystemClock) as Arc<dyn Clock>, timing)?
             .with_limits(limits)
@@ -128,6 +132,32 @@ pub async fn serve(
     result
 }
 
+/// Removes the hard-link directories of backups a crash interrupted (`backup-*.tmp`).
+fn remove_backup_leftovers(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("backup-") && name.ends_with(".tmp") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Refuses a store whose records are damaged or disagree with each other, before anything
+/// is written to it or served from it.
+fn check_at_start(store: SledStore) -> Result<SledStore> {
+    let started = std::time::Instant::now();
+    let dir = store.path().display().to_string();
+    let inspected = Scheduler::inspect(store);
+    let damaged = |detail: String| Error::Damaged { dir: dir.clone(), detail };
+    let problems = inspected.audit().map_err(|e| damaged(e.to_string()))?;
+    if let Some(first) = problems.first() {
+        return Err(damaged(format!("{} inconsistencies, the first: {first}", problems.len())));
+    }
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "store checked at start");
+    Ok(inspected.into_store())
+}
+
 /// [`serve`] over any store and clock (tests use memory and a manual clock).
 pub async fn serve_with<S: JobStore>(
     listener: TcpListener,
@@ -139,6 +169,17 @@ pub async fn serve_with<S: JobStore>(
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<SweepServiceServer<Sweeps<S>>>().await;
     health_reporter.set_serving::<WorkerServiceServer<Workers<S>>>().await;
+    let lost = Arc::new(storage::Lost::default());
+    let watcher = storage::start(Arc::clone(&scheduler), health_reporter, Arc::clone(&lost));
+    let shutdown = {
+        let lost = Arc::clone(&lost);
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = lost.stop.notified() => {}
+            }
+        }
+    };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -174,6 +215,10 @@ pub async fn serve_with<S: JobStore>(
         .serve_with_incoming_shutdown(net::limited(listener, limits.max_connections), shutdown)
         .await;
     ticker.abort();
+    watcher.abort();
+    if let Some(e) = lost.take() {
+        return Err(e);
+    }
     let s = Arc::clone(&scheduler);
     tokio::task::spawn_blocking(move || s.flush()).await.map_err(|e| Error::Store(e.to_string()))??;
     result.map_err(|e| Error::Store(format!("server: {e}")))

@@ -41,6 +41,7 @@ fn status_snapshot<S: JobStore>(s: &Scheduler<S>, sweep: Option<SweepId>) -> Res
         sweeps: s.status(sweep)?.into_iter().map(convert::sweep_status).collect(),
         workers: s.workers()?.into_iter().map(convert::worker).collect(),
         now_ms: s.now_ms(),
+        store_problem: s.write_refusal().map(|e| e.to_string()).unwrap_or_default(),
     })
 }
 
@@ -189,5 +190,65 @@ impl<S: JobStore> SweepService for Sweeps<S> {
         let job: JobId = parse(&request.into_inner().job_id)?;
         let (checkpoint, path) = blocking(&self.0, move |s| s.export_checkpoint(job)).await?;
         Ok(Response::new(checkpoint_pieces(path, convert::checkpoint_info(&checkpoint))))
+    }
+
+    type BackupStream = BoxStream<pb::BackupPiece>;
+
+    /// The snapshot is taken under the commit lock (commits wait for the trees to be read
+    /// and the checkpoint files pinned), then written out on a blocking thread as the
+    /// client reads it, through a bounded channel.
+    async fn backup(&self, _request: Request<pb::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
+        let snapshot = blocking(&self.0, |s| s.snapshot()).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let now = self.0.now_ms();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let sink = PieceSink { tx: tx.clone(), buffer: Vec::with_capacity(PIECE) };
+            match snapshot.write(sink, now) {
+                Ok(header) => tracing::info!(
+                    records = header.records,
+                    checkpoints = header.checkpoints,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "backup sent"
+                ),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Status::from(e)));
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Backup pieces' size.
+const PIECE: usize = 1 << 20;
+
+/// A writer that sends what it is given as [`pb::BackupPiece`]s of [`PIECE`] bytes.
+struct PieceSink {
+    tx: tokio::sync::mpsc::Sender<Result<pb::BackupPiece, Status>>,
+    buffer: Vec<u8>,
+}
+
+impl PieceSink {
+    fn send(&mut self) -> std::io::Result<()> {
+        let data = std::mem::replace(&mut self.buffer, Vec::with_capacity(PIECE));
+        self.tx
+            .blocking_send(Ok(pb::BackupPiece { data }))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl std::io::Write for PieceSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(PIECE - self.buffer.len());
+        self.buffer.extend_from_slice(&buf[..n]);
+        if self.buffer.len() == PIECE {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buffer.is_empty() { self.send() } else { Ok(()) }
     }
 }

@@ -2,20 +2,36 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{JobStore, Tree, Txn};
-use crate::error::Result;
+use super::{JobStore, Tree, TreeEntries, Txn};
+use crate::error::{Error, Result};
 
 type Map = BTreeMap<(Tree, Vec<u8>), Vec<u8>>;
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     data: Mutex<Map>,
+    /// A simulated full disk (tests): writes fail while it is set.
+    disk_full: AtomicBool,
+    /// Like sled: once a write failed for space, writes are refused until a reopen.
+    refusing: AtomicBool,
 }
 
 impl MemoryStore {
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    /// Makes the simulated disk full or frees it, for tests of what a full disk does to
+    /// the layers above. Like sled, the store keeps refusing after space returns until
+    /// [`JobStore::reopen`].
+    pub fn set_disk_full(&self, full: bool) {
+        self.disk_full.store(full, Ordering::SeqCst);
+    }
+
+    fn full_error() -> Error {
+        Error::StorageFull { dir: "memory".into(), free: "0 B".into() }
     }
 }
 
@@ -50,6 +66,10 @@ impl JobStore for MemoryStore {
         let mut overlay = Overlay { base: &data, writes: HashMap::new() };
         let result = body(&mut overlay)?;
         let writes = overlay.writes;
+        if !writes.is_empty() && (self.disk_full.load(Ordering::SeqCst) || self.refusing.load(Ordering::SeqCst)) {
+            self.refusing.store(true, Ordering::SeqCst);
+            return Err(MemoryStore::full_error());
+        }
         for (k, v) in writes {
             match v {
                 Some(v) => data.insert(k, v),
@@ -95,5 +115,30 @@ impl JobStore for MemoryStore {
 
     fn size_on_disk(&self) -> u64 {
         0
+    }
+
+    fn write_refusal(&self) -> Option<Error> {
+        self.refusing.load(Ordering::SeqCst).then(MemoryStore::full_error)
+    }
+
+    fn snapshot(&self, while_still: &mut dyn FnMut(&TreeEntries) -> Result<()>) -> Result<TreeEntries> {
+        let data = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        let trees: TreeEntries = Tree::ALL
+            .iter()
+            .map(|&tree| {
+                let entries = data.iter().filter(|((t, _), _)| *t == tree).map(|((_, k), v)| (k.clone(), v.clone()));
+                (tree, entries.collect())
+            })
+            .collect();
+        while_still(&trees)?;
+        Ok(trees)
+    }
+
+    fn reopen(&self) -> Result<()> {
+        if self.disk_full.load(Ordering::SeqCst) {
+            return Err(MemoryStore::full_error());
+        }
+        self.refusing.store(false, Ordering::SeqCst);
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@ mod sled_store;
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The trees (one per entity). Keys are big-endian so range scans come out ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -77,6 +77,11 @@ impl Tree {
         }
     }
 
+    /// The tree of a [`Tree::name`].
+    pub fn from_name(name: &[u8]) -> Option<Tree> {
+        Tree::ALL.into_iter().find(|t| t.name().as_bytes() == name)
+    }
+
     fn position(self) -> usize {
         Tree::ALL.iter().position(|&t| t == self).expect("every tree is in ALL")
     }
@@ -89,6 +94,9 @@ pub const FORMAT_VERSION: &str = "3";
 /// Formats this one reads as they are, upgraded in place at open.
 pub const UPGRADABLE_FORMATS: &[&str] = &["2"];
 pub const FORMAT_KEY: &[u8] = b"format_version";
+
+/// Every tree's entries, in tree and key order.
+pub type TreeEntries = Vec<(Tree, Vec<(Vec<u8>, Vec<u8>)>)>;
 
 /// Reads and writes inside one transaction: all or nothing.
 pub trait Txn {
@@ -125,4 +133,18 @@ pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Approximate bytes on disk (0 in memory).
     fn size_on_disk(&self) -> u64;
+
+    /// While the store refuses writes: the error every write gets ([`Error::StorageFull`]
+    /// until space returns and [`JobStore::reopen`] succeeds, [`Error::StoreLost`] after a
+    /// failed reopen). Reads keep working meanwhile.
+    fn write_refusal(&self) -> Option<Error>;
+
+    /// Closes and reopens the store after writes failed, then proves with a durable probe
+    /// write that it takes writes again. What reopening finds is exactly what was durable:
+    /// every acknowledged commit, and none that was refused.
+    fn reopen(&self) -> Result<()>;
+
+    /// Every tree as of one instant between commits: no commit runs until `while_still`
+    /// (which may pin what the entries reference, such as checkpoint files) has returned.
+    fn snapshot(&self, while_still: &mut dyn FnMut(&TreeEntries) -> Result<()>) -> Result<TreeEntries>;
 }

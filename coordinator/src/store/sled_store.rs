@@ -20,97 +20,37 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::time::Duration;
 
-use super::{FORMAT_KEY, FORMAT_VERSION, JobStore, Tree, Txn, UPGRADABLE_FORMATS};
-use crate::error::{Error, Result};
+use super::{FORMAT_KEY, FORMAT_VERSION, JobStore, Tree, TreeEntries, Txn, UPGRADABLE_FORMATS};
+use crate::error::{Error, Result, free_space, is_no_space};
 
 /// The sled tree holding the redo record (not a [`Tree`]: only this store has one).
 const REDO_TREE: &str = "redo";
 const REDO_KEY: &[u8] = b"last";
 const REDO_MAGIC: &[u8; 4] = b"IBR1";
+/// Written and flushed by a reopen: proof that the file system takes writes again.
+const PROBE_KEY: &[u8] = b"write_probe";
 
 /// A commit's writes: `None` removes the key. Ordered, so a record is deterministic.
 type Writes = BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>;
 
+/// One open sled database and its trees.
 #[derive(Debug)]
-pub struct SledStore {
+struct Handles {
     db: sled::Db,
     trees: Vec<sled::Tree>,
     redo: sled::Tree,
-    /// Held for a whole commit (body, redo record, apply): commits are serializable, and
-    /// a body's reads never see another commit half applied.
-    commit: Mutex<()>,
-    path: PathBuf,
 }
 
-impl SledStore {
-    /// Opens (or creates) the store in `dir`; refuses a store of another format version and
-    /// completes a commit a crash interrupted.
-    pub fn open(dir: &Path) -> Result<SledStore> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Store(format!("cannot create {}: {e}", dir.display())))?;
-        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
-                Error::Store(format!("{} is in use by another coordinator ({io})", dir.display()))
-            }
-            other => Error::Store(format!("cannot open {}: {other}", dir.display())),
-        })?;
-        let trees = Tree::ALL.iter().map(|t| db.open_tree(t.name())).collect::<sled::Result<Vec<_>>>()?;
-        let redo = db.open_tree(REDO_TREE)?;
-        let store = SledStore { db, trees, redo, commit: Mutex::new(()), path: dir.to_path_buf() };
-        let meta = store.tree(Tree::Meta);
-        match meta.get(FORMAT_KEY)? {
-            Some(found) if found.as_ref() == FORMAT_VERSION.as_bytes() => {}
-            // Older formats this one only adds to (the redo tree) are upgraded in place.
-            Some(found) if UPGRADABLE_FORMATS.iter().any(|f| found.as_ref() == f.as_bytes()) => {
-                tracing::info!(
-                    path = %dir.display(),
-                    from = %String::from_utf8_lossy(&found),
-                    to = FORMAT_VERSION,
-                    "upgrading the store's format"
-                );
-                meta.insert(FORMAT_KEY, FORMAT_VERSION.as_bytes())?;
-                store.db.flush()?;
-            }
-            None => {
-                meta.insert(FORMAT_KEY, FORMAT_VERSION.as_bytes())?;
-                store.db.flush()?;
-            }
-            Some(found) => {
-                return Err(Error::FormatVersion {
-                    path: dir.display().to_string(),
-                    found: String::from_utf8_lossy(&found).into_owned(),
-                    expected: FORMAT_VERSION.into(),
-                });
-            }
-        }
-        if let Some(record) = store.redo.get(REDO_KEY)? {
-            // Usually already applied in full; if a crash cut the apply short, this ends it.
-            store.apply(&decode_redo(&record)?)?;
-            store.db.flush()?;
-        }
-        Ok(store)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
+impl Handles {
     fn tree(&self, tree: Tree) -> &sled::Tree {
         &self.trees[tree.position()]
     }
 
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        self.commit.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Stores `writes` as the redo record: from here on the commit survives a crash whole.
-    fn log(&self, writes: &Writes) -> Result<()> {
-        self.redo.insert(REDO_KEY, encode_redo(writes))?;
-        Ok(())
-    }
-
-    fn apply(&self, writes: &Writes) -> Result<()> {
+    fn apply(&self, writes: &Writes) -> sled::Result<()> {
         for ((tree, key), value) in writes {
             match value {
                 Some(value) => self.tree(*tree).insert(key, value.as_slice())?,
@@ -119,6 +59,181 @@ impl SledStore {
         }
         Ok(())
     }
+}
+
+#[derive(Debug)]
+pub struct SledStore {
+    /// `None` only after a reopen failed: every call then answers [`Error::StoreLost`].
+    handles: RwLock<Option<Handles>>,
+    /// Held for a whole commit (body, redo record, apply): commits are serializable, and
+    /// a body's reads never see another commit half applied.
+    commit: Mutex<()>,
+    path: PathBuf,
+    /// Set by a write that failed for lack of space. sled's IO errors are sticky (after one
+    /// failed log write the open database refuses every write, even once space returns), so
+    /// this stays set until [`JobStore::reopen`] proves the file system takes writes again.
+    full: AtomicBool,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`; refuses a store of another format version and
+    /// completes a commit a crash interrupted.
+    pub fn open(dir: &Path) -> Result<SledStore> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, format!("cannot create {}", dir.display()), e))?;
+        Ok(SledStore {
+            handles: RwLock::new(Some(open_handles(dir)?)),
+            commit: Mutex::new(()),
+            path: dir.to_path_buf(),
+            full: AtomicBool::new(false),
+        })
+    }
+
+    /// Opens an existing store, refusing a directory that holds none (verify, backup).
+    pub fn open_existing(dir: &Path) -> Result<SledStore> {
+        if !dir.join("conf").exists() && !dir.join("db").exists() {
+            return Err(Error::InvalidArgument(format!("{} holds no ibsweep store", dir.display())));
+        }
+        SledStore::open(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn handles(&self) -> Result<RwLockReadGuard<'_, Option<Handles>>> {
+        let guard = self.handles.read().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            return Err(self.lost("an earlier reopen failed"));
+        }
+        Ok(guard)
+    }
+
+    fn lost(&self, detail: impl Into<String>) -> Error {
+        Error::StoreLost { dir: self.path.display().to_string(), detail: detail.into() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.commit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A failed write's error; lack of space is remembered (see `full`).
+    fn write_error(&self, e: sled::Error) -> Error {
+        match &e {
+            sled::Error::Io(io) if is_no_space(io) => {
+                if !self.full.swap(true, Ordering::SeqCst) {
+                    tracing::error!(
+                        dir = %self.path.display(),
+                        free = %free_space(&self.path),
+                        "the store's file system is full: refusing writes until space is freed"
+                    );
+                }
+                Error::StorageFull { dir: self.path.display().to_string(), free: free_space(&self.path) }
+            }
+            _ if self.full.load(Ordering::SeqCst) => {
+                Error::StorageFull { dir: self.path.display().to_string(), free: free_space(&self.path) }
+            }
+            _ => Error::Store(e.to_string()),
+        }
+    }
+
+    /// Stores `writes` as the redo record: from here on the commit survives a crash whole.
+    fn log(&self, handles: &Handles, writes: &Writes) -> Result<()> {
+        handles.redo.insert(REDO_KEY, encode_redo(writes)).map_err(|e| self.write_error(e))?;
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn with_handles<R>(&self, f: impl FnOnce(&Handles) -> R) -> R {
+        f(self.handles().unwrap().as_ref().expect("open"))
+    }
+}
+
+/// Why sled could not open `dir`, as a coordinator should say it.
+fn open_error(dir: &Path, e: sled::Error) -> Error {
+    let damaged = |detail: String| Error::Damaged { dir: dir.display().to_string(), detail };
+    match e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+            Error::Store(format!("{} is in use by another coordinator ({io})", dir.display()))
+        }
+        sled::Error::Io(io) if is_no_space(&io) => {
+            Error::StorageFull { dir: dir.display().to_string(), free: free_space(dir) }
+        }
+        sled::Error::Corruption { at, bt: _ } => {
+            damaged(format!("sled found a corrupt log entry{}", at.map(|a| format!(" at {a:?}")).unwrap_or_default()))
+        }
+        sled::Error::Unsupported(why) => damaged(format!("sled cannot read it: {why}")),
+        sled::Error::ReportableBug(why) => damaged(format!("sled failed reading it: {why}")),
+        other => Error::Store(format!("cannot open {}: {other}", dir.display())),
+    }
+}
+
+/// Opens sled in `dir`, checks the format version and completes an interrupted commit.
+/// sled 0.34 panics on some damaged files instead of returning an error; that panic is
+/// caught here and reported as a damaged store, so a bad disk never crashes the process.
+fn open_handles(dir: &Path) -> Result<Handles> {
+    let opened = std::panic::catch_unwind(|| -> sled::Result<Handles> {
+        let db = sled::Config::new().path(dir).open()?;
+        let trees = Tree::ALL.iter().map(|t| db.open_tree(t.name())).collect::<sled::Result<Vec<_>>>()?;
+        let redo = db.open_tree(REDO_TREE)?;
+        Ok(Handles { db, trees, redo })
+    });
+    let handles = match opened {
+        Ok(result) => result.map_err(|e| open_error(dir, e))?,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            return Err(Error::Damaged {
+                dir: dir.display().to_string(),
+                detail: format!("sled failed opening it ({what})"),
+            });
+        }
+    };
+    let meta = handles.tree(Tree::Meta);
+    match meta.get(FORMAT_KEY)? {
+        Some(found) if found.as_ref() == FORMAT_VERSION.as_bytes() => {}
+        // Older formats this one only adds to (the redo tree) are upgraded in place.
+        Some(found) if UPGRADABLE_FORMATS.iter().any(|f| found.as_ref() == f.as_bytes()) => {
+            tracing::info!(
+                path = %dir.display(),
+                from = %String::from_utf8_lossy(&found),
+                to = FORMAT_VERSION,
+                "upgrading the store's format"
+            );
+            meta.insert(FORMAT_KEY, FORMAT_VERSION.as_bytes())?;
+            handles.db.flush()?;
+        }
+        // A store with records but no format key lost its meta tree: not a fresh store.
+        None if Tree::ALL.iter().any(|&t| t != Tree::Meta && !handles.tree(t).is_empty()) => {
+            return Err(Error::Damaged {
+                dir: dir.display().to_string(),
+                detail: "it holds records but no format version (its meta tree is gone)".into(),
+            });
+        }
+        None => {
+            meta.insert(FORMAT_KEY, FORMAT_VERSION.as_bytes())?;
+            handles.db.flush()?;
+        }
+        Some(found) => {
+            return Err(Error::FormatVersion {
+                path: dir.display().to_string(),
+                found: String::from_utf8_lossy(&found).into_owned(),
+                expected: FORMAT_VERSION.into(),
+            });
+        }
+    }
+    if let Some(record) = handles.redo.get(REDO_KEY)? {
+        // Usually already applied in full; if a crash cut the apply short, this ends it.
+        let writes = decode_redo(&record).map_err(|e| Error::Damaged {
+            dir: dir.display().to_string(),
+            detail: format!("its last commit record cannot be read ({e})"),
+        })?;
+        handles.apply(&writes)?;
+        handles.db.flush()?;
+    }
+    Ok(handles)
 }
 
 /// `IBR1`, then per write: tree name (u8 length), key (u32 length), 0 = remove or
@@ -164,7 +279,7 @@ fn decode_redo(mut bytes: &[u8]) -> Result<Writes> {
     while !bytes.is_empty() {
         let name_len = take(&mut bytes, 1)?[0] as usize;
         let name = take(&mut bytes, name_len)?;
-        let tree = Tree::ALL.into_iter().find(|t| t.name().as_bytes() == name).ok_or_else(|| Error::Corrupt {
+        let tree = Tree::from_name(name).ok_or_else(|| Error::Corrupt {
             tree: REDO_TREE,
             detail: format!("unknown tree {:?}", String::from_utf8_lossy(name)),
         })?;
@@ -185,7 +300,7 @@ fn decode_redo(mut bytes: &[u8]) -> Result<Writes> {
 
 /// A commit in progress: reads see its own writes first, then the store.
 struct SledTxn<'a> {
-    store: &'a SledStore,
+    handles: &'a Handles,
     writes: Writes,
 }
 
@@ -193,7 +308,7 @@ impl Txn for SledTxn<'_> {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.writes.get(&(tree, key.to_vec())) {
             Some(value) => Ok(value.clone()),
-            None => Ok(self.store.tree(tree).get(key)?.map(|v| v.to_vec())),
+            None => Ok(self.handles.tree(tree).get(key)?.map(|v| v.to_vec())),
         }
     }
 
@@ -211,19 +326,29 @@ impl Txn for SledTxn<'_> {
 impl JobStore for SledStore {
     fn transaction<R>(&self, body: &mut dyn FnMut(&mut dyn Txn) -> Result<R>) -> Result<R> {
         let _commit = self.lock();
-        let mut txn = SledTxn { store: self, writes: Writes::new() };
+        let guard = self.handles()?;
+        let handles = guard.as_ref().expect("checked by handles()");
+        let mut txn = SledTxn { handles, writes: Writes::new() };
         let result = body(&mut txn)?;
         // Even a single write is logged: the record must always describe the last commit,
         // or reopening would apply an older one over it.
         if !txn.writes.is_empty() {
-            self.log(&txn.writes)?;
-            self.apply(&txn.writes)?;
+            if self.full.load(Ordering::SeqCst) {
+                // Refused before sled sees it: the open database would refuse it anyway.
+                return Err(Error::StorageFull { dir: self.path.display().to_string(), free: free_space(&self.path) });
+            }
+            self.log(handles, &txn.writes)?;
+            handles.apply(&txn.writes).map_err(|e| self.write_error(e))?;
         }
         Ok(result)
     }
 
     fn scan(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.tree(tree)
+        let guard = self.handles()?;
+        guard
+            .as_ref()
+            .expect("checked by handles()")
+            .tree(tree)
             .scan_prefix(prefix)
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Error::from))
             .collect()
@@ -241,7 +366,11 @@ impl JobStore for SledStore {
             Some(key) => Bound::Excluded(key.to_vec()),
             None => Bound::Included(prefix.to_vec()),
         };
-        self.tree(tree)
+        let guard = self.handles()?;
+        guard
+            .as_ref()
+            .expect("checked by handles()")
+            .tree(tree)
             .range::<Vec<u8>, _>((start, Bound::Unbounded))
             .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
             .take(limit)
@@ -250,12 +379,73 @@ impl JobStore for SledStore {
     }
 
     fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        let guard = self.handles()?;
+        guard.as_ref().expect("checked by handles()").db.flush().map_err(|e| self.write_error(e))?;
         Ok(())
     }
 
     fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        match self.handles() {
+            Ok(guard) => guard.as_ref().and_then(|h| h.db.size_on_disk().ok()).unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+
+    fn write_refusal(&self) -> Option<Error> {
+        if self.handles.read().unwrap_or_else(|e| e.into_inner()).is_none() {
+            return Some(self.lost("an earlier reopen failed"));
+        }
+        self.full
+            .load(Ordering::SeqCst)
+            .then(|| Error::StorageFull { dir: self.path.display().to_string(), free: free_space(&self.path) })
+    }
+
+    fn snapshot(&self, while_still: &mut dyn FnMut(&TreeEntries) -> Result<()>) -> Result<TreeEntries> {
+        let _commit = self.lock();
+        let trees = Tree::ALL.iter().map(|&t| Ok((t, self.scan(t, &[])?))).collect::<Result<TreeEntries>>()?;
+        while_still(&trees)?;
+        Ok(trees)
+    }
+
+    fn reopen(&self) -> Result<()> {
+        // Below this sled may not even manage to reopen (it writes while recovering): stay
+        // closed for writes and open for reads until there is room.
+        const MIN_FREE: u64 = 1 << 20;
+        if fs2::available_space(&self.path).is_ok_and(|free| free < MIN_FREE) {
+            return Err(Error::StorageFull { dir: self.path.display().to_string(), free: free_space(&self.path) });
+        }
+        let _commit = self.lock();
+        let mut slot = self.handles.write().unwrap_or_else(|e| e.into_inner());
+        // sled's file lock goes with its last handle; its IO threads may hold one briefly.
+        drop(slot.take());
+        let mut tries = 0;
+        let handles = loop {
+            match open_handles(&self.path) {
+                Ok(handles) => break handles,
+                Err(Error::Store(why)) if why.contains("in use") && tries < 40 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(self.lost(e.to_string())),
+            }
+        };
+        let probe = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+            .to_be_bytes();
+        let probed = handles.tree(Tree::Meta).insert(PROBE_KEY, &probe).and_then(|_| handles.db.flush());
+        *slot = Some(handles);
+        match probed {
+            Ok(_) => {
+                self.full.store(false, Ordering::SeqCst);
+                tracing::info!(dir = %self.path.display(), free = %free_space(&self.path), "the store takes writes again");
+                Ok(())
+            }
+            Err(sled::Error::Io(io)) if is_no_space(&io) => {
+                Err(Error::StorageFull { dir: self.path.display().to_string(), free: free_space(&self.path) })
+            }
+            Err(e) => Err(self.lost(format!("the write probe after reopening failed: {e}"))),
+        }
     }
 }
 
@@ -306,10 +496,10 @@ mod tests {
                 (Tree::Jobs, b"new", Some(b"job")),
                 (Tree::Sweeps, b"s", Some(b"after")),
             ]);
-            store.log(&commit).unwrap();
+            store.with_handles(|h| store.log(h, &commit)).unwrap();
             // Only the first write reaches the trees before the "crash".
             let first: Writes = commit.into_iter().take(1).collect();
-            store.apply(&first).unwrap();
+            store.with_handles(|h| h.apply(&first)).unwrap();
             store.flush().unwrap();
         }
         let store = SledStore::open(dir.path()).unwrap();
