@@ -234,3 +234,57 @@ async fn cancel_reaches_the_worker_at_its_heartbeat_and_retry_requeues_failures(
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("bad.yaml:2:"), "{}", err.message());
 }
+
+/// A full disk, seen from the wire: writes answer RESOURCE_EXHAUSTED naming the store,
+/// reads and `status` keep working and say why, gRPC health turns NOT_SERVING for the
+/// worker service; once space returns the store is reopened by itself and health turns
+/// SERVING again, with no restart.
+#[tokio::test]
+async fn a_full_disk_is_refused_reported_and_recovered_from_without_a_restart() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let clock = ManualClock::new(1_000_000);
+    let timing = Timing { lease_ttl_ms: TTL, heartbeat_interval_ms: 1_000, worker_timeout_ms: 100 * TTL };
+    let scheduler = Arc::new(Scheduler::open(MemoryStore::new(), Arc::new(clock.clone()), timing).unwrap());
+    let server = Server::start(Arc::clone(&scheduler), ServeOptions::default()).await;
+    let (channel, bearer) = ClientConfig::new(server.url.clone()).connect().await.unwrap();
+    let mut sweeps = SweepServiceClient::with_interceptor(channel.clone(), bearer);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let worker_health = || HealthCheckRequest { service: "ibsweep.v1.WorkerService".into() };
+    let submit = |name: &str| pb::SubmitRequest {
+        grid_yaml: GridBuilder::tiny(name).build(),
+        file_name: format!("{name}.yaml"),
+    };
+    sweeps.submit(submit("before")).await.unwrap();
+
+    scheduler.store().set_disk_full(true);
+    let refused = sweeps.submit(submit("during")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("no space left") && refused.message().contains("memory"), "{refused:?}");
+    let status = sweeps.status(pb::StatusRequest::default()).await.unwrap().into_inner();
+    assert_eq!(status.sweeps.len(), 1, "reads keep working");
+    assert!(status.store_problem.contains("cannot write"), "{status:?}");
+    let mut serving = ServingStatus::Serving as i32;
+    for _ in 0..40 {
+        serving = health.check(worker_health()).await.unwrap().into_inner().status;
+        if serving == ServingStatus::NotServing as i32 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(serving, ServingStatus::NotServing as i32, "the worker service must report NOT_SERVING");
+
+    scheduler.store().set_disk_full(false);
+    for _ in 0..100 {
+        serving = health.check(worker_health()).await.unwrap().into_inner().status;
+        if serving == ServingStatus::Serving as i32 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(serving, ServingStatus::Serving as i32, "recovered within 10 s, by itself");
+    let status = sweeps.status(pb::StatusRequest::default()).await.unwrap().into_inner();
+    assert!(status.store_problem.is_empty(), "{status:?}");
+    sweeps.submit(submit("after")).await.unwrap();
+    server.stop().await;
+}

@@ -57,6 +57,44 @@ macro_rules! conformance {
                 store.flush().unwrap();
             }
 
+            /// A snapshot is every tree at one instant: a commit started while its callback
+            /// runs lands after it, never half inside.
+            #[test]
+            fn a_snapshot_is_every_tree_between_two_commits() {
+                let store = std::sync::Arc::new($make);
+                store
+                    .transaction(&mut |txn| {
+                        txn.insert(Tree::Jobs, b"j", b"1")?;
+                        txn.insert(Tree::Sweeps, b"s", b"1")
+                    })
+                    .unwrap();
+                let writer = {
+                    let store = std::sync::Arc::clone(&store);
+                    move || {
+                        store
+                            .transaction(&mut |txn| {
+                                txn.insert(Tree::Jobs, b"j", b"2")?;
+                                txn.insert(Tree::Sweeps, b"s", b"2")
+                            })
+                            .unwrap()
+                    }
+                };
+                let mut thread = None;
+                let trees = store
+                    .snapshot(&mut |_| {
+                        thread = Some(std::thread::spawn(writer.clone()));
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        Ok(())
+                    })
+                    .unwrap();
+                thread.unwrap().join().unwrap();
+                let of = |tree: Tree| trees.iter().find(|(t, _)| *t == tree).unwrap().1.clone();
+                assert_eq!(trees.len(), Tree::ALL.len());
+                assert_eq!(of(Tree::Jobs), vec![(b"j".to_vec(), b"1".to_vec())]);
+                assert_eq!(of(Tree::Sweeps), vec![(b"s".to_vec(), b"1".to_vec())]);
+                assert_eq!(store.scan(Tree::Sweeps, &[]).unwrap(), vec![(b"s".to_vec(), b"2".to_vec())]);
+            }
+
             #[test]
             fn submit_is_idempotent_and_lazy() {
                 let clock = ManualClock::new(1_000_000);

@@ -77,12 +77,14 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Where a child's standard error goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Log {
     /// Discarded (load and crash benches: millions of lines).
     Null,
     /// Appended to `DATA_DIR.log`, beside the store, across restarts.
     BesideStore,
+    /// Appended to this file (a store on a small file system the test fills).
+    At(PathBuf),
 }
 
 /// `coordinator serve` on a loopback port, as a process.
@@ -114,6 +116,12 @@ impl Serve {
         self
     }
 
+    /// The log goes to `path` instead of beside the store.
+    pub fn log_to(mut self, path: &Path) -> Serve {
+        self.log = Log::At(path.to_path_buf());
+        self
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -135,11 +143,11 @@ impl Serve {
         if let Some(level) = &self.rust_log {
             command.env("RUST_LOG", level);
         }
-        match self.log {
+        let append = |path: &Path| std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        match &self.log {
             Log::Null => command.stderr(Stdio::null()),
-            Log::BesideStore => command.stderr(
-                std::fs::OpenOptions::new().create(true).append(true).open(self.data.with_extension("log")).unwrap(),
-            ),
+            Log::BesideStore => command.stderr(append(&self.data.with_extension("log"))),
+            Log::At(path) => command.stderr(append(path)),
         };
         Proc(command.spawn().expect("start the coordinator"))
     }

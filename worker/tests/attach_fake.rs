@@ -146,3 +146,24 @@ async fn a_refused_registration_stops_the_worker_with_the_reason() {
     assert!(matches!(err, Error::Refused { .. }), "{err:?}");
     assert!(err.to_string().contains("scripted Fatal of Register"), "{err}");
 }
+
+/// A checkpoint the coordinator keeps refusing (a full disk) is not thrown away: training
+/// goes on, the checkpoint stays in memory and is delivered after the next upload that
+/// gets through, unless a newer one replaced it first.
+#[tokio::test]
+async fn a_refused_checkpoint_is_kept_and_delivered_once_writes_are_accepted() {
+    let _turn = TORCH.lock().unwrap_or_else(|e| e.into_inner());
+    let fake = FakeCoordinator::new();
+    let mut job = spec(3);
+    job.checkpoint_every = 1;
+    job.measure.epochs = ibsweep_shared::job::EpochSchedule::Every;
+    fake.add_job("j1", job);
+    // Every try the first checkpoint upload gets.
+    fake.fail_next(Call::UploadCheckpoint, 6, Disposition::Retry);
+    let (result, seen) = run_until(&fake, completed).await;
+    result.unwrap();
+    let epochs: Vec<u32> = seen.checkpoints.iter().map(|(_, epoch, _)| *epoch).collect();
+    assert_eq!(epochs.first(), Some(&1), "the refused checkpoint at epoch 1 arrives late, not never: {epochs:?}");
+    assert!(epochs.contains(&2), "{epochs:?}");
+    assert_eq!(seen.completed.len(), 1);
+}

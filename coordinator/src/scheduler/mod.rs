@@ -216,7 +216,7 @@ impl<S: JobStore> Scheduler<S> {
         drop(index);
         if !active.is_empty() {
             self.store.flush()?;
-            tracing::info!(leases = active.len(), "live leases renewed for {} s after start", ttl / 1000);
+            tracing::info!(leases = active.len(), "live leases renewed for {} s", ttl / 1000);
         }
         Ok(())
     }

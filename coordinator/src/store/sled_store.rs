@@ -20,9 +20,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{FORMAT_KEY, FORMAT_VERSION, JobStore, Tree, TreeEntries, Txn, UPGRADABLE_FORMATS};
 use crate::error::{Error, Result, free_space, is_no_space};
@@ -30,7 +30,15 @@ use crate::error::{Error, Result, free_space, is_no_space};
 /// The sled tree holding the redo record (not a [`Tree`]: only this store has one).
 const REDO_TREE: &str = "redo";
 const REDO_KEY: &[u8] = b"last";
-const REDO_MAGIC: &[u8; 4] = b"IBR1";
+/// Format 1 records carry no commit number (read as commit 0).
+const REDO_MAGIC_V1: &[u8; 4] = b"IBR1";
+const REDO_MAGIC: &[u8; 4] = b"IBR2";
+/// Beside sled's files: the number of a commit known to be durable. sled takes a log cut
+/// short for a torn write and recovers the prefix without a word, so a truncated copy or a
+/// disk that lost a file's tail would otherwise be served as if nothing were missing.
+const DURABLE_MARK: &str = "durable-commit";
+/// How often a flush also brings the mark up to date (it is exact at a clean shutdown).
+const MARK_EVERY: Duration = Duration::from_secs(5);
 /// Written and flushed by a reopen: proof that the file system takes writes again.
 const PROBE_KEY: &[u8] = b"write_probe";
 
@@ -73,6 +81,10 @@ pub struct SledStore {
     /// failed log write the open database refuses every write, even once space returns), so
     /// this stays set until [`JobStore::reopen`] proves the file system takes writes again.
     full: AtomicBool,
+    /// The number of the last commit applied (it is in the redo record).
+    commits: AtomicU64,
+    /// When the durable mark was last written.
+    marked: Mutex<Instant>,
 }
 
 impl SledStore {
@@ -80,11 +92,14 @@ impl SledStore {
     /// completes a commit a crash interrupted.
     pub fn open(dir: &Path) -> Result<SledStore> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, format!("cannot create {}", dir.display()), e))?;
+        let (handles, commits) = open_handles(dir)?;
         Ok(SledStore {
-            handles: RwLock::new(Some(open_handles(dir)?)),
+            handles: RwLock::new(Some(handles)),
             commit: Mutex::new(()),
             path: dir.to_path_buf(),
             full: AtomicBool::new(false),
+            commits: AtomicU64::new(commits),
+            marked: Mutex::new(Instant::now()),
         })
     }
 
@@ -136,15 +151,39 @@ impl SledStore {
         }
     }
 
-    /// Stores `writes` as the redo record: from here on the commit survives a crash whole.
-    fn log(&self, handles: &Handles, writes: &Writes) -> Result<()> {
-        handles.redo.insert(REDO_KEY, encode_redo(writes)).map_err(|e| self.write_error(e))?;
+    /// Stores `writes` as the redo record of commit `number`: from here on the commit
+    /// survives a crash whole.
+    fn log(&self, handles: &Handles, number: u64, writes: &Writes) -> Result<()> {
+        handles.redo.insert(REDO_KEY, encode_redo(number, writes)).map_err(|e| self.write_error(e))?;
         Ok(())
+    }
+
+    /// Records that commit `number` is durable, at most every [`MARK_EVERY`] unless `now`.
+    fn mark(&self, number: u64, now: bool) {
+        let mut marked = self.marked.lock().unwrap_or_else(|e| e.into_inner());
+        if !now && marked.elapsed() < MARK_EVERY {
+            return;
+        }
+        *marked = Instant::now();
+        if let Err(e) = write_mark(&self.path, number) {
+            tracing::debug!("cannot update {}: {e}", self.path.join(DURABLE_MARK).display());
+        }
     }
 
     #[cfg(test)]
     fn with_handles<R>(&self, f: impl FnOnce(&Handles) -> R) -> R {
         f(self.handles().unwrap().as_ref().expect("open"))
+    }
+}
+
+impl Drop for SledStore {
+    /// A clean shutdown leaves an exact mark: everything up to the last commit is durable.
+    fn drop(&mut self) {
+        let covered = self.commits.load(Ordering::SeqCst);
+        let flushed = self.handles.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|h| h.db.flush());
+        if matches!(flushed, Some(Ok(_))) && !self.full.load(Ordering::SeqCst) {
+            self.mark(covered, true);
+        }
     }
 }
 
@@ -170,7 +209,7 @@ fn open_error(dir: &Path, e: sled::Error) -> Error {
 /// Opens sled in `dir`, checks the format version and completes an interrupted commit.
 /// sled 0.34 panics on some damaged files instead of returning an error; that panic is
 /// caught here and reported as a damaged store, so a bad disk never crashes the process.
-fn open_handles(dir: &Path) -> Result<Handles> {
+fn open_handles(dir: &Path) -> Result<(Handles, u64)> {
     let opened = std::panic::catch_unwind(|| -> sled::Result<Handles> {
         let db = sled::Config::new().path(dir).open()?;
         let trees = Tree::ALL.iter().map(|t| db.open_tree(t.name())).collect::<sled::Result<Vec<_>>>()?;
@@ -224,24 +263,57 @@ fn open_handles(dir: &Path) -> Result<Handles> {
             });
         }
     }
+    let mut commits = 0;
     if let Some(record) = handles.redo.get(REDO_KEY)? {
         // Usually already applied in full; if a crash cut the apply short, this ends it.
-        let writes = decode_redo(&record).map_err(|e| Error::Damaged {
+        let (number, writes) = decode_redo(&record).map_err(|e| Error::Damaged {
             dir: dir.display().to_string(),
             detail: format!("its last commit record cannot be read ({e})"),
         })?;
         handles.apply(&writes)?;
         handles.db.flush()?;
+        commits = number;
     }
-    Ok(handles)
+    if let Some(durable) = read_mark(dir)
+        && durable > commits
+    {
+        return Err(Error::Damaged {
+            dir: dir.display().to_string(),
+            detail: format!(
+                "its log ends at commit {commits}, but commit {durable} had been made durable: its files were \
+                 truncated or lost (a partial copy, a failing disk)"
+            ),
+        });
+    }
+    write_mark(dir, commits)
+        .map_err(|e| Error::io(dir, format!("cannot write {}", dir.join(DURABLE_MARK).display()), e))?;
+    Ok((handles, commits))
 }
 
-/// `IBR1`, then per write: tree name (u8 length), key (u32 length), 0 = remove or
-/// 1 = insert followed by the value (u32 length). Lengths little-endian.
-fn encode_redo(writes: &Writes) -> Vec<u8> {
+fn read_mark(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join(DURABLE_MARK)).ok()?;
+    text.trim().strip_prefix("commit ")?.split_whitespace().next()?.parse().ok()
+}
+
+/// Replaces the mark atomically (a crash leaves the old one or the new one).
+fn write_mark(dir: &Path, number: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{DURABLE_MARK}.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    writeln!(file, "commit {number} is durable (ibsweep checks the store's log reaches it at open)")?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(DURABLE_MARK))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// `IBR2`, the commit's number (u64), then per write: tree name (u8 length), key (u32
+/// length), 0 = remove or 1 = insert followed by the value (u32 length). Little-endian.
+/// (`IBR1` records, from before commits were numbered, lack the number.)
+fn encode_redo(number: u64, writes: &Writes) -> Vec<u8> {
     let size: usize = writes.iter().map(|((_, k), v)| 16 + 10 + k.len() + v.as_ref().map_or(0, Vec::len)).sum();
-    let mut out = Vec::with_capacity(REDO_MAGIC.len() + size);
+    let mut out = Vec::with_capacity(REDO_MAGIC.len() + 8 + size);
     out.extend_from_slice(REDO_MAGIC);
+    out.extend_from_slice(&number.to_le_bytes());
     for ((tree, key), value) in writes {
         let name = tree.name().as_bytes();
         out.push(name.len() as u8);
@@ -260,7 +332,7 @@ fn encode_redo(writes: &Writes) -> Vec<u8> {
     out
 }
 
-fn decode_redo(mut bytes: &[u8]) -> Result<Writes> {
+fn decode_redo(mut bytes: &[u8]) -> Result<(u64, Writes)> {
     fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
         if bytes.len() < n {
             return Err(Error::Corrupt { tree: REDO_TREE, detail: "truncated redo record".into() });
@@ -272,9 +344,11 @@ fn decode_redo(mut bytes: &[u8]) -> Result<Writes> {
     fn len(bytes: &mut &[u8]) -> Result<usize> {
         Ok(u32::from_le_bytes(take(bytes, 4)?.try_into().expect("4 bytes")) as usize)
     }
-    if take(&mut bytes, REDO_MAGIC.len())? != REDO_MAGIC {
-        return Err(Error::Corrupt { tree: REDO_TREE, detail: "not a redo record".into() });
-    }
+    let number = match take(&mut bytes, REDO_MAGIC.len())? {
+        magic if magic == REDO_MAGIC => u64::from_le_bytes(take(&mut bytes, 8)?.try_into().expect("8 bytes")),
+        magic if magic == REDO_MAGIC_V1 => 0,
+        _ => return Err(Error::Corrupt { tree: REDO_TREE, detail: "not a redo record".into() }),
+    };
     let mut writes = Writes::new();
     while !bytes.is_empty() {
         let name_len = take(&mut bytes, 1)?[0] as usize;
@@ -295,7 +369,7 @@ fn decode_redo(mut bytes: &[u8]) -> Result<Writes> {
         };
         writes.insert((tree, key), value);
     }
-    Ok(writes)
+    Ok((number, writes))
 }
 
 /// A commit in progress: reads see its own writes first, then the store.
@@ -337,8 +411,11 @@ impl JobStore for SledStore {
                 // Refused before sled sees it: the open database would refuse it anyway.
                 return Err(Error::StorageFull { dir: self.path.display().to_string(), free: free_space(&self.path) });
             }
-            self.log(handles, &txn.writes)?;
+            // Counted once applied: a flush that reads the count covers every commit in it.
+            let number = self.commits.load(Ordering::SeqCst) + 1;
+            self.log(handles, number, &txn.writes)?;
             handles.apply(&txn.writes).map_err(|e| self.write_error(e))?;
+            self.commits.store(number, Ordering::SeqCst);
         }
         Ok(result)
     }
@@ -380,7 +457,9 @@ impl JobStore for SledStore {
 
     fn flush(&self) -> Result<()> {
         let guard = self.handles()?;
+        let covered = self.commits.load(Ordering::SeqCst);
         guard.as_ref().expect("checked by handles()").db.flush().map_err(|e| self.write_error(e))?;
+        self.mark(covered, false);
         Ok(())
     }
 
@@ -421,7 +500,10 @@ impl JobStore for SledStore {
         let mut tries = 0;
         let handles = loop {
             match open_handles(&self.path) {
-                Ok(handles) => break handles,
+                Ok((handles, commits)) => {
+                    self.commits.store(commits, Ordering::SeqCst);
+                    break handles;
+                }
                 Err(Error::Store(why)) if why.contains("in use") && tries < 40 => {
                     tries += 1;
                     std::thread::sleep(Duration::from_millis(50));
@@ -468,13 +550,13 @@ mod tests {
     fn redo_records_round_trip_and_refuse_garbage() {
         let w =
             writes(&[(Tree::Jobs, b"k1", Some(b"v1")), (Tree::Active, b"", None), (Tree::Workers, b"w", Some(b""))]);
-        assert_eq!(decode_redo(&encode_redo(&w)).unwrap(), w);
-        let bytes = encode_redo(&w);
+        assert_eq!(decode_redo(&encode_redo(7, &w)).unwrap(), (7, w.clone()));
+        let bytes = encode_redo(7, &w);
         for cut in [0, 3, 5, bytes.len() - 1] {
             assert!(decode_redo(&bytes[..cut]).is_err(), "a record cut at {cut} bytes must be refused");
         }
-        let mut other_tree = encode_redo(&writes(&[(Tree::Jobs, b"k", None)]));
-        other_tree[5..9].copy_from_slice(b"xobs");
+        let mut other_tree = encode_redo(1, &writes(&[(Tree::Jobs, b"k", None)]));
+        other_tree[13..17].copy_from_slice(b"xobs");
         assert!(decode_redo(&other_tree).unwrap_err().to_string().contains("unknown tree \"xobs\""));
     }
 
@@ -496,7 +578,7 @@ mod tests {
                 (Tree::Jobs, b"new", Some(b"job")),
                 (Tree::Sweeps, b"s", Some(b"after")),
             ]);
-            store.with_handles(|h| store.log(h, &commit)).unwrap();
+            store.with_handles(|h| store.log(h, 2, &commit)).unwrap();
             // Only the first write reaches the trees before the "crash".
             let first: Writes = commit.into_iter().take(1).collect();
             store.with_handles(|h| h.apply(&first)).unwrap();

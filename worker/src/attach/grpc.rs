@@ -44,6 +44,13 @@ pub fn classify(status: &tonic::Status) -> Disposition {
 }
 
 fn error(status: tonic::Status) -> CallError {
+    if status.code() == tonic::Code::ResourceExhausted {
+        // A full disk on the coordinator, or a limit: either passes, and the work is kept.
+        return CallError::new(
+            Disposition::Retry,
+            format!("the coordinator cannot take this now ({}); waiting, with the work kept", status.message()),
+        );
+    }
     CallError::new(classify(&status), status.message())
 }
 

@@ -210,6 +210,8 @@ impl<A: CoordinatorApi> Session<A> {
         };
         let heartbeat = self.spawn_heartbeat(&lease.claim, Arc::clone(&stop), Arc::clone(&cancelled), epoch_rx);
         let mut sequence = 0u64;
+        // The latest checkpoint the coordinator could not store yet (it refused writes).
+        let mut unsent: Option<(u32, Vec<u8>)> = None;
         let mut ended: Option<StopReason> = None;
         let mut shutting_down = false;
         let mut drain_deadline: Option<tokio::time::Instant> = None;
@@ -237,12 +239,28 @@ impl<A: CoordinatorApi> Session<A> {
                         if why.is_some() {
                             ended = why;
                             stop.store(true, Ordering::Relaxed);
+                        } else if let Some((epoch, bytes)) = unsent.take() {
+                            // The coordinator takes writes again: deliver the checkpoint it refused.
+                            match self.upload_checkpoint(&lease.claim, epoch, &bytes).await {
+                                Ok(true) => {}
+                                Ok(false) => unsent = Some((epoch, bytes)),
+                                Err(why) => {
+                                    ended = Some(why);
+                                    stop.store(true, Ordering::Relaxed);
+                                }
+                            }
                         }
                     }
                     Some(Event::Checkpoint { epoch, bytes }) if ended.is_none() => {
-                        if let Err(why) = self.upload_checkpoint(&lease.claim, epoch, &bytes).await {
-                            ended = Some(why);
-                            stop.store(true, Ordering::Relaxed);
+                        match self.upload_checkpoint(&lease.claim, epoch, &bytes).await {
+                            Ok(true) => unsent = None,
+                            // Kept (replacing an older one) and sent after the next upload
+                            // that gets through.
+                            Ok(false) => unsent = Some((epoch, bytes)),
+                            Err(why) => {
+                                ended = Some(why);
+                                stop.store(true, Ordering::Relaxed);
+                            }
                         }
                     }
                     Some(Event::Epoch(metrics)) => {
@@ -305,6 +323,7 @@ impl<A: CoordinatorApi> Session<A> {
     ) -> tokio::task::JoinHandle<()> {
         let (api, claim, every) = (self.api.clone(), claim.clone(), self.heartbeat);
         tokio::spawn(async move {
+            let mut failing = false;
             loop {
                 let deadline = tokio::time::Instant::now() + every;
                 tokio::select! {
@@ -324,9 +343,21 @@ impl<A: CoordinatorApi> Session<A> {
                         stop.store(true, Ordering::Relaxed);
                         return;
                     }
-                    Ok(false) => {}
+                    Ok(false) => {
+                        if std::mem::take(&mut failing) {
+                            tracing::info!(job = %claim.job_id, "heartbeats are accepted again");
+                        }
+                    }
+                    // Said once per outage: a full disk on the coordinator may last minutes.
+                    Err(e) if e.disposition == super::api::Disposition::Retry && failing => {
+                        tracing::debug!(job = %claim.job_id, "heartbeat failed: {e}");
+                    }
                     Err(e) if e.disposition == super::api::Disposition::Retry => {
-                        tracing::warn!(job = %claim.job_id, "heartbeat failed: {e} (will retry)");
+                        failing = true;
+                        tracing::warn!(
+                            job = %claim.job_id,
+                            "heartbeat failed: {e}; retrying at every interval, the job keeps running"
+                        );
                     }
                     Err(e) => {
                         tracing::warn!(job = %claim.job_id, "heartbeat refused: {e}");
@@ -339,8 +370,14 @@ impl<A: CoordinatorApi> Session<A> {
     }
 
     /// Stores a checkpoint; only a lost lease ends the job: a refused or failing upload
-    /// leaves training running without it.
-    async fn upload_checkpoint(&self, claim: &Claim, epoch: u32, bytes: &[u8]) -> std::result::Result<(), StopReason> {
+    /// leaves training running without it. `Ok(false)`: not stored for a reason that may
+    /// pass (the coordinator refused writes, or could not be reached), so keep it.
+    async fn upload_checkpoint(
+        &self,
+        claim: &Claim,
+        epoch: u32,
+        bytes: &[u8],
+    ) -> std::result::Result<bool, StopReason> {
         let started = std::time::Instant::now();
         let stored = self
             .retry
@@ -356,12 +393,22 @@ impl<A: CoordinatorApi> Session<A> {
                     seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
                     "checkpoint stored"
                 );
-                Ok(())
+                Ok(true)
             }
             Err(GaveUp::LeaseLost(why)) => Err(StopReason::LeaseLost(why)),
-            Err(GaveUp::Refused(why) | GaveUp::Exhausted(why)) => {
-                tracing::warn!(job = %claim.job_id, epoch, "checkpoint not stored: {why}; training continues");
-                Ok(())
+            Err(GaveUp::Refused(why)) => {
+                tracing::warn!(job = %claim.job_id, epoch, "checkpoint refused: {why}; training continues without it");
+                Ok(true)
+            }
+            Err(GaveUp::Exhausted(why)) => {
+                tracing::warn!(
+                    job = %claim.job_id,
+                    epoch,
+                    "checkpoint not stored yet: {why}; training continues, and this checkpoint ({} bytes, kept in \
+                     memory until a newer one replaces it) is sent again after the next upload that succeeds",
+                    bytes.len()
+                );
+                Ok(false)
             }
         }
     }
