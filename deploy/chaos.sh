@@ -2,7 +2,8 @@
 # The long fault run behind docs/reliability.md: one sweep through 100 random worker
 # SIGKILLs and 20 coordinator kill -9 + restarts (the test suite runs 20 + 5), checked row
 # for row against a fault-free run of the same grid, plus the frozen-worker and
-# coordinator-outage tests. Real binaries, loopback only, bounded in count and time.
+# coordinator-outage tests, then the store's disk filled five times in one job (issue #25).
+# Real binaries, loopback only, bounded in count and time.
 #
 #   deploy/chaos.sh                      # 100 worker kills, 20 coordinator kills
 #   IBSWEEP_CHAOS_WORKER_KILLS=300 deploy/chaos.sh
@@ -24,4 +25,14 @@ if ! cargo test --release --locked -p ibsweep-worker --test chaos -- --nocapture
     exit 1
 fi
 grep -E "^(chaos|test )|test result" "$log"
+# The disk-full case: the store on a tmpfs filled five times in one job, for
+# IBSWEEP_DISK_FULL_SECONDS each (default 60); needs root to mount, skipped otherwise.
+export IBSWEEP_DISK_FULL_SECONDS="${IBSWEEP_DISK_FULL_SECONDS:-60}" IBSWEEP_DISK_FULL_TIMES="${IBSWEEP_DISK_FULL_TIMES:-5}"
+echo "chaos: disk full ${IBSWEEP_DISK_FULL_TIMES} times for ${IBSWEEP_DISK_FULL_SECONDS} s"
+if ! cargo test --release --locked -p ibsweep-worker --test storage_faults -- --nocapture >>"$log" 2>&1; then
+    tail -n 40 "$log"
+    echo "chaos: the disk-full case FAILED after $(( $(date +%s) - start )) s (full output in $log)"
+    exit 1
+fi
+grep -E "^(disk full|SKIPPED)|test result" "$log" | tail -n 7
 echo "chaos: finished in $(( $(date +%s) - start )) s (full output in $log)"

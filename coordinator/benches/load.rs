@@ -512,6 +512,10 @@ async fn restart(finished: u64) -> (f64, f64) {
         let _ = t.await;
     }
     let store_mb = dir_size(&data) as f64 / 1e6;
+    let backup_seconds = env_u64("IBSWEEP_LOAD_BACKUP_SECONDS", 10);
+    if backup_seconds > 0 {
+        backup_under_load(&coordinator.url, backup_seconds, finished, store_mb).await;
+    }
     coordinator.kill();
     let started = Instant::now();
     let coordinator = Coordinator::start(&data, port);
@@ -525,6 +529,90 @@ async fn restart(finished: u64) -> (f64, f64) {
     let lease = client.lease(pb::LeaseRequest { worker_id: id }).await.unwrap().into_inner();
     assert!(lease.lease.is_some(), "a pending job after the restart");
     (started.elapsed().as_secs_f64(), store_mb)
+}
+
+/// Lease latency of 100 lease-fail workers for `seconds`, alone and then with backups of
+/// the whole store taken back to back over gRPC, side by side; and what a backup costs.
+async fn backup_under_load(url: &str, seconds: u64, finished: u64, store_mb: f64) {
+    let mut quiet = leases_for(url, seconds, None).await;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let mut busy = leases_for(url, seconds, Some(file.path())).await;
+    let backups = std::mem::take(&mut busy.1);
+    let (n, mean_s) = (backups.len(), backups.iter().map(|b| b.0).sum::<f64>() / backups.len().max(1) as f64);
+    let bytes = backups.last().map_or(0, |b| b.1);
+    println!(
+        "\nbackup of a 10^6-point sweep with {finished} jobs finished (store {store_mb:.0} MB on disk): {:.1} MB in \
+         {mean_s:.2} s (mean of {n} back to back, while 100 lease-fail workers ran)",
+        bytes as f64 / 1e6
+    );
+    let p = |v: &mut Vec<Duration>, q: f64| {
+        v.sort_unstable();
+        v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    let (q50, q99, b50, b99) = (p(&mut quiet.0, 0.5), p(&mut quiet.0, 0.99), p(&mut busy.0, 0.5), p(&mut busy.0, 0.99));
+    println!(
+        "Lease latency, 100 lease-fail workers: p50 {q50:.1} ms / p99 {q99:.1} ms without a backup ({} grants), \
+         p50 {b50:.1} ms / p99 {b99:.1} ms during backups ({} grants): {:.2}x / {:.2}x",
+        quiet.0.len(),
+        busy.0.len(),
+        b50 / q50.max(1e-9),
+        b99 / q99.max(1e-9)
+    );
+}
+
+/// Lease latencies of 100 lease-fail workers for `seconds`; with `backup_to`, backups run
+/// back to back meanwhile, each written to that file: their (seconds, bytes).
+async fn leases_for(url: &str, seconds: u64, backup_to: Option<&Path>) -> (Vec<Duration>, Vec<(f64, u64)>) {
+    use tokio_stream::StreamExt;
+    let layers = Arc::new(vec![histogram(1); 2]);
+    let totals = Arc::new(Totals::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (layers, totals, stop) = (Arc::clone(&layers), Arc::clone(&totals), Arc::clone(&stop));
+            tokio::spawn(worker(
+                url.to_string(),
+                Workload::LeaseFail,
+                layers,
+                totals,
+                stop,
+                Duration::ZERO,
+                Duration::ZERO,
+            ))
+        })
+        .collect();
+    let backups = backup_to.map(|path| {
+        let (url, path, stop) = (url.to_string(), path.to_path_buf(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut sweeps = SweepServiceClient::with_interceptor(channel(&url).await, Bearer::default());
+            let mut taken = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let started = Instant::now();
+                let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+                let mut stream = sweeps.backup(pb::BackupRequest {}).await.unwrap().into_inner();
+                let mut bytes = 0u64;
+                while let Some(piece) = stream.next().await {
+                    let piece = piece.unwrap();
+                    std::io::Write::write_all(&mut out, &piece.data).unwrap();
+                    bytes += piece.data.len() as u64;
+                }
+                std::io::Write::flush(&mut out).unwrap();
+                taken.push((started.elapsed().as_secs_f64(), bytes));
+            }
+            taken
+        })
+    });
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut lease = Vec::new();
+    for t in tasks {
+        lease.extend(t.await.unwrap().lease);
+    }
+    let taken = match backups {
+        Some(task) => task.await.unwrap(),
+        None => Vec::new(),
+    };
+    (lease, taken)
 }
 
 fn plot(rows: &[Row], path: &PathBuf) {

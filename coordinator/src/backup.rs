@@ -47,67 +47,32 @@ pub struct Header {
     pub checkpoints: u64,
 }
 
-/// A store as of one instant: its trees, and where to read the checkpoint files its jobs
-/// reference. Files of a serving coordinator are hard-linked under the commit lock into a
-/// directory of their own (removed with the snapshot), so a checkpoint replaced while the
-/// backup is written is still there to read.
+/// A store as of one instant: its trees, and the checkpoint files its jobs reference. A
+/// serving coordinator's files are pinned ([`crate::checkpoints::Pin`]) while the snapshot
+/// lives, so a checkpoint replaced while the backup is written is still there to read.
 #[derive(Debug)]
 pub struct Snapshot {
     pub trees: TreeEntries,
     /// (file name, where to read it)
     pub checkpoints: Vec<(String, PathBuf)>,
-    links: Option<PathBuf>,
-}
-
-impl Drop for Snapshot {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.links {
-            let _ = fs::remove_dir_all(dir);
-        }
-    }
+    _pin: Option<crate::checkpoints::Pin>,
 }
 
 impl Snapshot {
-    /// Takes a snapshot of `store`, whose checkpoint files are in `checkpoints`; with
-    /// `pin`, the files are hard-linked before any commit can replace them (a serving
-    /// coordinator), otherwise read in place (a stopped one).
-    pub fn take(store: &impl JobStore, checkpoints: &Path, pin: bool) -> Result<Snapshot> {
-        // Made first, so its links are removed whatever happens next.
-        let mut snapshot = Snapshot {
-            trees: Vec::new(),
-            checkpoints: Vec::new(),
-            links: pin.then(|| checkpoints.with_file_name(format!("backup-{}.tmp", uuid::Uuid::new_v4()))),
-        };
-        let links = snapshot.links.clone();
+    /// Takes a snapshot of `store`, whose checkpoint files are in `checkpoints`; `pin`
+    /// (taken before the snapshot) keeps them in place while it is written.
+    pub fn take(store: &impl JobStore, checkpoints: &Path, pin: Option<crate::checkpoints::Pin>) -> Result<Snapshot> {
+        let trees = store.snapshot()?;
         let mut files = Vec::new();
-        let trees = store.snapshot(&mut |trees| {
-            files.clear();
-            if let Some(dir) = &links {
-                fs::create_dir_all(dir).map_err(|e| Error::io(dir, format!("cannot create {}", dir.display()), e))?;
-            }
-            for (_, entries) in trees.iter().filter(|(t, _)| *t == Tree::Jobs) {
-                for (_, value) in entries {
-                    let job: Job = JOBS.decode(value)?;
-                    let Some(checkpoint) = job.checkpoint else { continue };
-                    let source = checkpoints.join(&checkpoint.file);
-                    let path = match &links {
-                        Some(dir) => {
-                            let link = dir.join(&checkpoint.file);
-                            fs::hard_link(&source, &link).map_err(|e| {
-                                Error::io(dir, format!("cannot link {} for the backup", source.display()), e)
-                            })?;
-                            link
-                        }
-                        None => source,
-                    };
-                    files.push((checkpoint.file, path));
+        for (_, entries) in trees.iter().filter(|(t, _)| *t == Tree::Jobs) {
+            for (_, value) in entries {
+                let job: Job = JOBS.decode(value)?;
+                if let Some(checkpoint) = job.checkpoint {
+                    files.push((checkpoint.file.clone(), checkpoints.join(&checkpoint.file)));
                 }
             }
-            Ok(())
-        });
-        snapshot.trees = trees?;
-        snapshot.checkpoints = files;
-        Ok(snapshot)
+        }
+        Ok(Snapshot { trees, checkpoints: files, _pin: pin })
     }
 
     pub fn records(&self) -> u64 {

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
@@ -43,6 +43,41 @@ pub struct CheckpointDir {
     pub max_bytes: u64,
     /// Files being written now: never collected as orphans.
     in_flight: Mutex<HashSet<String>>,
+    /// Removals wait while a backup reads the directory.
+    pins: Arc<Mutex<Pins>>,
+}
+
+#[derive(Debug, Default)]
+struct Pins {
+    active: u32,
+    deferred: Vec<PathBuf>,
+}
+
+/// Keeps every checkpoint file in place while it lives (a backup reading them): a file
+/// replaced meanwhile is removed when the last pin goes.
+#[derive(Debug)]
+pub struct Pin {
+    pins: Arc<Mutex<Pins>>,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        pins.active -= 1;
+        if pins.active == 0 {
+            for path in pins.deferred.drain(..) {
+                remove_file(&path);
+            }
+        }
+    }
+}
+
+fn remove_file(path: &Path) {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+    }
 }
 
 impl CheckpointDir {
@@ -56,7 +91,7 @@ impl CheckpointDir {
                 let _ = fs::remove_file(&path);
             }
         }
-        Ok(CheckpointDir { root, keep_final, max_bytes, in_flight: Mutex::new(HashSet::new()) })
+        Ok(CheckpointDir { root, keep_final, max_bytes, in_flight: Mutex::new(HashSet::new()), pins: Arc::default() })
     }
 
     pub fn root(&self) -> &Path {
@@ -127,14 +162,22 @@ impl CheckpointDir {
         }
     }
 
-    /// Removes a checkpoint file; one already gone is fine.
+    /// Removes a checkpoint file (after the last [`Pin`], if any); one already gone is fine.
     pub fn remove(&self, name: &str) {
         let path = self.path(name);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+        let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        if pins.active > 0 {
+            pins.deferred.push(path);
+        } else {
+            drop(pins);
+            remove_file(&path);
         }
+    }
+
+    /// Holds every file in place until the pin is dropped.
+    pub fn pin(&self) -> Pin {
+        self.pins.lock().unwrap_or_else(|e| e.into_inner()).active += 1;
+        Pin { pins: Arc::clone(&self.pins) }
     }
 
     /// Finished checkpoint files not being written now.

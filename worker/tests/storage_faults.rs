@@ -21,8 +21,13 @@ use std::time::{Duration, Instant};
 use ibsweep_testkit::process::*;
 use ibsweep_testkit::{GridBuilder, free_port};
 
-/// How long the disk stays full while a job is running.
-const REFUSAL_WINDOW: Duration = Duration::from_secs(30);
+/// How long the disk stays full each time (`IBSWEEP_DISK_FULL_SECONDS`, default 30), and
+/// how many times in the job (`IBSWEEP_DISK_FULL_TIMES`, default 1, at most 5): the test
+/// suite runs one window, `deploy/chaos.sh` five longer ones.
+fn refusal_windows() -> (Duration, u64) {
+    let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    (Duration::from_secs(env("IBSWEEP_DISK_FULL_SECONDS", 30)), env("IBSWEEP_DISK_FULL_TIMES", 1).clamp(1, 5))
+}
 
 fn grid() -> String {
     GridBuilder::tiny("storage")
@@ -147,31 +152,41 @@ fn disk_full_mid_job(dir: &Path, expected: &[Row]) {
     let path = dir.join("storage.yaml");
     let (sweep, _) = submit(&url, &path);
     let worker = attach(&url, "full-w", dir);
-    wait_for("the job at epoch 3", Duration::from_secs(300), || epoch_reached(&url, &sweep) >= 3);
-    let filler = mount.join("filler");
-    let filled = fill(&filler);
-    let full_at = Instant::now();
-    wait_for("a refused write", Duration::from_secs(30), || store_problem(&url).is_some());
-    let problem = store_problem(&url).unwrap();
-    assert!(problem.contains("no space left") && problem.contains(data.to_str().unwrap()), "{problem}");
+    let (window, times) = refusal_windows();
+    for cycle in 0..times {
+        let at = 3 + 2 * cycle;
+        wait_for(&format!("the job at epoch {at}"), Duration::from_secs(300), || epoch_reached(&url, &sweep) >= at);
+        let filler = mount.join("filler");
+        let filled = fill(&filler);
+        let full_at = Instant::now();
+        wait_for("a refused write", Duration::from_secs(30), || store_problem(&url).is_some());
+        let problem = store_problem(&url).unwrap();
+        assert!(problem.contains("no space left") && problem.contains(data.to_str().unwrap()), "{problem}");
 
-    // Writes are refused with the reason; reads and results keep working.
-    let other = dir.join("other.yaml");
-    std::fs::write(&other, GridBuilder::tiny("other").build()).unwrap();
-    let refused = client(&url, &["submit", other.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success() && stderr.contains("no space left"), "{stderr}");
-    assert!(stderr.contains(data.to_str().unwrap()), "the message names the data directory: {stderr}");
-    assert!(client(&url, &["results", &sweep, "--format", "csv"]).status.success());
-    let text = metrics(metrics_port);
-    assert!(text.contains("ibsweep_store_writable 0"), "{text}");
+        // Writes are refused with the reason; reads and results keep working.
+        let other = dir.join("other.yaml");
+        std::fs::write(&other, GridBuilder::tiny("other").build()).unwrap();
+        let refused = client(&url, &["submit", other.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success() && stderr.contains("no space left"), "{stderr}");
+        assert!(stderr.contains(data.to_str().unwrap()), "the message names the data directory: {stderr}");
+        assert!(client(&url, &["results", &sweep, "--format", "csv"]).status.success());
+        let text = metrics(metrics_port);
+        assert!(text.contains("ibsweep_store_writable 0"), "{text}");
 
-    std::thread::sleep(REFUSAL_WINDOW.saturating_sub(full_at.elapsed()));
-    let epoch_during = epoch_reached(&url, &sweep);
-    std::fs::remove_file(&filler).unwrap();
-    let freed = Instant::now();
-    wait_for("the store to take writes again", Duration::from_secs(15), || store_problem(&url).is_none());
-    let recovered_in = freed.elapsed();
+        std::thread::sleep(window.saturating_sub(full_at.elapsed()));
+        let epoch_during = epoch_reached(&url, &sweep);
+        std::fs::remove_file(&filler).unwrap();
+        let freed = Instant::now();
+        wait_for("the store to take writes again", Duration::from_secs(15), || store_problem(&url).is_none());
+        eprintln!(
+            "disk full {}/{times}: {filled} filler bytes, refused for {:.0} s at epoch {epoch_during}, writable again \
+             {:.1} s after the filler went",
+            cycle + 1,
+            window.as_secs_f64(),
+            freed.elapsed().as_secs_f64()
+        );
+    }
     wait_for("the sweep after the outage", Duration::from_secs(600), || {
         count(&status(&url, &sweep), "done") == Some(1)
     });
@@ -182,12 +197,9 @@ fn disk_full_mid_job(dir: &Path, expected: &[Row]) {
     let log = std::fs::read_to_string(dir.join("full-w.log")).unwrap();
     assert!(log.contains("waiting, with the work kept"), "the worker must say what it waits for:\n{log}");
     assert!(!log.contains("dropping the job"), "the worker threw its job away:\n{log}");
-    eprintln!(
-        "disk full: {filled} filler bytes, refused for {:.0} s at epoch {epoch_during}, writable again {:.1} s after \
-         the filler went",
-        REFUSAL_WINDOW.as_secs_f64(),
-        recovered_in.as_secs_f64()
-    );
+    let served = std::fs::read_to_string(dir.join("full.log")).unwrap();
+    assert!(!served.contains("lease expired"), "the outage cost the worker its lease:\n{served}");
+    assert!(served.contains("the store takes writes again"), "{served}");
     assert_same_rows(&rows, expected, "after a full disk");
 }
 

@@ -64,7 +64,7 @@ pub async fn backup_online(client: &mut Client, out: &Path) -> CliResult<()> {
 pub fn backup_offline(data_dir: &Path, out: &Path) -> CliResult<()> {
     let started = Instant::now();
     let store = SledStore::open_existing(data_dir)?;
-    let snapshot = Snapshot::take(&store, &data_dir.join(backup::CHECKPOINTS), false)?;
+    let snapshot = Snapshot::take(&store, &data_dir.join(backup::CHECKPOINTS), None)?;
     let partial = partial(out);
     let file = std::fs::File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
     if let Err(e) = snapshot.write(file, now_ms()) {

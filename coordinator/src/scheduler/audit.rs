@@ -15,6 +15,9 @@ use crate::lifecycle::{Counts, Job, StateKind};
 use crate::records::*;
 use crate::store::{JobStore, Tree};
 
+/// Problems listed at most (a store damaged everywhere would list every record).
+const MAX_PROBLEMS: usize = 100;
+
 /// What [`Scheduler::check_records`] read: entries and bytes per tree, and every record
 /// that does not decode.
 #[derive(Debug, Default)]
@@ -40,10 +43,10 @@ impl<S: JobStore> Scheduler<S> {
                 for (key, value) in &page {
                     entries += 1;
                     bytes += (key.len() + value.len()) as u64;
-                    if let Err(e) = decode_record(tree, key, value) {
-                        if check.problems.len() < 100 {
-                            check.problems.push(format!("{} entry {}: {e}", tree.name(), short_hex(key)));
-                        }
+                    if let Err(e) = decode_record(tree, key, value)
+                        && check.problems.len() < MAX_PROBLEMS
+                    {
+                        check.problems.push(format!("{} entry {}: {e}", tree.name(), short_hex(key)));
                     }
                 }
             }

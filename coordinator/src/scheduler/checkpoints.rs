@@ -47,7 +47,8 @@ impl<S: JobStore> Scheduler<S> {
     /// taken while serving.
     pub fn snapshot(&self) -> Result<crate::backup::Snapshot> {
         let dir = self.checkpoint_dir()?;
-        crate::backup::Snapshot::take(&self.store, dir.root(), true)
+        let pin = dir.pin();
+        crate::backup::Snapshot::take(&self.store, dir.root(), Some(pin))
     }
 
     /// Checks an announced checkpoint against the live lease and opens its file.

@@ -105,7 +105,6 @@ pub async fn serve(
     let scheduler = tokio::task::spawn_blocking(move || {
         let store = SledStore::open(&dir)?;
         let store = check_at_start(store)?;
-        remove_backup_leftovers(&dir);
         let checkpoints = CheckpointDir::open(dir.join("checkpoints"), kept.keep_final, kept.max_bytes)?;
         Scheduler::open(store, Arc::new(SystemClock) as Arc<dyn Clock>, timing)?
             .with_limits(limits)
@@ -130,17 +129,6 @@ pub async fn serve(
         let _ = task.await;
     }
     result
-}
-
-/// Removes the hard-link directories of backups a crash interrupted (`backup-*.tmp`).
-fn remove_backup_leftovers(dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("backup-") && name.ends_with(".tmp") {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 /// Refuses a store whose records are damaged or disagree with each other, before anything

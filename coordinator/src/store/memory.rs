@@ -121,17 +121,15 @@ impl JobStore for MemoryStore {
         self.refusing.load(Ordering::SeqCst).then(MemoryStore::full_error)
     }
 
-    fn snapshot(&self, while_still: &mut dyn FnMut(&TreeEntries) -> Result<()>) -> Result<TreeEntries> {
+    fn snapshot(&self) -> Result<TreeEntries> {
         let data = self.data.lock().unwrap_or_else(|e| e.into_inner());
-        let trees: TreeEntries = Tree::ALL
+        Ok(Tree::ALL
             .iter()
             .map(|&tree| {
                 let entries = data.iter().filter(|((t, _), _)| *t == tree).map(|((_, k), v)| (k.clone(), v.clone()));
                 (tree, entries.collect())
             })
-            .collect();
-        while_still(&trees)?;
-        Ok(trees)
+            .collect())
     }
 
     fn reopen(&self) -> Result<()> {

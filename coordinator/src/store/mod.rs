@@ -144,7 +144,7 @@ pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
     /// every acknowledged commit, and none that was refused.
     fn reopen(&self) -> Result<()>;
 
-    /// Every tree as of one instant between commits: no commit runs until `while_still`
-    /// (which may pin what the entries reference, such as checkpoint files) has returned.
-    fn snapshot(&self, while_still: &mut dyn FnMut(&TreeEntries) -> Result<()>) -> Result<TreeEntries>;
+    /// Every tree as of one instant between two commits (a backup), taken without holding
+    /// commits back for longer than it takes to copy what they wrote meanwhile.
+    fn snapshot(&self) -> Result<TreeEntries>;
 }

@@ -85,6 +85,28 @@ pub struct SledStore {
     commits: AtomicU64,
     /// When the durable mark was last written.
     marked: Mutex<Instant>,
+    /// While a snapshot scans: every commit's writes are copied here too.
+    tap: Mutex<Option<Writes>>,
+    tapping: AtomicBool,
+    /// One snapshot at a time (they share the tap).
+    snapshots: Mutex<()>,
+}
+
+/// `scanned` with every write of `tapped` applied over it (both in key order per tree).
+fn overlay(scanned: TreeEntries, tapped: Writes) -> TreeEntries {
+    scanned
+        .into_iter()
+        .map(|(tree, entries)| {
+            let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = entries.into_iter().collect();
+            for ((_, key), value) in tapped.range((tree, Vec::new())..).take_while(|((t, _), _)| *t == tree) {
+                match value {
+                    Some(value) => merged.insert(key.clone(), value.clone()),
+                    None => merged.remove(key),
+                };
+            }
+            (tree, merged.into_iter().collect())
+        })
+        .collect()
 }
 
 impl SledStore {
@@ -100,6 +122,9 @@ impl SledStore {
             full: AtomicBool::new(false),
             commits: AtomicU64::new(commits),
             marked: Mutex::new(Instant::now()),
+            tap: Mutex::new(None),
+            tapping: AtomicBool::new(false),
+            snapshots: Mutex::new(()),
         })
     }
 
@@ -416,6 +441,11 @@ impl JobStore for SledStore {
             self.log(handles, number, &txn.writes)?;
             handles.apply(&txn.writes).map_err(|e| self.write_error(e))?;
             self.commits.store(number, Ordering::SeqCst);
+            if self.tapping.load(Ordering::SeqCst)
+                && let Some(tap) = self.tap.lock().unwrap_or_else(|e| e.into_inner()).as_mut()
+            {
+                tap.extend(txn.writes);
+            }
         }
         Ok(result)
     }
@@ -479,11 +509,25 @@ impl JobStore for SledStore {
             .then(|| Error::StorageFull { dir: self.path.display().to_string(), free: free_space(&self.path) })
     }
 
-    fn snapshot(&self, while_still: &mut dyn FnMut(&TreeEntries) -> Result<()>) -> Result<TreeEntries> {
-        let _commit = self.lock();
-        let trees = Tree::ALL.iter().map(|&t| Ok((t, self.scan(t, &[])?))).collect::<Result<TreeEntries>>()?;
-        while_still(&trees)?;
-        Ok(trees)
+    /// The trees are scanned while commits go on; every commit made meanwhile is also
+    /// copied (the tap), and at the end, under the commit lock, the tap is closed. The
+    /// snapshot is the scan overlaid with the tap: for a key no commit touched during the
+    /// scan, the scan's value; for one a commit did, the last value written to it. Both
+    /// are the key's value at the instant the tap closed, so the snapshot is that instant.
+    fn snapshot(&self) -> Result<TreeEntries> {
+        let _one_at_a_time = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let _commit = self.lock();
+            *self.tap.lock().unwrap_or_else(|e| e.into_inner()) = Some(Writes::new());
+            self.tapping.store(true, Ordering::SeqCst);
+        }
+        let scanned = Tree::ALL.iter().map(|&t| Ok((t, self.scan(t, &[])?))).collect::<Result<TreeEntries>>();
+        let tapped = {
+            let _commit = self.lock();
+            self.tapping.store(false, Ordering::SeqCst);
+            self.tap.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default()
+        };
+        Ok(overlay(scanned?, tapped))
     }
 
     fn reopen(&self) -> Result<()> {
