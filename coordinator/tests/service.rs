@@ -288,3 +288,32 @@ async fn a_full_disk_is_refused_reported_and_recovered_from_without_a_restart() 
     sweeps.submit(submit("after")).await.unwrap();
     server.stop().await;
 }
+
+/// A store that cannot be reopened after a write failure ends the server with
+/// `Error::StoreLost`, whose exit code (75) asks the supervisor for a restart.
+#[tokio::test]
+async fn a_store_that_cannot_be_reopened_ends_the_server_for_a_restart() {
+    let clock = ManualClock::new(1_000_000);
+    let timing = Timing { lease_ttl_ms: TTL, heartbeat_interval_ms: 1_000, worker_timeout_ms: 100 * TTL };
+    let scheduler = Arc::new(Scheduler::open(MemoryStore::new(), Arc::new(clock), timing).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(ibsweep_coordinator::service::serve_with(
+        listener,
+        Arc::clone(&scheduler),
+        ServeOptions::default(),
+        std::future::pending(),
+    ));
+    let (channel, bearer) = ClientConfig::new(url).connect().await.unwrap();
+    let mut sweeps = SweepServiceClient::with_interceptor(channel, bearer);
+    scheduler.store().set_reopen_fails(true);
+    scheduler.store().set_disk_full(true);
+    let grid = GridBuilder::tiny("lost").build();
+    let refused = sweeps.submit(pb::SubmitRequest { grid_yaml: grid, file_name: "lost.yaml".into() }).await;
+    assert_eq!(refused.unwrap_err().code(), Code::ResourceExhausted);
+    scheduler.store().set_disk_full(false);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), server).await.expect("the server stops");
+    let err = ended.unwrap().unwrap_err();
+    assert!(matches!(err, ibsweep_coordinator::error::Error::StoreLost { .. }), "{err}");
+    assert_eq!(err.exit_code(), ibsweep_coordinator::error::EXIT_STORE_LOST);
+}

@@ -16,6 +16,8 @@ pub struct MemoryStore {
     disk_full: AtomicBool,
     /// Like sled: once a write failed for space, writes are refused until a reopen.
     refusing: AtomicBool,
+    /// A simulated store that cannot be reopened (tests of the exit for a restart).
+    reopen_fails: AtomicBool,
 }
 
 impl MemoryStore {
@@ -28,6 +30,11 @@ impl MemoryStore {
     /// [`JobStore::reopen`].
     pub fn set_disk_full(&self, full: bool) {
         self.disk_full.store(full, Ordering::SeqCst);
+    }
+
+    /// Makes the next reopens fail as if the directory had become unreadable.
+    pub fn set_reopen_fails(&self, fails: bool) {
+        self.reopen_fails.store(fails, Ordering::SeqCst);
     }
 
     fn full_error() -> Error {
@@ -133,6 +140,9 @@ impl JobStore for MemoryStore {
     }
 
     fn reopen(&self) -> Result<()> {
+        if self.reopen_fails.load(Ordering::SeqCst) {
+            return Err(Error::StoreLost { dir: "memory".into(), detail: "simulated: the directory is gone".into() });
+        }
         if self.disk_full.load(Ordering::SeqCst) {
             return Err(MemoryStore::full_error());
         }
