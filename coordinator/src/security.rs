@@ -170,33 +170,39 @@ impl Interceptor for Gate {
                 ),
             ));
         }
-        let Some(expected) = self.expected() else { return Ok(request) };
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(sha256);
-        let Some(presented) = presented else {
-            return Err(self.refuse(
-                &request,
-                Status::unauthenticated(format!(
-                    "the {} needs a bearer token: pass --token or --token-file",
-                    self.role.service()
-                )),
-            ));
+        let bearer = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let peer = request.remote_addr().map_or_else(|| "unknown peer".to_string(), |a| a.to_string());
+        self.check_bearer(bearer, &peer)?;
+        Ok(request)
+    }
+}
+
+impl Gate {
+    /// Checks an `Authorization` header's value (`Bearer TOKEN`) against this gate's role:
+    /// the one check behind both the gRPC interceptor and the HTTP API.
+    pub fn check_bearer(&self, authorization: Option<&str>, peer: &str) -> Result<(), Status> {
+        let refuse = |status: Status| {
+            tracing::warn!(peer = %peer, code = ?status.code(), "{} refused a call: {}", self.role.service(), status.message());
+            status
+        };
+        let Some(expected) = self.expected() else { return Ok(()) };
+        let Some(presented) = authorization.and_then(|v| v.strip_prefix("Bearer ")).map(sha256) else {
+            return Err(refuse(Status::unauthenticated(format!(
+                "the {} needs a bearer token: pass --token or --token-file",
+                self.role.service()
+            ))));
         };
         if bool::from(presented.ct_eq(&expected)) {
-            return Ok(request);
+            return Ok(());
         }
         if self.other().is_some_and(|other| bool::from(presented.ct_eq(&other))) {
             let which = match self.role {
                 Role::User => "a worker token cannot use the sweep service; use the user token",
                 Role::Worker => "a user token cannot use the worker service; use the worker token",
             };
-            return Err(self.refuse(&request, Status::permission_denied(which)));
+            return Err(refuse(Status::permission_denied(which)));
         }
-        Err(self.refuse(&request, Status::unauthenticated(format!("wrong token for the {}", self.role.service()))))
+        Err(refuse(Status::unauthenticated(format!("wrong token for the {}", self.role.service()))))
     }
 }
 

@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// cluster-internal address).
     #[arg(long, env = "IBSWEEP_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve the read-only HTTP data API (status, results as CSV or JSON lines, workers) at
+    /// http://ADDR/api/v1/, guarded by the user token; the same address rules as --listen.
+    #[arg(long, env = "IBSWEEP_HTTP_LISTEN", value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
     /// Largest message the worker service accepts, in bytes (histogram pieces are at most 1 MiB).
     #[arg(long, env = "IBSWEEP_MAX_UPLOAD_BYTES", default_value_t = 2 << 20)]
     max_upload_bytes: usize,
@@ -91,6 +95,15 @@ pub async fn run(args: ServeArgs, user_token: Option<String>) -> CliResult<()> {
         }),
     };
     security.check(args.listen, args.insecure)?;
+    if let Some(http) = args.http_listen {
+        security.check(http, args.insecure)?;
+        if security.tls.is_some() && !http.ip().is_loopback() {
+            anyhow::bail!(
+                "--http-listen {http}: the HTTP API speaks plain HTTP, and with --tls-cert the tokens must not cross \
+                 a network in clear; bind it to loopback (behind a TLS proxy) or leave it off"
+            );
+        }
+    }
     if security.user_token.is_none() && !args.listen.ip().is_loopback() {
         tracing::warn!("--insecure: serving {} without any token", args.listen);
     }
@@ -124,6 +137,7 @@ pub async fn run(args: ServeArgs, user_token: Option<String>) -> CliResult<()> {
         limits: Limits { max_points: args.max_points, max_workers: args.max_workers },
         options: ServeOptions { security, limits },
         metrics_listen: args.metrics_listen,
+        http_listen: args.http_listen,
     };
     service::serve(listener, config, shutdown).await?;
     Ok(())

@@ -14,8 +14,10 @@
 //!   scheduler in a lane, and answer.
 //! - [`streaming`]: files to and from piece streams (checkpoints).
 //! - [`metrics_endpoint`]: `/metrics` over HTTP, gauges read at scrape time.
+//! - [`http`]: the read-only HTTP data API (`--http-listen`): status, results, workers.
 
 mod convert;
+mod http;
 mod lanes;
 mod metrics_endpoint;
 mod net;
@@ -47,6 +49,7 @@ use crate::store::{JobStore, SledStore};
 /// the upload handler's steps with it).
 #[doc(hidden)]
 pub use convert::checkpoint_header;
+pub use http::serve_http;
 pub use metrics_endpoint::serve_metrics;
 pub use sweeps::Sweeps;
 pub use workers::{Workers, ingest_one};
@@ -62,6 +65,8 @@ pub struct Config {
     pub options: ServeOptions,
     /// Where to serve Prometheus metrics (`/metrics`), if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where to serve the HTTP data API, if anywhere.
+    pub http_listen: Option<std::net::SocketAddr>,
 }
 
 /// What happens to checkpoints.
@@ -102,6 +107,14 @@ pub async fn serve(
         ),
         None => None,
     };
+    let http_listener = match config.http_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::InvalidArgument(format!("cannot listen on {addr} for the HTTP API: {e}")))?,
+        ),
+        None => None,
+    };
     let scheduler = tokio::task::spawn_blocking(move || {
         let store = SledStore::open(&dir)?;
         let store = check_at_start(store)?;
@@ -120,12 +133,19 @@ pub async fn serve(
             let _ = stopped.changed().await;
         }))
     });
+    let http = http_listener.map(|l| {
+        let mut stopped = stopped.clone();
+        let (user_gate, _) = options.security.gates();
+        tokio::spawn(serve_http(l, Arc::clone(&scheduler), user_gate, async move {
+            let _ = stopped.changed().await;
+        }))
+    });
     let result = serve_with(listener, scheduler, options, async move {
         shutdown.await;
         let _ = stop.send(true);
     })
     .await;
-    if let Some(task) = metrics {
+    for task in [metrics, http].into_iter().flatten() {
         let _ = task.await;
     }
     result

@@ -36,7 +36,7 @@ impl<S: JobStore> Sweeps<S> {
     }
 }
 
-fn status_snapshot<S: JobStore>(s: &Scheduler<S>, sweep: Option<SweepId>) -> Result<pb::StatusResponse> {
+pub(super) fn status_snapshot<S: JobStore>(s: &Scheduler<S>, sweep: Option<SweepId>) -> Result<pb::StatusResponse> {
     Ok(pb::StatusResponse {
         sweeps: s.status(sweep)?.into_iter().map(convert::sweep_status).collect(),
         workers: s.workers()?.into_iter().map(convert::worker).collect(),
