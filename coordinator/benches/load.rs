@@ -63,18 +63,32 @@ fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// Open dashboard pages (`IBSWEEP_LOAD_EVENT_STREAMS`, default 0): this many
+/// `/api/v1/events` streams held open and read through every run, as dashboards watching
+/// the sweep hold them.
+fn event_streams() -> usize {
+    env_u64("IBSWEEP_LOAD_EVENT_STREAMS", 0) as usize
+}
+
 /// The coordinator under test, killed when dropped.
 struct Coordinator {
     process: Proc,
     url: String,
+    /// The HTTP API's port, when event streams are watched.
+    http: Option<u16>,
 }
 
 impl Coordinator {
     fn start(data: &Path, port: u16) -> Coordinator {
-        let serve = Serve::new(port, data, 120)
+        let http = (event_streams() > 0).then(free_port);
+        let http_listen = http.map(|p| format!("127.0.0.1:{p}")).unwrap_or_default();
+        let mut serve = Serve::new(port, data, 120)
             .args(&["--max-workers", "100000", "--max-points", "2000000", "--worker-timeout", "3600"])
             .quiet("warn");
-        Coordinator { url: serve.url(), process: serve.spawn() }
+        if http.is_some() {
+            serve = serve.args(&["--http-listen", &http_listen]);
+        }
+        Coordinator { url: serve.url(), process: serve.spawn(), http }
     }
 
     /// The null server: this bench binary again, in its own process like the coordinator.
@@ -84,7 +98,7 @@ impl Coordinator {
             .stdout(Stdio::null())
             .spawn()
             .expect("start the null server");
-        Coordinator { process: Proc(child), url: format!("http://127.0.0.1:{port}") }
+        Coordinator { process: Proc(child), url: format!("http://127.0.0.1:{port}"), http: None }
     }
 
     fn peak_rss_mb(&self) -> f64 {
@@ -98,6 +112,41 @@ impl Coordinator {
     fn kill(self) {
         self.process.kill();
     }
+}
+
+/// `n` event streams read on threads of their own until `stop`; each thread returns the
+/// events it heard.
+fn watch_events(port: u16, n: usize, stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<u64>> {
+    use std::io::{BufRead, Write};
+    (0..n)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut tries = 0;
+                let mut stream = loop {
+                    match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                        Ok(stream) => break stream,
+                        Err(e) if tries == 50 => panic!("the HTTP API at port {port}: {e}"),
+                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                    }
+                    tries += 1;
+                };
+                write!(stream, "GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+                stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+                let mut reader = std::io::BufReader::new(stream);
+                let (mut events, mut line) = (0, String::new());
+                while !stop.load(Ordering::SeqCst) {
+                    line.clear();
+                    match reader.read_line(&mut line) {
+                        Ok(0) => break,
+                        Ok(_) => events += u64::from(line.starts_with("event:")),
+                        Err(_) => {} // a quiet moment: the read timed out
+                    }
+                }
+                events
+            })
+        })
+        .collect()
 }
 
 fn dir_size(path: &Path) -> u64 {
@@ -397,12 +446,13 @@ async fn run(workload: Workload, workers: usize, seconds: u64, job_time: Duratio
         let grid = workload.grid("load");
         sweeps.submit(pb::SubmitRequest { grid_yaml: grid, file_name: "load.yaml".into() }).await.unwrap();
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    let watchers = coordinator.http.map(|port| watch_events(port, event_streams(), Arc::clone(&stop)));
     let layers = Arc::new(match workload {
         Workload::Paper | Workload::Jobs => vec![histogram(ENTRIES); LAYERS],
         _ => vec![histogram(1); 2],
     });
     let totals = Arc::new(Totals::default());
-    let stop = Arc::new(AtomicBool::new(false));
     // Workers of a real sweep do not all start in the same millisecond: in `paper` they start
     // spread over one job time, so the run is the steady state of `workers` attached workers
     // (one lease every job time each), not a thundering herd at second 0.
@@ -449,6 +499,11 @@ async fn run(workload: Workload, workers: usize, seconds: u64, job_time: Duratio
     let mut lat = Latencies::default();
     for t in tasks {
         lat.extend(t.await.unwrap());
+    }
+    if let Some(watchers) = watchers {
+        let n = watchers.len();
+        let heard: u64 = watchers.into_iter().map(|w| w.join().unwrap_or(0)).sum();
+        eprintln!("  {n} open event streams heard {heard} events ({:.0} per stream)", heard as f64 / n as f64);
     }
     let entries = totals.entries.load(Ordering::SeqCst);
     let row = Row {

@@ -15,6 +15,7 @@
 //! - [`cli`]: the `coordinator` command line, one module per command.
 //! - [`report`]: plots and the reproduction's tables, from result rows; used by the CLI
 //!   only, never by the server.
+//! - [`parquet`]: result rows as Parquet (the CLI's `--out FILE.parquet`, the HTTP API).
 //! - [`client`]: the client library the commands use (one connection path: TLS, token).
 //! - [`clock`]: injectable time for leases.
 //! - [`error`]: the crate's error type and its mapping to gRPC status codes.
@@ -31,6 +32,7 @@ pub mod harness;
 pub mod ids;
 pub mod lifecycle;
 pub mod metrics;
+pub mod parquet;
 pub mod records;
 pub mod report;
 pub mod scheduler;

@@ -29,12 +29,22 @@ fn refusal_windows() -> (Duration, u64) {
     (Duration::from_secs(env("IBSWEEP_DISK_FULL_SECONDS", 30)), env("IBSWEEP_DISK_FULL_TIMES", 1).clamp(1, 5))
 }
 
+/// Epochs between two refusal windows' starts: more than the epochs a worker trains ahead
+/// of its refused uploads (its queue of 4, and the one in hand), so every window begins
+/// while the job still runs.
+const EPOCHS_PER_WINDOW: u64 = 6;
+
+/// 16 epochs for one window, 6 more for each further one.
+fn epochs() -> u64 {
+    10 + EPOCHS_PER_WINDOW * refusal_windows().1
+}
+
 fn grid() -> String {
     GridBuilder::tiny("storage")
         .param("width", 2)
         .param("depth", 2)
         .param("seed", 3)
-        .param("epochs", 16)
+        .param("epochs", epochs())
         .measure("splits", "[train, test]")
         .train("train_size", 1000)
         .train("test_size", 500)
@@ -89,7 +99,7 @@ fn reference(dir: &Path) -> Vec<Row> {
     drop(worker);
     let rows = results(&url, &sweep);
     drop(coordinator);
-    assert_eq!(rows.len(), 17 * 2 * 3, "17 measured epochs, 2 splits, 3 layers");
+    assert_eq!(rows.len() as u64, (epochs() + 1) * 2 * 3, "every epoch measured, 2 splits, 3 layers");
     rows
 }
 
@@ -154,8 +164,11 @@ fn disk_full_mid_job(dir: &Path, expected: &[Row]) {
     let worker = attach(&url, "full-w", dir);
     let (window, times) = refusal_windows();
     for cycle in 0..times {
-        let at = 3 + 2 * cycle;
-        wait_for(&format!("the job at epoch {at}"), Duration::from_secs(300), || epoch_reached(&url, &sweep) >= at);
+        let at = 3 + EPOCHS_PER_WINDOW * cycle;
+        wait_for(&format!("the job at epoch {at}"), Duration::from_secs(300), || {
+            epoch_reached(&url, &sweep) >= at || count(&status(&url, &sweep), "done") == Some(1)
+        });
+        assert_ne!(count(&status(&url, &sweep), "done"), Some(1), "the job ended before refusal window {}", cycle + 1);
         let filler = mount.join("filler");
         let filled = fill(&filler);
         let full_at = Instant::now();

@@ -83,7 +83,8 @@ pub enum Command {
         /// Keep rows whose column equals the value (as printed in CSV); repeatable.
         #[arg(long = "where", value_name = "KEY=VALUE")]
         filters: Vec<String>,
-        /// Write to FILE instead of stdout: CSV for .csv, JSON lines for .json/.jsonl.
+        /// Write to FILE instead of stdout: CSV for .csv, JSON lines for .json/.jsonl,
+        /// Parquet for .parquet (typed columns, the CSV's names and order).
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },

@@ -19,14 +19,24 @@ pub async fn results(
     filters: &[String],
     out: Option<&Path>,
 ) -> ClientResult<()> {
+    let parquet = out.is_some_and(|p| p.extension().is_some_and(|e| e == "parquet"));
+    if let Some(path) = out.filter(|_| !parquet) {
+        if !matches!(path.extension().and_then(|e| e.to_str()), Some("csv" | "json" | "jsonl" | "ndjson")) {
+            anyhow::bail!("--out {}: use a .csv, .jsonl or .parquet file name", path.display());
+        }
+    }
     let rows = client.results(sweep, filters).await?;
+    if let (Some(path), true) = (out, parquet) {
+        let (target, count) = (path.to_path_buf(), rows.len());
+        tokio::task::spawn_blocking(move || crate::parquet::write_file(&target, &rows))
+            .await?
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {count} rows to {}", path.display());
+        return Ok(());
+    }
     let (format, sink): (Format, Box<dyn Write>) = match out {
         Some(path) => {
-            let format = match path.extension().and_then(|e| e.to_str()) {
-                Some("csv") => Format::Csv,
-                Some("json" | "jsonl" | "ndjson") => Format::Json,
-                _ => anyhow::bail!("--out {}: use a .csv or .jsonl file name", path.display()),
-            };
+            let format = if path.extension().is_some_and(|e| e == "csv") { Format::Csv } else { Format::Json };
             let file =
                 std::fs::File::create(path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
             (format, Box::new(std::io::BufWriter::new(file)))

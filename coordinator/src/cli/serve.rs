@@ -72,8 +72,9 @@ pub struct ServeArgs {
     /// cluster-internal address).
     #[arg(long, env = "IBSWEEP_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
-    /// Serve the read-only HTTP data API (status, results as CSV or JSON lines, workers) at
-    /// http://ADDR/api/v1/, guarded by the user token; the same address rules as --listen.
+    /// Serve the read-only HTTP data API (status, results as CSV, JSON lines or Parquet,
+    /// workers) at http://ADDR/api/v1/, guarded by the user token; the same address rules
+    /// as --listen.
     #[arg(long, env = "IBSWEEP_HTTP_LISTEN", value_name = "ADDR")]
     http_listen: Option<SocketAddr>,
     /// Largest message the worker service accepts, in bytes (histogram pieces are at most 1 MiB).

@@ -2,7 +2,7 @@
 
 use ibsweep_shared::grid::Grid;
 
-use super::Scheduler;
+use super::{Event, Scheduler};
 use crate::error::{Error, Result};
 use crate::ids::SweepId;
 use crate::lifecycle::{Counts, Job, StateKind};
@@ -69,6 +69,9 @@ impl<S: JobStore> Scheduler<S> {
         drop(index);
         self.flush()?;
         self.grids.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_insert_with(|| grid.into());
+        if created {
+            self.events.publish(Event::Sweep { sweep_id: id });
+        }
         Ok(Submitted { sweep_id: id, jobs: record.counts.total, created, name: record.name })
     }
 
@@ -117,6 +120,7 @@ impl<S: JobStore> Scheduler<S> {
         for (key, file) in retired {
             self.forget_retired(key, file, false)?;
         }
+        self.events.publish(Event::Sweep { sweep_id });
         Ok(cancelled)
     }
 
@@ -144,6 +148,7 @@ impl<S: JobStore> Scheduler<S> {
         }
         drop(index);
         self.flush()?;
+        self.events.publish(Event::Sweep { sweep_id });
         Ok(requeued.len() as u64)
     }
 

@@ -17,7 +17,7 @@ use ibsweep_shared::job::{JobSpec, Split};
 use ibsweep_shared::measure::{BinSize, CountProfile, LayerHistogram};
 use ibsweep_shared::results::{EstimateColumns, Measurement, MiRow};
 
-use super::Scheduler;
+use super::{Event, Scheduler};
 use super::staging::{self, Area};
 use crate::error::{Error, Result};
 use crate::ids::{Claim, JobId};
@@ -142,7 +142,11 @@ impl<S: JobStore> Scheduler<S> {
         }
         let n = samples(&spec, chunk.key.split);
         if let Some(values) = &chunk.estimates {
-            return self.ingest_estimates(key, &spec, chunk, values, n);
+            let new = self.ingest_estimates(key, &spec, chunk, values, n)?;
+            if new {
+                self.events.publish(Event::Measured { sweep_id: key.sweep, job_id: chunk.job_id, epoch: chunk.key.epoch });
+            }
+            return Ok(new);
         }
         let histogram = LayerHistogram::from_bytes(&chunk.histogram).map_err(|e| chunk.refuse(e))?;
         if histogram.n_labels() != CLASSES {
@@ -210,6 +214,7 @@ impl<S: JobStore> Scheduler<S> {
         if new {
             self.metrics.histogram_bytes.inc_by(chunk.histogram.len() as u64);
             self.metrics.histogram_entries.inc_by(entries);
+            self.events.publish(Event::Measured { sweep_id: key.sweep, job_id: chunk.job_id, epoch: chunk.key.epoch });
         }
         Ok(new)
     }
@@ -363,6 +368,7 @@ impl<S: JobStore> Scheduler<S> {
         }
         if done.is_some() {
             self.metrics.jobs_completed.inc();
+            self.events.publish(Event::job(key.sweep, job_id, StateKind::Done));
         }
         Ok(rows)
     }

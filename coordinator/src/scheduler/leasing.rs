@@ -9,7 +9,7 @@ use ibsweep_shared::grid::canonical_job;
 use ibsweep_shared::job::JobSpec;
 
 use super::staging::{Area, Attempt};
-use super::{Index, Scheduler};
+use super::{Event, Index, Scheduler};
 use crate::error::{Error, Result};
 use crate::ids::{Claim, JobId, LeaseSecret, LeaseToken, SweepId, WorkerId};
 use crate::lifecycle::{Beat, CheckpointRef, Ending, Job, JobState, Lease, StateKind};
@@ -157,6 +157,7 @@ impl<S: JobStore> Scheduler<S> {
                     drop(index);
                     self.flush()?;
                     self.metrics.leases_granted.inc();
+                    self.events.publish(Event::job(key.sweep, grant.job_id, StateKind::Running));
                     return Ok(Some(grant));
                 }
                 Found::Nothing(sweep) => match requeued_index {
@@ -373,6 +374,7 @@ impl<S: JobStore> Scheduler<S> {
         if matches!(next.kind(), StateKind::Failed | StateKind::Cancelled) {
             self.forget_retired(key, retired, false)?;
         }
+        self.events.publish(Event::job(key.sweep, job.job_id, next.kind()));
         Ok(next.kind())
     }
 

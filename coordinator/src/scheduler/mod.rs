@@ -14,6 +14,7 @@
 //!   job owes, the completeness check), shared by ingest and checkpoints.
 //! - [`checkpoints`], [`audit`], [`commit`]: checkpoint commits, the cross-record audit,
 //!   group-committed flushes.
+//! - [`events`]: what each transition changed, published for live views.
 //!
 //! Concurrency: every transition that moves the index (grant, heartbeat, end, expiry,
 //! cancel, retry, completion) runs under the index lock, so the index and the store move
@@ -24,6 +25,7 @@ mod audit;
 mod checkpoints;
 mod commit;
 mod control;
+mod events;
 mod ingest;
 mod leasing;
 mod queries;
@@ -40,9 +42,10 @@ pub use audit::RecordCheck;
 pub use checkpoints::CheckpointHeader;
 pub use commit::deferring;
 pub use control::Submitted;
+pub use events::{Event, EventBus};
 pub use ingest::Chunk;
 pub use leasing::{Grant, Registration};
-pub use queries::{SweepStatus, matches};
+pub use queries::{JobRows, SweepStatus, matches};
 
 use crate::checkpoints::CheckpointDir;
 use crate::clock::Clock;
@@ -135,6 +138,7 @@ pub struct Scheduler<S: JobStore> {
     checkpoints: Option<CheckpointDir>,
     /// Concurrent transitions share flushes.
     commit: commit::GroupCommit,
+    events: EventBus,
 }
 
 const FENCE_KEY: &[u8] = b"fence";
@@ -162,6 +166,7 @@ impl<S: JobStore> Scheduler<S> {
             metrics: Metrics::new(),
             checkpoints: None,
             commit: commit::GroupCommit::default(),
+            events: EventBus::default(),
         }
     }
 
@@ -247,6 +252,11 @@ impl<S: JobStore> Scheduler<S> {
     }
 
     /// The counters this scheduler moves (exported by `serve --metrics-listen`).
+    /// Where live views hear what changed.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.metrics)
     }

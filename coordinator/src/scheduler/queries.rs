@@ -7,6 +7,7 @@ use ibsweep_shared::measure::CountProfile;
 use ibsweep_shared::results::MiRow;
 
 use super::Scheduler;
+use super::staging::Area;
 use crate::error::{Error, Result};
 use crate::ids::{JobId, SweepId};
 use crate::lifecycle::{Job, JobState, StateKind};
@@ -35,6 +36,17 @@ pub struct ResultsPage {
     pub rows: Vec<MiRow>,
     /// Pass back as `after` for the next page; `None` when this was the last.
     pub next: Option<Vec<u8>>,
+}
+
+/// One job's rows now.
+#[derive(Debug, Clone)]
+pub struct JobRows {
+    pub sweep_id: SweepId,
+    pub state: StateKind,
+    /// False only for a finished job's results; provisional rows are what a job has
+    /// measured so far, which no export includes.
+    pub provisional: bool,
+    pub rows: Vec<MiRow>,
 }
 
 impl<S: JobStore> Scheduler<S> {
@@ -156,6 +168,12 @@ impl<S: JobStore> Scheduler<S> {
         self.txn(&mut |txn| self.locate(txn, job_id)).map(|(_, job)| job)
     }
 
+    /// The job behind an ID, with its sweep and its spec.
+    pub fn job_with_spec(&self, job_id: JobId) -> Result<(SweepId, Job, JobSpec)> {
+        let (key, job) = self.txn(&mut |txn| self.locate(txn, job_id))?;
+        Ok((key.sweep, job, self.spec_of(key)?))
+    }
+
     /// Up to `limit` result rows of a sweep after `after`, in (job, epoch, split, layer,
     /// bin) order, filtered by column values as printed in CSV.
     pub fn results_page(
@@ -178,6 +196,42 @@ impl<S: JobStore> Scheduler<S> {
             }
         }
         Ok(ResultsPage { rows, next })
+    }
+
+    /// A finished job's results; for any other job what it has measured so far: the
+    /// histograms and estimates committed with its checkpoint, then the running attempt's,
+    /// in (epoch, split, layer, estimator) order. What a live view of a running job shows.
+    pub fn job_rows(&self, job_id: JobId) -> Result<JobRows> {
+        let (key, job) = self.txn(&mut |txn| self.locate(txn, job_id))?;
+        let (sweep_id, state) = (key.sweep, job.kind());
+        if state == StateKind::Done {
+            let rows = self.store.scan(Tree::Results, &key.to_bytes())?;
+            let rows = rows
+                .iter()
+                .map(|(_, v)| split_blob::<ResultRecord>(Tree::Results, v).map(|(record, _)| record.row))
+                .collect::<Result<_>>()?;
+            return Ok(JobRows { sweep_id, state, provisional: false, rows });
+        }
+        let spec = self.spec_of(key)?;
+        let (sweep, name) = (sweep_id.to_string(), job_id.to_string());
+        let mut areas = vec![Area::committed(key)];
+        if state == StateKind::Running {
+            areas.push(Area::live(key, job.attempts));
+        }
+        let mut rows = Vec::new();
+        for area in areas {
+            for (k, v) in self.store.scan(Tree::Staged, area.as_bytes())? {
+                if is_estimates_suffix(area.suffix(&k)) {
+                    let (staged, _): (StagedEstimates, Vec<u8>) = split_blob(Tree::Staged, &v)?;
+                    rows.extend(staged.values.iter().map(|c| MiRow::estimate(&sweep, &name, &spec, &staged.key, c)));
+                } else {
+                    let (staged, _): (StagedRecord, Vec<u8>) = split_blob(Tree::Staged, &v)?;
+                    rows.push(MiRow::new(&sweep, &name, &spec, &staged.key, &staged.estimate));
+                }
+            }
+        }
+        rows.sort_by_key(|r| (r.epoch, r.split, r.layer, r.estimator));
+        Ok(JobRows { sweep_id, state, provisional: true, rows })
     }
 
     /// Every result row of a sweep (tests and small sweeps; the service streams pages).
