@@ -172,7 +172,22 @@ fn disk_full_mid_job(dir: &Path, expected: &[Row]) {
         let filler = mount.join("filler");
         let filled = fill(&filler);
         let full_at = Instant::now();
-        wait_for("a refused write", Duration::from_secs(30), || store_problem(&url).is_some());
+        // sled may still have room in the log segment it holds, and a job that is between
+        // uploads writes little: probe with submissions (64 KiB grids under new names) until
+        // a write needs a block the file system no longer has.
+        let mut probes = 0;
+        wait_for("a refused write", Duration::from_secs(120), || {
+            if store_problem(&url).is_some() {
+                return true;
+            }
+            probes += 1;
+            let probe = dir.join("probe.yaml");
+            let name = format!("probe-{cycle}-{probes}");
+            let padding = format!("# {}\n", "x".repeat(64 * 1024));
+            std::fs::write(&probe, padding + &GridBuilder::tiny(&name).build()).unwrap();
+            let _ = client(&url, &["submit", probe.to_str().unwrap()]);
+            false
+        });
         let problem = store_problem(&url).unwrap();
         assert!(problem.contains("no space left") && problem.contains(data.to_str().unwrap()), "{problem}");
 

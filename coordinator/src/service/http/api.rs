@@ -150,19 +150,26 @@ async fn encode(mut encoder: Encoder, rows: Vec<MiRow>, last: bool) -> std::io::
     .map_err(std::io::Error::other)?
 }
 
+/// The format a rows route asks for and the sweep or job it names; or the answer saying
+/// which of the two is wrong.
+fn rows_request<T: std::str::FromStr<Err = crate::ids::BadId>>(id: &str, file: &str) -> Result<(RowFormat, T), Response> {
+    let Some(format) = RowFormat::of(file) else {
+        return Err(answer(tonic::Status::not_found(format!(
+            "no {file} here: ask for results.csv, results.jsonl or results.parquet"
+        ))));
+    };
+    let id = convert::parse::<T>(id).map_err(answer)?;
+    Ok((format, id))
+}
+
 pub(super) async fn results<S: JobStore>(
     State(api): State<Arc<Api<S>>>,
     Path((id, file)): Path<(String, String)>,
     Query(filters): Query<Vec<(String, String)>>,
 ) -> Response {
-    let Some(format) = RowFormat::of(&file) else {
-        return answer(tonic::Status::not_found(format!(
-            "no {file} here: ask for results.csv, results.jsonl or results.parquet"
-        )));
-    };
-    let sweep = match convert::parse::<SweepId>(&id) {
-        Ok(sweep) => sweep,
-        Err(status) => return answer(status),
+    let (format, sweep) = match rows_request::<SweepId>(&id, &file) {
+        Ok(asked) => asked,
+        Err(refused) => return refused,
     };
     let filters = Arc::new(filters);
     // The first page is read before answering, so an unknown sweep or column is a 4xx.
@@ -277,14 +284,9 @@ pub(super) async fn job_results<S: JobStore>(
     Path((id, file)): Path<(String, String)>,
     Query(filters): Query<Vec<(String, String)>>,
 ) -> Response {
-    let Some(format) = RowFormat::of(&file) else {
-        return answer(tonic::Status::not_found(format!(
-            "no {file} here: ask for results.csv, results.jsonl or results.parquet"
-        )));
-    };
-    let job_id = match convert::parse::<JobId>(&id) {
-        Ok(job) => job,
-        Err(status) => return answer(status),
+    let (format, job_id) = match rows_request::<JobId>(&id, &file) {
+        Ok(asked) => asked,
+        Err(refused) => return refused,
     };
     let read = blocking(&api.scheduler, move |s| {
         let mut found = s.job_rows(job_id)?;
