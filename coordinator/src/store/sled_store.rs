@@ -212,11 +212,22 @@ impl Drop for SledStore {
     }
 }
 
+/// sled's refusal to open a directory whose file lock another store holds.
+fn is_lock_error(io: &std::io::Error) -> bool {
+    io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock")
+}
+
+/// How long an open waits for a file lock to be let go. sled releases it from a thread of
+/// its own a moment after the store that held it is dropped, so a store reopened at once in
+/// the same process (after a full disk, or in a test) can find it still held; another live
+/// coordinator holds it for good and is named after this wait.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Why sled could not open `dir`, as a coordinator should say it.
 fn open_error(dir: &Path, e: sled::Error) -> Error {
     let damaged = |detail: String| Error::Damaged { dir: dir.display().to_string(), detail };
     match e {
-        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+        sled::Error::Io(io) if is_lock_error(&io) => {
             Error::Store(format!("{} is in use by another coordinator ({io})", dir.display()))
         }
         sled::Error::Io(io) if is_no_space(&io) => {
@@ -235,12 +246,23 @@ fn open_error(dir: &Path, e: sled::Error) -> Error {
 /// sled 0.34 panics on some damaged files instead of returning an error; that panic is
 /// caught here and reported as a damaged store, so a bad disk never crashes the process.
 fn open_handles(dir: &Path) -> Result<(Handles, u64)> {
-    let opened = std::panic::catch_unwind(|| -> sled::Result<Handles> {
-        let db = sled::Config::new().path(dir).open()?;
-        let trees = Tree::ALL.iter().map(|t| db.open_tree(t.name())).collect::<sled::Result<Vec<_>>>()?;
-        let redo = db.open_tree(REDO_TREE)?;
-        Ok(Handles { db, trees, redo })
-    });
+    let open = || {
+        std::panic::catch_unwind(|| -> sled::Result<Handles> {
+            let db = sled::Config::new().path(dir).open()?;
+            let trees = Tree::ALL.iter().map(|t| db.open_tree(t.name())).collect::<sled::Result<Vec<_>>>()?;
+            let redo = db.open_tree(REDO_TREE)?;
+            Ok(Handles { db, trees, redo })
+        })
+    };
+    let start = std::time::Instant::now();
+    let opened = loop {
+        let opened = open();
+        let locked = matches!(&opened, Ok(Err(sled::Error::Io(io))) if is_lock_error(io));
+        if !locked || start.elapsed() >= LOCK_WAIT {
+            break opened;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let handles = match opened {
         Ok(result) => result.map_err(|e| open_error(dir, e))?,
         Err(panic) => {
