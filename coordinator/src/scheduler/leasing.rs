@@ -403,6 +403,13 @@ impl<S: JobStore> Scheduler<S> {
         }
         let now = self.now_ms();
         let ttl = self.timing.lease_ttl_ms;
+        let store_error = self.last_store_error_ms.load(Ordering::SeqCst);
+        if store_error > 0 && now < store_error.saturating_add(ttl) {
+            // Writes failed within the last TTL, so heartbeats may have been refused, and the
+            // store's reopen renews every lease: expiring one in between (the reopen done,
+            // the renewal not yet) would take its job from a worker that kept it.
+            return Ok(0);
+        }
         let mut index = self.lock();
         let due: Vec<_> = index.deadlines.iter().take_while(|(deadline, _, _)| *deadline < now).copied().collect();
         let mut expired = 0;
@@ -413,7 +420,6 @@ impl<S: JobStore> Scheduler<S> {
                 continue;
             };
             let lease = job.lease().expect("filtered on a live lease");
-            let store_error = self.last_store_error_ms.load(Ordering::SeqCst);
             let counts = store_error == 0 || store_error < lease.deadline_ms.saturating_sub(ttl);
             let silent = (now - lease.deadline_ms + ttl) / 1000;
             let reason = if counts {
