@@ -49,12 +49,18 @@ fn browser() -> bool {
         return true;
     }
     eprintln!("Chromium is missing: installing Debian's chromium and chromium-driver with apt-get");
-    let ok = Command::new("apt-get")
-        .args(["install", "-y", "-q", "chromium", "chromium-driver"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "chromium", "chromium-driver"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    // A fresh machine's package lists may be missing or stale: refresh them once on failure.
+    let ok = install()
+        || (Command::new("apt-get").args(["update", "-q"]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+            && install());
     if !ok || !Path::new(CHROMEDRIVER).exists() {
         eprintln!(
             "SKIPPED the browser test: no {CHROMIUM} or {CHROMEDRIVER}; install Debian's packages chromium and \
