@@ -561,21 +561,15 @@ impl JobStore for SledStore {
         }
         let _commit = self.lock();
         let mut slot = self.handles.write().unwrap_or_else(|e| e.into_inner());
-        // sled's file lock goes with its last handle; its IO threads may hold one briefly.
+        // sled's file lock goes with its last handle; its IO threads may hold one briefly,
+        // which `open_handles` waits out (LOCK_WAIT).
         drop(slot.take());
-        let mut tries = 0;
-        let handles = loop {
-            match open_handles(&self.path) {
-                Ok((handles, commits)) => {
-                    self.commits.store(commits, Ordering::SeqCst);
-                    break handles;
-                }
-                Err(Error::Store(why)) if why.contains("in use") && tries < 40 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(e) => return Err(self.lost(e.to_string())),
+        let handles = match open_handles(&self.path) {
+            Ok((handles, commits)) => {
+                self.commits.store(commits, Ordering::SeqCst);
+                handles
             }
+            Err(e) => return Err(self.lost(e.to_string())),
         };
         let probe = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
